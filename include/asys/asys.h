@@ -1,0 +1,243 @@
+/* asys — make any system call asynchronous, at almost no cost when it would
+ * not have blocked.
+ *
+ * C ABI. Compiles as C99 and as C++. Every function returns a negative errno
+ * on failure and never touches `errno`.
+ *
+ * Threading: every function may be called from any thread, concurrently,
+ * except asys_ctx_destroy(), which must not race with other calls on the same
+ * context (threads blocked in asys_wait() are woken and return -ESHUTDOWN).
+ */
+#ifndef ASYS_ASYS_H
+#define ASYS_ASYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define ASYS_API __attribute__((visibility("default")))
+#else
+#define ASYS_API
+#endif
+
+#define ASYS_VERSION_MAJOR 0
+#define ASYS_VERSION_MINOR 1
+
+/** asys_submit() returns this when the op finished inline: the result is
+ *  already in *ret_ptr and no completion entry will follow (seed 002's
+ *  IOF_QUICK). 0 means "accepted, will complete later". */
+#define ASYS_DONE 1
+
+/* ---------------------------------------------------------------- opcodes */
+enum asys_opcode {
+    ASYS_OP_NOP = 0,     /* args[0] is returned as the result               */
+    ASYS_OP_READ,        /* fd, buf, len                                    */
+    ASYS_OP_PREAD,       /* fd, buf, len, offset                            */
+    ASYS_OP_READV,       /* fd, iov, iovcnt                                 */
+    ASYS_OP_PREADV,      /* fd, iov, iovcnt, offset, rwf_flags              */
+    ASYS_OP_WRITE,       /* fd, buf, len                                    */
+    ASYS_OP_PWRITE,      /* fd, buf, len, offset                            */
+    ASYS_OP_WRITEV,      /* fd, iov, iovcnt                                 */
+    ASYS_OP_PWRITEV,     /* fd, iov, iovcnt, offset, rwf_flags              */
+    ASYS_OP_OPENAT,      /* dirfd, path, flags, mode                        */
+    ASYS_OP_CLOSE,       /* fd                                              */
+    ASYS_OP_FSYNC,       /* fd                                              */
+    ASYS_OP_FDATASYNC,   /* fd                                              */
+    ASYS_OP_STATX,       /* dirfd, path, flags, mask, struct statx *        */
+    ASYS_OP_UNLINKAT,    /* dirfd, path, flags                              */
+    ASYS_OP_RENAMEAT,    /* olddirfd, oldpath, newdirfd, newpath, flags     */
+    ASYS_OP_MKDIRAT,     /* dirfd, path, mode                               */
+    ASYS_OP_FALLOCATE,   /* fd, mode, offset, len                           */
+    ASYS_OP_FTRUNCATE,   /* fd, length                                      */
+    ASYS_OP_ACCEPT,      /* fd, addr, addrlen *, flags                      */
+    ASYS_OP_CONNECT,     /* fd, addr, addrlen                               */
+    ASYS_OP_RECV,        /* fd, buf, len, msg_flags                         */
+    ASYS_OP_SEND,        /* fd, buf, len, msg_flags                         */
+    ASYS_OP_POLL,        /* fd, events, timeout_ms (-1: none) → revents     */
+    ASYS_OP_SYSCALL,     /* any syscall: op.nr, args[0..5]                  */
+    ASYS_OP__COUNT
+};
+
+/* ------------------------------------------------------------- op flags */
+#define ASYS_F_NOWAIT     (1u << 0) /* never block, never punt: -EAGAIN     */
+#define ASYS_F_ATOMIC     (1u << 1) /* punt only to an idle worker, never
+                                       wait for a worker or a slot          */
+#define ASYS_F_ASYNC      (1u << 2) /* skip the inline attempt              */
+#define ASYS_F_SYNC       (1u << 3) /* run on the caller's thread           */
+#define ASYS_F_CQE_ALWAYS (1u << 4) /* post a completion (or call the
+                                       callback) even when done inline      */
+#define ASYS_F__ALL       0x1fu
+
+/* ------------------------------------------------ completion path (cqe) */
+#define ASYS_PATH_INLINE 1u  /* ran on the submitting thread  */
+#define ASYS_PATH_POOL   2u  /* ran on a pool worker          */
+#define ASYS_PATH_URING  3u  /* ran through io_uring          */
+
+/** One completion. */
+struct asys_cqe {
+    uint64_t user_data; /* copied from the op                     */
+    long     res;       /* result: >= 0, or a negative errno      */
+    uint32_t opcode;    /* the op's opcode                        */
+    uint32_t path;      /* ASYS_PATH_*: which path served the op  */
+};
+
+typedef void (*asys_callback_t)(const struct asys_cqe *cqe, void *cb_arg);
+
+/** An operation descriptor. asys_submit() copies it: the caller may reuse or
+ *  free the descriptor as soon as asys_submit() returns. Buffers, paths and
+ *  the ret_ptr target must stay valid until the op completes.
+ *  Must be 8-byte aligned; reserved fields must be zero. */
+struct asys_op {
+    uint32_t        opcode;    /* enum asys_opcode                          */
+    uint32_t        flags;     /* ASYS_F_*                                  */
+    long           *ret_ptr;   /* result written here (may be NULL)         */
+    uint64_t        user_data; /* returned in the cqe; key for asys_cancel  */
+    asys_callback_t callback;  /* if set: called instead of posting a cqe   */
+    void           *cb_arg;
+    long            nr;        /* syscall number, ASYS_OP_SYSCALL only      */
+    uint64_t        args[6];
+    uint64_t        reserved[2];
+};
+
+/* --------------------------------------------------------------- context */
+typedef struct asys_ctx asys_ctx;
+
+#define ASYS_CTX_BLOCK_WHEN_FULL (1u << 0) /* submit waits for a slot
+                                              instead of -EAGAIN            */
+#define ASYS_CTX_INLINE_NEVER    (1u << 1) /* every op as if ASYS_F_ASYNC   */
+#define ASYS_CTX_INLINE_ALWAYS   (1u << 2) /* every op as if ASYS_F_SYNC    */
+#define ASYS_CTX__ALL            0x7u
+
+enum asys_backend { ASYS_BACKEND_AUTO = 0, ASYS_BACKEND_POOL = 1, ASYS_BACKEND_URING = 2 };
+
+struct asys_params {
+    unsigned workers;      /* pool threads; 0: 4 x online CPUs (max 256)    */
+    unsigned max_inflight; /* accepted-but-unreaped ops; 0: 4096            */
+    unsigned ring_entries; /* completion ring; 0: max_inflight; >= it       */
+    unsigned flags;        /* ASYS_CTX_*                                    */
+    unsigned backend;      /* enum asys_backend; AUTO honours $ASYS_BACKEND */
+    unsigned reserved[3];  /* must be zero                                  */
+};
+
+/** Counters of one context (monotonic since creation). */
+struct asys_stats {
+    uint64_t submitted;      /* ops accepted                                   */
+    uint64_t done_inline;    /* finished on the caller (ASYS_DONE)             */
+    uint64_t punted_probe;   /* inline attempt said would-block, then punted   */
+    uint64_t punted_direct;  /* sent to a backend without an inline attempt    */
+    uint64_t completed_pool; /* completed by the pool                          */
+    uint64_t completed_uring;/* completed by io_uring                          */
+    uint64_t short_finished; /* short inline results finished off-thread       */
+    uint64_t cancelled;      /* completed with -ECANCELED                      */
+    uint64_t rejected_full;  /* submits refused with -EAGAIN for lack of room  */
+    uint32_t workers;        /* pool threads                                   */
+    uint32_t inflight;       /* accepted and not yet completed                 */
+};
+
+ASYS_API int  asys_ctx_create(const struct asys_params *params, asys_ctx **out);
+
+#define ASYS_DESTROY_DRAIN  0u /* wait for every accepted op to complete     */
+#define ASYS_DESTROY_CANCEL 1u /* cancel queued ops, interrupt running ones  */
+ASYS_API int  asys_ctx_destroy(asys_ctx *ctx, unsigned how);
+
+ASYS_API int  asys_ctx_fd(asys_ctx *ctx);
+ASYS_API int  asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out);
+
+ASYS_API int  asys_submit(asys_ctx *ctx, const struct asys_op *op);
+ASYS_API int  asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int *status);
+
+ASYS_API int  asys_wait(asys_ctx *ctx, unsigned min_events, const struct timespec *timeout,
+                        struct asys_cqe *out, unsigned max);
+ASYS_API int  asys_peek(asys_ctx *ctx, struct asys_cqe *out, unsigned max);
+
+ASYS_API int  asys_cancel(asys_ctx *ctx, uint64_t user_data);
+
+/** -EPERM if `nr` may not be submitted generically, -ENOSYS if it is not a
+ *  syscall number of this architecture, 0 otherwise. */
+ASYS_API int  asys_syscall_allowed(long nr);
+
+ASYS_API const char *asys_opcode_name(unsigned opcode);
+
+/* --------------------------------------------------- prep helpers
+ * Like liburing's io_uring_prep_*: fill a descriptor, zeroing the rest. */
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#endif
+static inline void asys_prep__(struct asys_op *op, uint32_t opcode, uint64_t a0, uint64_t a1,
+                               uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
+{
+    memset(op, 0, sizeof *op);
+    op->opcode = opcode;
+    op->args[0] = a0; op->args[1] = a1; op->args[2] = a2;
+    op->args[3] = a3; op->args[4] = a4; op->args[5] = a5;
+}
+#define ASYS_U64(x) ((uint64_t)(uintptr_t)(x))
+
+static inline void asys_prep_nop(struct asys_op *op, long value)
+{ asys_prep__(op, ASYS_OP_NOP, (uint64_t)value, 0, 0, 0, 0, 0); }
+static inline void asys_prep_read(struct asys_op *op, int fd, void *buf, size_t len)
+{ asys_prep__(op, ASYS_OP_READ, (uint64_t)fd, ASYS_U64(buf), len, 0, 0, 0); }
+static inline void asys_prep_pread(struct asys_op *op, int fd, void *buf, size_t len, int64_t off)
+{ asys_prep__(op, ASYS_OP_PREAD, (uint64_t)fd, ASYS_U64(buf), len, (uint64_t)off, 0, 0); }
+static inline void asys_prep_readv(struct asys_op *op, int fd, const void *iov, int cnt)
+{ asys_prep__(op, ASYS_OP_READV, (uint64_t)fd, ASYS_U64(iov), (uint64_t)cnt, 0, 0, 0); }
+static inline void asys_prep_preadv(struct asys_op *op, int fd, const void *iov, int cnt, int64_t off, int rwf)
+{ asys_prep__(op, ASYS_OP_PREADV, (uint64_t)fd, ASYS_U64(iov), (uint64_t)cnt, (uint64_t)off, (uint64_t)rwf, 0); }
+static inline void asys_prep_write(struct asys_op *op, int fd, const void *buf, size_t len)
+{ asys_prep__(op, ASYS_OP_WRITE, (uint64_t)fd, ASYS_U64(buf), len, 0, 0, 0); }
+static inline void asys_prep_pwrite(struct asys_op *op, int fd, const void *buf, size_t len, int64_t off)
+{ asys_prep__(op, ASYS_OP_PWRITE, (uint64_t)fd, ASYS_U64(buf), len, (uint64_t)off, 0, 0); }
+static inline void asys_prep_writev(struct asys_op *op, int fd, const void *iov, int cnt)
+{ asys_prep__(op, ASYS_OP_WRITEV, (uint64_t)fd, ASYS_U64(iov), (uint64_t)cnt, 0, 0, 0); }
+static inline void asys_prep_pwritev(struct asys_op *op, int fd, const void *iov, int cnt, int64_t off, int rwf)
+{ asys_prep__(op, ASYS_OP_PWRITEV, (uint64_t)fd, ASYS_U64(iov), (uint64_t)cnt, (uint64_t)off, (uint64_t)rwf, 0); }
+static inline void asys_prep_openat(struct asys_op *op, int dfd, const char *path, int flags, unsigned mode)
+{ asys_prep__(op, ASYS_OP_OPENAT, (uint64_t)dfd, ASYS_U64(path), (uint64_t)flags, mode, 0, 0); }
+static inline void asys_prep_close(struct asys_op *op, int fd)
+{ asys_prep__(op, ASYS_OP_CLOSE, (uint64_t)fd, 0, 0, 0, 0, 0); }
+static inline void asys_prep_fsync(struct asys_op *op, int fd)
+{ asys_prep__(op, ASYS_OP_FSYNC, (uint64_t)fd, 0, 0, 0, 0, 0); }
+static inline void asys_prep_fdatasync(struct asys_op *op, int fd)
+{ asys_prep__(op, ASYS_OP_FDATASYNC, (uint64_t)fd, 0, 0, 0, 0, 0); }
+static inline void asys_prep_statx(struct asys_op *op, int dfd, const char *path, int flags, unsigned mask, void *statxbuf)
+{ asys_prep__(op, ASYS_OP_STATX, (uint64_t)dfd, ASYS_U64(path), (uint64_t)flags, mask, ASYS_U64(statxbuf), 0); }
+static inline void asys_prep_unlinkat(struct asys_op *op, int dfd, const char *path, int flags)
+{ asys_prep__(op, ASYS_OP_UNLINKAT, (uint64_t)dfd, ASYS_U64(path), (uint64_t)flags, 0, 0, 0); }
+static inline void asys_prep_renameat(struct asys_op *op, int odfd, const char *oldp, int ndfd, const char *newp, unsigned flags)
+{ asys_prep__(op, ASYS_OP_RENAMEAT, (uint64_t)odfd, ASYS_U64(oldp), (uint64_t)ndfd, ASYS_U64(newp), flags, 0); }
+static inline void asys_prep_mkdirat(struct asys_op *op, int dfd, const char *path, unsigned mode)
+{ asys_prep__(op, ASYS_OP_MKDIRAT, (uint64_t)dfd, ASYS_U64(path), mode, 0, 0, 0); }
+static inline void asys_prep_fallocate(struct asys_op *op, int fd, int mode, int64_t off, int64_t len)
+{ asys_prep__(op, ASYS_OP_FALLOCATE, (uint64_t)fd, (uint64_t)mode, (uint64_t)off, (uint64_t)len, 0, 0); }
+static inline void asys_prep_ftruncate(struct asys_op *op, int fd, int64_t len)
+{ asys_prep__(op, ASYS_OP_FTRUNCATE, (uint64_t)fd, (uint64_t)len, 0, 0, 0, 0); }
+static inline void asys_prep_accept(struct asys_op *op, int fd, void *addr, void *addrlen, int flags)
+{ asys_prep__(op, ASYS_OP_ACCEPT, (uint64_t)fd, ASYS_U64(addr), ASYS_U64(addrlen), (uint64_t)flags, 0, 0); }
+static inline void asys_prep_connect(struct asys_op *op, int fd, const void *addr, unsigned addrlen)
+{ asys_prep__(op, ASYS_OP_CONNECT, (uint64_t)fd, ASYS_U64(addr), addrlen, 0, 0, 0); }
+static inline void asys_prep_recv(struct asys_op *op, int fd, void *buf, size_t len, int flags)
+{ asys_prep__(op, ASYS_OP_RECV, (uint64_t)fd, ASYS_U64(buf), len, (uint64_t)flags, 0, 0); }
+static inline void asys_prep_send(struct asys_op *op, int fd, const void *buf, size_t len, int flags)
+{ asys_prep__(op, ASYS_OP_SEND, (uint64_t)fd, ASYS_U64(buf), len, (uint64_t)flags, 0, 0); }
+static inline void asys_prep_poll(struct asys_op *op, int fd, unsigned events, int timeout_ms)
+{ asys_prep__(op, ASYS_OP_POLL, (uint64_t)fd, events, (uint64_t)(int64_t)timeout_ms, 0, 0, 0); }
+static inline void asys_prep_syscall(struct asys_op *op, long nr, const uint64_t args[6])
+{
+    asys_prep__(op, ASYS_OP_SYSCALL, args[0], args[1], args[2], args[3], args[4], args[5]);
+    op->nr = nr;
+}
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASYS_ASYS_H */

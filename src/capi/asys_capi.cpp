@@ -1,0 +1,80 @@
+// The exported C ABI: argument checks, handle decoding, then the core.
+#include <cerrno>
+
+#include "asys/asys.h"
+#include "core/context.hpp"
+#include "core/denylist.hpp"
+#include "core/opcodes.hpp"
+#include "router/router.hpp"
+
+using asys::internal::context;
+
+#define ASYS_CTX_OR_RETURN(h)                          \
+    int err_ = 0;                                      \
+    context *c = context::from_handle((h), &err_);     \
+    if (!c) return err_
+
+extern "C" {
+
+int asys_ctx_create(const struct asys_params *params, asys_ctx **out) {
+    return context::create(params, out);
+}
+
+int asys_ctx_destroy(asys_ctx *ctx, unsigned how) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->destroy(how);
+}
+
+int asys_ctx_fd(asys_ctx *ctx) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->fd();
+}
+
+int asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->stats(out);
+}
+
+int asys_submit(asys_ctx *ctx, const struct asys_op *op) {
+    ASYS_CTX_OR_RETURN(ctx);
+    int rc = asys::internal::validate_op(op);
+    if (rc) return rc;
+    return asys::internal::route(*c, *op);
+}
+
+int asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int *status) {
+    ASYS_CTX_OR_RETURN(ctx);
+    if (n == 0) return 0;
+    if (!ops) return -EFAULT;
+    for (unsigned i = 0; i < n; ++i) {
+        int rc = asys::internal::validate_op(&ops[i]);
+        if (rc == 0) rc = asys::internal::route(*c, ops[i]);
+        if (status) status[i] = rc;
+        if (rc < 0) return i ? static_cast<int>(i) : rc;
+    }
+    return static_cast<int>(n);
+}
+
+int asys_wait(asys_ctx *ctx, unsigned min_events, const struct timespec *timeout,
+              struct asys_cqe *out, unsigned max) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->wait(min_events, timeout, out, max);
+}
+
+int asys_peek(asys_ctx *ctx, struct asys_cqe *out, unsigned max) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->peek(out, max);
+}
+
+int asys_cancel(asys_ctx *ctx, uint64_t user_data) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->async_backend().cancel(user_data);
+}
+
+int asys_syscall_allowed(long nr) { return asys::internal::syscall_allowed(nr); }
+
+const char *asys_opcode_name(unsigned opcode) {
+    return opcode < ASYS_OP__COUNT ? asys::internal::kOpcodes[opcode].name : nullptr;
+}
+
+}  // extern "C"

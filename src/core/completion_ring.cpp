@@ -1,0 +1,100 @@
+#include "core/completion_ring.hpp"
+
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "core/raw_syscall.hpp"
+
+namespace asys::internal {
+
+int completion_ring::init(unsigned capacity) noexcept {
+    try {
+        buf_.resize(capacity);
+    } catch (...) {
+        return -ENOMEM;
+    }
+    long fd = raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0);
+    if (fd < 0) return static_cast<int>(fd);
+    efd_ = static_cast<int>(fd);
+    return 0;
+}
+
+void completion_ring::release() noexcept {
+    if (efd_ >= 0) raw_syscall6(SYS_close, static_cast<uint64_t>(efd_), 0, 0, 0, 0, 0);
+    efd_ = -1;
+    std::vector<asys_cqe>().swap(buf_);
+}
+
+// The eventfd counter is owned by the ring: 1 while entries are pending, 0
+// when empty. Toggled under mu_, so it can never disagree with count_.
+void completion_ring::set_readable_locked(bool readable) noexcept {
+    if (readable == readable_) return;
+    readable_ = readable;
+    uint64_t v = 1;
+    if (readable)
+        raw_syscall6(SYS_write, static_cast<uint64_t>(efd_), reinterpret_cast<uint64_t>(&v), 8, 0,
+                     0, 0);
+    else
+        raw_syscall6(SYS_read, static_cast<uint64_t>(efd_), reinterpret_cast<uint64_t>(&v), 8, 0,
+                     0, 0);
+}
+
+void completion_ring::push(const asys_cqe &cqe) noexcept {
+    std::lock_guard lk(mu_);
+    buf_[(head_ + count_) % buf_.size()] = cqe;
+    ++count_;
+    set_readable_locked(true);
+    if (waiters_) cv_.notify_all();
+}
+
+unsigned completion_ring::pop_locked(asys_cqe *out, unsigned max) noexcept {
+    unsigned n = count_ < max ? count_ : max;
+    const unsigned cap = static_cast<unsigned>(buf_.size());
+    for (unsigned i = 0; i < n; ++i) out[i] = buf_[(head_ + i) % cap];
+    head_ = (head_ + n) % cap;
+    count_ -= n;
+    if (count_ == 0) set_readable_locked(false);
+    return n;
+}
+
+unsigned completion_ring::pop(asys_cqe *out, unsigned max) noexcept {
+    std::lock_guard lk(mu_);
+    return pop_locked(out, max);
+}
+
+unsigned completion_ring::size() noexcept {
+    std::lock_guard lk(mu_);
+    return count_;
+}
+
+int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
+                          unsigned max) noexcept {
+    std::unique_lock lk(mu_);
+    auto ready = [&] { return shutdown_ || count_ >= min; };
+    if (!ready()) {
+        ++waiters_;
+        if (timeout) {
+            auto d = std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec);
+            cv_.wait_until(lk, std::chrono::steady_clock::now() + d, ready);
+        } else {
+            cv_.wait(lk, ready);
+        }
+        if (--waiters_ == 0 && shutdown_) cv_.notify_all();
+    }
+    if (shutdown_) return -ESHUTDOWN;
+    unsigned n = pop_locked(out, max);
+    if (n == 0 && min > 0) return -ETIME;
+    return static_cast<int>(n);
+}
+
+void completion_ring::shutdown() noexcept {
+    std::unique_lock lk(mu_);
+    shutdown_ = true;
+    cv_.notify_all();
+    cv_.wait(lk, [&] { return waiters_ == 0; });
+}
+
+}  // namespace asys::internal

@@ -1,0 +1,55 @@
+// Completion ring of one context: fixed capacity, many producers (workers),
+// any number of consumers (asys_wait/asys_peek), and an eventfd that is
+// readable exactly while the ring holds entries.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "asys/asys.h"
+
+namespace asys::internal {
+
+class completion_ring {
+public:
+    /// Thread-safe after init(); init() is not.
+    int init(unsigned capacity) noexcept;
+    /// Closes the eventfd. No call may race with it.
+    void release() noexcept;
+
+    int fd() const noexcept { return efd_; }
+
+    /// Never overflows: the context admits at most `capacity` ops that may
+    /// post an entry before they are reaped.
+    void push(const asys_cqe &cqe) noexcept;
+
+    /// Copies up to `max` entries; returns the count.
+    unsigned pop(asys_cqe *out, unsigned max) noexcept;
+
+    /// Waits until >= min entries are present, the deadline passes, or
+    /// shutdown() is called; then pops up to max. Returns the count, -ETIME
+    /// (deadline, none popped) or -ESHUTDOWN.
+    int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max) noexcept;
+
+    /// Wakes every waiter with -ESHUTDOWN and waits until none is left.
+    void shutdown() noexcept;
+
+    unsigned size() noexcept;
+    unsigned capacity() const noexcept { return static_cast<unsigned>(buf_.size()); }
+
+private:
+    unsigned pop_locked(asys_cqe *out, unsigned max) noexcept;
+    void set_readable_locked(bool readable) noexcept;
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<asys_cqe> buf_;
+    unsigned head_ = 0, count_ = 0;
+    unsigned waiters_ = 0;
+    bool shutdown_ = false;
+    bool readable_ = false;
+    int efd_ = -1;
+};
+
+}  // namespace asys::internal

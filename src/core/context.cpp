@@ -1,0 +1,339 @@
+#include "core/context.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "pool/worker_pool.hpp"
+
+namespace asys::internal {
+
+std::atomic<uint64_t> g_fork_generation{0};
+
+namespace {
+constexpr uintptr_t kPtrMask = (uintptr_t{1} << 48) - 1;
+constexpr unsigned kMaxWorkers = 1024;
+constexpr unsigned kMaxInflight = 1u << 22;
+}  // namespace
+
+// All context objects ever made; destroyed ones wait on a free list.
+struct registry {
+    std::mutex mu;
+    context *free = nullptr;
+
+    static registry &get() {
+        static registry *r = [] {
+            auto *reg = new registry;  // never destroyed: outlives static dtors
+            pthread_atfork([] { get().mu.lock(); }, [] { get().mu.unlock(); },
+                           [] {
+                               new (&get().mu) std::mutex;  // lock owner is gone
+                               g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+                           });
+            return reg;
+        }();
+        return *r;
+    }
+};
+
+asys_ctx *context::handle() const noexcept {
+    auto p = reinterpret_cast<uintptr_t>(this);
+    return reinterpret_cast<asys_ctx *>(p | (uintptr_t{gen_.load(std::memory_order_relaxed)} << 48));
+}
+
+context *context::from_handle(asys_ctx *h, int *err) noexcept {
+    auto v = reinterpret_cast<uintptr_t>(h);
+    if (!v) {
+        *err = -EINVAL;
+        return nullptr;
+    }
+    auto *c = reinterpret_cast<context *>(v & kPtrMask);
+    const auto tag = static_cast<uint16_t>(v >> 48);
+    // acquire: pairs with the release store of state_ in create(), so a
+    // handle that passes sees a fully initialised context.
+    if (tag == 0 || c->state_.load(std::memory_order_acquire) != 1 ||
+        c->gen_.load(std::memory_order_relaxed) != tag) {
+        *err = -EBADF;
+        return nullptr;
+    }
+    if (c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
+        *err = -EOWNERDEAD;
+        return nullptr;
+    }
+    return c;
+}
+
+static int parse_backend_env(unsigned *backend) {
+    const char *e = getenv("ASYS_BACKEND");
+    if (!e || !*e || !strcmp(e, "auto")) return 0;
+    if (!strcmp(e, "pool")) *backend = ASYS_BACKEND_POOL;
+    else if (!strcmp(e, "uring")) *backend = ASYS_BACKEND_URING;
+    else return -EINVAL;
+    return 0;
+}
+
+int context::create(const asys_params *params, asys_ctx **out) noexcept {
+    if (!out) return -EFAULT;
+    asys_params p{};
+    if (params) p = *params;
+    for (unsigned r : p.reserved)
+        if (r) return -EINVAL;
+    if (p.flags & ~ASYS_CTX__ALL) return -EINVAL;
+    if ((p.flags & ASYS_CTX_INLINE_NEVER) && (p.flags & ASYS_CTX_INLINE_ALWAYS)) return -EINVAL;
+    if (p.workers > kMaxWorkers || p.max_inflight > kMaxInflight) return -EINVAL;
+    if (p.backend > ASYS_BACKEND_URING) return -EINVAL;
+    if (p.backend == ASYS_BACKEND_AUTO) {
+        int rc = parse_backend_env(&p.backend);
+        if (rc) return rc;
+    }
+    if (p.backend == ASYS_BACKEND_URING) return -EOPNOTSUPP;  // backend not built yet
+    if (p.workers == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        p.workers = static_cast<unsigned>(ncpu > 0 ? ncpu * 4 : 4);
+        if (p.workers > 256) p.workers = 256;
+    }
+    if (p.max_inflight == 0) p.max_inflight = 4096;
+    if (p.ring_entries == 0) p.ring_entries = p.max_inflight;
+    if (p.ring_entries < p.max_inflight || p.ring_entries > kMaxInflight) return -EINVAL;
+
+    registry &reg = registry::get();
+    context *c;
+    {
+        std::lock_guard lk(reg.mu);
+        c = reg.free;
+        if (c) reg.free = c->next_free_;
+    }
+    if (!c) {
+        c = new (std::nothrow) context;
+        if (!c) return -ENOMEM;
+        if ((reinterpret_cast<uintptr_t>(c) & ~kPtrMask) != 0) {  // cannot be tagged
+            delete c;
+            return -ENOMEM;
+        }
+    }
+    int rc = c->init(p);
+    if (rc < 0) {
+        c->recycle();
+        return rc;
+    }
+    // release: publishes everything init() wrote to from_handle()'s acquire.
+    c->state_.store(1, std::memory_order_release);
+    *out = c->handle();
+    return 0;
+}
+
+int context::init(const asys_params &p) noexcept {
+    flags_ = p.flags;
+    max_inflight_ = p.max_inflight;
+    fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
+    room_.store(p.max_inflight, std::memory_order_relaxed);
+    inflight_.store(0, std::memory_order_relaxed);
+    for (auto *a : {&cnt.submitted, &cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
+                    &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
+                    &cnt.cancelled, &cnt.rejected_full})
+        a->store(0, std::memory_order_relaxed);
+    int rc = slab_.init(p.max_inflight);
+    if (rc) return rc;
+    rc = ring_.init(p.ring_entries);
+    if (rc) return rc;
+    auto *pool = new (std::nothrow) worker_pool(*this);
+    if (!pool) return -ENOMEM;
+    pool_.reset(pool);
+    return pool->start(p.workers);
+}
+
+void context::recycle() noexcept {
+    pool_.reset();
+    ring_.release();
+    ring_.~completion_ring();
+    new (&ring_) completion_ring;
+    slab_.release();
+    uint16_t g = static_cast<uint16_t>(gen_.load(std::memory_order_relaxed) + 1);
+    gen_.store(g ? g : 1, std::memory_order_relaxed);
+    state_.store(0, std::memory_order_release);
+    registry &reg = registry::get();
+    std::lock_guard lk(reg.mu);
+    next_free_ = reg.free;
+    reg.free = this;
+}
+
+int context::destroy(unsigned how) noexcept {
+    if (how > ASYS_DESTROY_CANCEL) return -EINVAL;
+    int expected = 1;
+    // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
+    if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
+
+    if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
+        // In a child of fork(): the workers and any lock holders are gone.
+        // Release memory and descriptors only.
+        pool_->abandon();
+        (void)pool_.release();
+        new (&wait_mu_) std::mutex;
+        new (&wait_cv_) std::condition_variable;
+        recycle();
+        return 0;
+    }
+
+    {
+        std::unique_lock lk(wait_mu_);
+        sleepers_.fetch_add(1);
+        wait_cv_.notify_all();  // blocked submitters see closing and leave
+        if (how == ASYS_DESTROY_CANCEL) {
+            // Interrupting a running call is a signal; one can arrive just
+            // before the worker enters its syscall, so re-send until done.
+            while (inflight_.load() != 0) {
+                lk.unlock();
+                pool_->cancel_all();
+                lk.lock();
+                wait_cv_.wait_for(lk, std::chrono::milliseconds(2),
+                                  [&] { return inflight_.load() == 0; });
+            }
+        } else {
+            wait_cv_.wait(lk, [&] { return inflight_.load() == 0; });
+        }
+        sleepers_.fetch_sub(1);
+    }
+    ring_.shutdown();
+    pool_->stop();
+    recycle();
+    return 0;
+}
+
+int context::reserve_room(bool atomic) noexcept {
+    for (;;) {
+        // seq_cst: with destroy()'s state_ CAS, either destroy waits for this
+        // op (inflight_) or this call sees closing.
+        if (room_.fetch_sub(1) > 0) {
+            if (state_.load() != 1) {
+                release_room(1);
+                return -ESHUTDOWN;
+            }
+            return 0;
+        }
+        release_room(1);
+        if (atomic || !(flags_ & ASYS_CTX_BLOCK_WHEN_FULL)) {
+            cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
+            return -EAGAIN;
+        }
+        std::unique_lock lk(wait_mu_);
+        sleepers_.fetch_add(1);
+        wait_cv_.wait(lk, [&] { return room_.load() > 0 || state_.load() != 1; });
+        sleepers_.fetch_sub(1);
+        if (state_.load() != 1) return -ESHUTDOWN;
+    }
+}
+
+void context::release_room(unsigned n) noexcept {
+    room_.fetch_add(n);
+    if (sleepers_.load() != 0) {
+        std::lock_guard lk(wait_mu_);
+        wait_cv_.notify_all();
+    }
+}
+
+op_slot *context::new_slot(const asys_op &op) noexcept {
+    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
+    s->opcode = op.opcode;
+    s->flags = op.flags;
+    s->ret_ptr = op.ret_ptr;
+    s->user_data = op.user_data;
+    s->callback = op.callback;
+    s->cb_arg = op.cb_arg;
+    s->nr = op.nr;
+    std::memcpy(s->args, op.args, sizeof s->args);
+    s->prev = s->next = nullptr;
+    s->done = 0;
+    s->cancel.store(0, std::memory_order_relaxed);
+    s->queued = 0;
+    s->direct = 0;
+    inflight_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+}
+
+void context::abandon_slot(op_slot *slot) noexcept {
+    slab_.free(slot);
+    inflight_.fetch_sub(1);
+    release_room(1);
+}
+
+void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
+    asys_callback_t cb = slot ? slot->callback : nullptr;
+    void *arg = slot ? slot->cb_arg : nullptr;
+    if (slot) slab_.free(slot);
+    if (cb) {
+        cb(&cqe, arg);
+        release_room(1);
+    } else {
+        ring_.push(cqe);  // room released when reaped
+    }
+}
+
+void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
+    if (slot->ret_ptr) *slot->ret_ptr = res;
+    if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
+    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
+        .fetch_add(1, std::memory_order_relaxed);
+    if (slot->done) cnt.short_finished.fetch_add(1, std::memory_order_relaxed);
+    const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
+    finish(slot, cqe);
+    // seq_cst decrement, then check sleepers: pairs with destroy()'s
+    // increment of sleepers_ before it tests inflight_.
+    if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
+        std::lock_guard lk(wait_mu_);
+        wait_cv_.notify_all();
+    }
+}
+
+void context::post_inline(const asys_op &op, long res) noexcept {
+    // Room was reserved by the caller before the attempt.
+    if (op.callback) {
+        const asys_cqe cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE};
+        op.callback(&cqe, op.cb_arg);
+        release_room(1);
+    } else {
+        ring_.push(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});
+    }
+}
+
+int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
+                  unsigned max) noexcept {
+    if (max > 0 && !out) return -EFAULT;
+    if (min > max || min > ring_.capacity()) return -EINVAL;
+    if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
+        return -EINVAL;
+    if (!timeout && min > 0 && ring_.size() + inflight_.load() < min) return -EDEADLK;
+    int n = ring_.wait(min, timeout, out, max);
+    if (n > 0) release_room(static_cast<unsigned>(n));
+    return n;
+}
+
+int context::peek(asys_cqe *out, unsigned max) noexcept {
+    if (max > 0 && !out) return -EFAULT;
+    unsigned n = ring_.pop(out, max);
+    if (n) release_room(n);
+    return static_cast<int>(n);
+}
+
+int context::stats(asys_stats *o) noexcept {
+    if (!o) return -EFAULT;
+    auto r = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
+    *o = asys_stats{};
+    o->submitted = r(cnt.submitted);
+    o->done_inline = r(cnt.done_inline);
+    o->punted_probe = r(cnt.punted_probe);
+    o->punted_direct = r(cnt.punted_direct);
+    o->completed_pool = r(cnt.completed_pool);
+    o->completed_uring = r(cnt.completed_uring);
+    o->short_finished = r(cnt.short_finished);
+    o->cancelled = r(cnt.cancelled);
+    o->rejected_full = r(cnt.rejected_full);
+    o->workers = pool_->threads();
+    o->inflight = inflight_.load(std::memory_order_relaxed);
+    return 0;
+}
+
+}  // namespace asys::internal

@@ -1,0 +1,94 @@
+// asys_ctx: one context = limits, a slab of op slots, a completion ring with
+// its eventfd, counters, and the backends the router punts to.
+//
+// Lifetime: context objects are never returned to the allocator; destroy
+// releases their resources and recycles the object. A handle carries a
+// 16-bit generation in its top bits, so a handle used after destroy gets
+// -EBADF (until the same object has been recycled 65535 times).
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "asys/asys.h"
+#include "core/backend.hpp"
+#include "core/completion_ring.hpp"
+#include "core/slab.hpp"
+
+namespace asys::internal {
+
+struct counters {
+    // relaxed everywhere: statistics only, read as a snapshot.
+    std::atomic<uint64_t> submitted{0}, done_inline{0}, punted_probe{0}, punted_direct{0},
+        completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0};
+};
+
+class context final : public completion_sink {
+public:
+    static int create(const asys_params *params, asys_ctx **out) noexcept;
+    /// Returns the live context behind a handle, or sets *err.
+    static context *from_handle(asys_ctx *h, int *err) noexcept;
+
+    int destroy(unsigned how) noexcept;
+
+    /// Reserves room for one op that may post a completion. 0, -EAGAIN
+    /// (full, or `atomic`), -ESHUTDOWN.
+    int reserve_room(bool atomic) noexcept;
+    void release_room(unsigned n) noexcept;
+
+    /// A slot for an op whose room is reserved (never fails: the slab has
+    /// one slot per unit of room).
+    op_slot *new_slot(const asys_op &op) noexcept;
+
+    /// Undoes new_slot() + reserve_room() for a slot no backend took.
+    void abandon_slot(op_slot *slot) noexcept;
+
+    void complete(op_slot *slot, long res, uint32_t path) noexcept override;
+    /// An op that finished inline but must still post a cqe / callback.
+    void post_inline(const asys_op &op, long res) noexcept;
+
+    int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max) noexcept;
+    int peek(asys_cqe *out, unsigned max) noexcept;
+    int stats(asys_stats *out) noexcept;
+
+    backend &async_backend() noexcept { return *pool_; }
+    int fd() const noexcept { return ring_.fd(); }
+    unsigned ctx_flags() const noexcept { return flags_; }
+
+    counters cnt;
+
+private:
+    context() = default;
+    int init(const asys_params &p) noexcept;
+    void recycle() noexcept;
+    void finish(op_slot *slot, const asys_cqe &cqe) noexcept;
+    asys_ctx *handle() const noexcept;
+
+    std::atomic<uint16_t> gen_{1};
+    std::atomic<int> state_{0};  ///< 0 free, 1 live, 2 closing
+    uint64_t fork_gen_ = 0;
+    unsigned flags_ = 0;
+    unsigned max_inflight_ = 0;
+
+    op_slab slab_;
+    completion_ring ring_;
+    std::unique_ptr<backend> pool_;
+
+    /// Free capacity: max_inflight minus ops in flight that may post a cqe
+    /// minus unreaped cqes. seq_cst RMWs; see reserve_room().
+    std::atomic<int64_t> room_{0};
+    std::atomic<uint32_t> inflight_{0};  ///< accepted, not yet completed
+    std::atomic<uint32_t> sleepers_{0};  ///< threads in wait_mu_/wait_cv_
+    std::mutex wait_mu_;
+    std::condition_variable wait_cv_;
+
+    context *next_free_ = nullptr;
+    friend struct registry;
+};
+
+/// Incremented in every child after fork(); contexts from before are dead.
+extern std::atomic<uint64_t> g_fork_generation;
+
+}  // namespace asys::internal

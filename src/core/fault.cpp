@@ -1,0 +1,5 @@
+#include "core/fault.hpp"
+
+namespace asys::internal::fault {
+std::atomic<int> thread_create_failures{0};
+}  // namespace asys::internal::fault

@@ -1,0 +1,19 @@
+// Test-only fault injection. Each knob is a countdown: the next N events of
+// that kind fail. Zero cost when unset beyond one relaxed load on rare paths.
+#pragma once
+#include <atomic>
+
+namespace asys::internal::fault {
+
+/// Next N worker-thread creations fail with EAGAIN.
+extern std::atomic<int> thread_create_failures;
+
+inline bool take(std::atomic<int> &counter) noexcept {
+    int n = counter.load(std::memory_order_relaxed);
+    while (n > 0)
+        if (counter.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return true;
+    return false;
+}
+inline bool fail_thread_create() noexcept { return take(thread_create_failures); }
+
+}  // namespace asys::internal::fault

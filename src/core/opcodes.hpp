@@ -1,0 +1,37 @@
+// The opcode table: what each asys opcode runs and how the router treats it.
+#pragma once
+#include <cstdint>
+
+#include "asys/asys.h"
+
+namespace asys::internal {
+
+/// How the router treats an op before any backend sees it.
+enum class op_class : uint8_t {
+    never_blocks,  ///< run inline always (nop, close, cheap getters)
+    read,          ///< read family: inline probe with preadv2(RWF_NOWAIT)
+    recv,          ///< recv: inline probe with MSG_DONTWAIT
+    send,          ///< send: inline probe with MSG_DONTWAIT
+    open,          ///< openat: inline probe with openat2(RESOLVE_CACHED)
+    poll,          ///< poll: inline probe with a zero timeout
+    syscall,       ///< generic: never_blocks if the number is in that set
+    backend,       ///< no useful probe: straight to a backend
+};
+
+struct opcode_info {
+    const char *name;
+    long nr;        ///< syscall number, -1 where the executor special-cases it
+    uint8_t nargs;  ///< args used; the rest are passed as zero
+    op_class cls;
+};
+
+extern const opcode_info kOpcodes[ASYS_OP__COUNT];
+
+/// True if a generic syscall number is in the "never blocks" set.
+bool syscall_never_blocks(long nr) noexcept;
+
+/// Runs the op's system call on the calling thread, blocking if it blocks.
+/// Returns the result or -errno.
+long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;
+
+}  // namespace asys::internal

@@ -1,0 +1,73 @@
+// Fixed-size slab of op slots with a lock-free free list (Treiber stack with
+// an ABA tag). Capacity is set once; alloc() fails with nullptr when empty.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "core/op_slot.hpp"
+
+namespace asys::internal {
+
+class op_slab {
+public:
+    int init(unsigned capacity) noexcept {
+        slots_.reset(new (std::nothrow) op_slot[capacity]);
+        next_.reset(new (std::nothrow) std::atomic<uint32_t>[capacity]);
+        if (!slots_ || !next_) return -ENOMEM;
+        cap_ = capacity;
+        for (unsigned i = 0; i < capacity; ++i)  // cap_ ends the list
+            next_[i].store(i + 1, std::memory_order_relaxed);
+        head_.store(pack(0, 0), std::memory_order_relaxed);
+        return 0;
+    }
+    void release() noexcept {
+        slots_.reset();
+        next_.reset();
+        cap_ = 0;
+    }
+
+    op_slot *alloc() noexcept {
+        // acquire: the winner must see next_[idx] written by the free() that
+        // pushed idx (its release CAS).
+        uint64_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            uint32_t idx = index(h);
+            if (idx >= cap_) return nullptr;
+            // A stale idx (popped meanwhile) reads a stale next; the tag makes
+            // the CAS fail, so the value is never used.
+            uint64_t nh = pack(next_[idx].load(std::memory_order_relaxed), tag(h) + 1);
+            if (head_.compare_exchange_weak(h, nh, std::memory_order_acquire,
+                                            std::memory_order_acquire))
+                return &slots_[idx];
+        }
+    }
+
+    void free(op_slot *s) noexcept {
+        uint32_t idx = static_cast<uint32_t>(s - slots_.get());
+        uint64_t h = head_.load(std::memory_order_relaxed);
+        for (;;) {
+            next_[idx].store(index(h), std::memory_order_relaxed);
+            // release: publishes next_[idx] and everything written to the
+            // slot before it was freed to the next alloc().
+            if (head_.compare_exchange_weak(h, pack(idx, tag(h) + 1), std::memory_order_release,
+                                            std::memory_order_relaxed))
+                return;
+        }
+    }
+
+    op_slot *begin() noexcept { return slots_.get(); }
+    op_slot *end() noexcept { return slots_.get() + cap_; }
+
+private:
+    static uint64_t pack(uint32_t idx, uint32_t tag) { return (uint64_t{tag} << 32) | idx; }
+    static uint32_t index(uint64_t h) { return static_cast<uint32_t>(h); }
+    static uint32_t tag(uint64_t h) { return static_cast<uint32_t>(h >> 32); }
+
+    std::unique_ptr<op_slot[]> slots_;
+    std::unique_ptr<std::atomic<uint32_t>[]> next_;
+    unsigned cap_ = 0;
+    alignas(64) std::atomic<uint64_t> head_{0};
+};
+
+}  // namespace asys::internal

@@ -1,0 +1,162 @@
+#include "inline/inline_attempt.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+
+#include "core/opcodes.hpp"
+#include "core/raw_syscall.hpp"
+
+namespace asys::internal {
+namespace {
+
+constexpr unsigned kMaxProbeIov = 32;
+
+// True if the short count `got` at a regular file's position ends at EOF,
+// so the result is final. Only runs on the (rare) short path.
+bool short_is_final(int fd, bool positional, int64_t off, long got) noexcept {
+    struct stat st;
+    if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(&st), 0, 0,
+                     0, 0) < 0)
+        return true;
+    if (!S_ISREG(st.st_mode)) return true;  // pipes, sockets, ttys: short is normal
+    int64_t pos;
+    if (positional) {
+        pos = off + got;
+    } else {
+        pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0);
+        if (pos < 0) return true;
+    }
+    return pos >= st.st_size;
+}
+
+// Buffered and stream reads: preadv2(RWF_NOWAIT). The first segment is split
+// so that one segment has length 1: an O_DIRECT file then rejects the probe
+// at once (alignment) instead of blocking on the device, and a buffered file
+// reads the same bytes into the same buffer. No per-fd state, so fd reuse can
+// never make it wrong.
+attempt probe_read(const asys_op &op, long *res) noexcept {
+    const int fd = static_cast<int>(op.args[0]);
+    const bool vectored = op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV;
+    int64_t off = -1;  // -1: the file position (read, readv, preadv at -1)
+    if (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) {
+        off = static_cast<int64_t>(op.args[3]);
+        if (off < 0 && op.opcode == ASYS_OP_PREAD) return attempt::not_tried;  // EINVAL later
+    }
+    const bool positional = off >= 0;
+    int rwf = op.opcode == ASYS_OP_PREADV ? static_cast<int>(op.args[4]) : 0;
+
+    struct iovec iov[kMaxProbeIov + 1];
+    unsigned cnt = 0;
+    uint64_t total = 0;
+    if (vectored) {
+        const auto *uiov = reinterpret_cast<const struct iovec *>(op.args[1]);
+        const uint64_t n = op.args[2];
+        if (n == 0 || n > kMaxProbeIov || !uiov) return attempt::not_tried;
+        for (uint64_t i = 0; i < n; ++i) {
+            iov[cnt++] = uiov[i];
+            total += uiov[i].iov_len;
+        }
+    } else {
+        iov[0].iov_base = reinterpret_cast<void *>(op.args[1]);
+        iov[0].iov_len = op.args[2];
+        cnt = 1;
+        total = op.args[2];
+    }
+    if (total == 0) return attempt::not_tried;
+    unsigned first = 0;
+    while (iov[first].iov_len == 0) ++first;
+    if (iov[first].iov_len > 1) {  // split: {base, 1}, {base + 1, len - 1}
+        for (unsigned i = cnt; i > first + 1; --i) iov[i] = iov[i - 1];
+        iov[first + 1].iov_base = static_cast<char *>(iov[first].iov_base) + 1;
+        iov[first + 1].iov_len = iov[first].iov_len - 1;
+        iov[first].iov_len = 1;
+        ++cnt;
+    }
+    long r = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(iov),
+                          cnt, static_cast<uint64_t>(off), 0,
+                          static_cast<uint64_t>(rwf | RWF_NOWAIT));
+    if (r == -EAGAIN) return attempt::would_block;
+    // EOPNOTSUPP: no nowait support (ttys, some filesystems); EINVAL: an
+    // O_DIRECT file rejecting the split (or a real EINVAL the backend will
+    // report again). Both: run it asynchronously, untouched.
+    if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::not_tried;
+    *res = r;
+    if (r <= 0 || static_cast<uint64_t>(r) == total) return attempt::done;
+    if ((rwf & RWF_NOWAIT) || short_is_final(fd, positional, off, r)) return attempt::done;
+    return attempt::partial;
+}
+
+attempt probe_recv(const asys_op &op, long *res) noexcept {
+    const auto flags = static_cast<int>(op.args[3]);
+    if (flags & MSG_WAITALL) return attempt::not_tried;
+    long r = raw_syscall6(SYS_recvfrom, op.args[0], op.args[1], op.args[2],
+                          static_cast<uint64_t>(flags | MSG_DONTWAIT), 0, 0);
+    if (r == -EAGAIN) return attempt::would_block;
+    *res = r;
+    return attempt::done;
+}
+
+attempt probe_send(const asys_op &op, long *res) noexcept {
+    const auto flags = static_cast<int>(op.args[3]);
+    long r = raw_syscall6(SYS_sendto, op.args[0], op.args[1], op.args[2],
+                          static_cast<uint64_t>(flags | MSG_DONTWAIT), 0, 0);
+    if (r == -EAGAIN) return attempt::would_block;
+    *res = r;
+    if (r > 0 && static_cast<uint64_t>(r) < op.args[2] && !(flags & MSG_DONTWAIT))
+        return attempt::partial;  // a blocking send would have sent it all
+    return attempt::done;
+}
+
+attempt probe_open(const asys_op &op, long *res) noexcept {
+    const auto flags = static_cast<uint64_t>(static_cast<uint32_t>(op.args[2]));
+    if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE)) return attempt::not_tried;
+    struct open_how how {};
+    how.flags = flags;
+    how.resolve = RESOLVE_CACHED;
+    long r = raw_syscall6(SYS_openat2, op.args[0], op.args[1], reinterpret_cast<uint64_t>(&how),
+                          sizeof how, 0, 0);
+    if (r == -EAGAIN) return attempt::would_block;
+    if (r == -ENOSYS || r == -EINVAL || r == -E2BIG) return attempt::not_tried;
+    *res = r;
+    return attempt::done;
+}
+
+attempt probe_poll(const asys_op &op, long *res) noexcept {
+    struct pollfd pfd{static_cast<int>(op.args[0]), static_cast<short>(op.args[1]), 0};
+    struct timespec zero{0, 0};
+    long r = raw_syscall6(SYS_ppoll, reinterpret_cast<uint64_t>(&pfd), 1,
+                          reinterpret_cast<uint64_t>(&zero), 0, 0, 0);
+    if (r == 0 && static_cast<int64_t>(op.args[2]) != 0) return attempt::would_block;
+    *res = r > 0 ? static_cast<unsigned short>(pfd.revents) : r;
+    return attempt::done;
+}
+
+}  // namespace
+
+attempt try_inline(const asys_op &op, long *res) noexcept {
+    switch (kOpcodes[op.opcode].cls) {
+        case op_class::never_blocks:
+            *res = execute_op(op.opcode, op.nr, op.args);
+            return attempt::done;
+        case op_class::syscall:
+            if (!syscall_never_blocks(op.nr)) return attempt::not_tried;
+            *res = execute_op(op.opcode, op.nr, op.args);
+            return attempt::done;
+        case op_class::read: return probe_read(op, res);
+        case op_class::recv: return probe_recv(op, res);
+        case op_class::send: return probe_send(op, res);
+        case op_class::open: return probe_open(op, res);
+        case op_class::poll: return probe_poll(op, res);
+        case op_class::backend: return attempt::not_tried;
+    }
+    return attempt::not_tried;
+}
+
+}  // namespace asys::internal

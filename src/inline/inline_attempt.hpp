@@ -1,0 +1,18 @@
+// The inline path: try an op on the caller's thread without blocking.
+// Each op class has its own nonblocking probe (see docs/router.md).
+#pragma once
+#include "asys/asys.h"
+
+namespace asys::internal {
+
+enum class attempt : unsigned char {
+    done,        ///< finished; *res holds the final result
+    partial,     ///< *res bytes done; the remainder must run asynchronously
+    would_block, ///< the probe said it would block; nothing was done
+    not_tried,   ///< no probe for this op (or it cannot be probed safely)
+};
+
+/// Never blocks (beyond what a cached syscall costs). Thread-safe.
+attempt try_inline(const asys_op &op, long *res) noexcept;
+
+}  // namespace asys::internal

@@ -1,0 +1,306 @@
+#include "pool/worker_pool.hpp"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <mutex>
+
+#include "core/opcodes.hpp"
+#include "core/raw_syscall.hpp"
+#include "core/fault.hpp"
+
+namespace asys::internal {
+namespace {
+
+void futex_wait(std::atomic<uint32_t> *w, uint32_t expected) noexcept {
+    raw_syscall6(SYS_futex, reinterpret_cast<uint64_t>(w), FUTEX_WAIT_PRIVATE, expected, 0, 0, 0);
+}
+void futex_wake(std::atomic<uint32_t> *w) noexcept {
+    raw_syscall6(SYS_futex, reinterpret_cast<uint64_t>(w), FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
+}
+void on_cancel_signal(int) noexcept {}
+
+long run_slot(op_slot &s) noexcept;
+
+}  // namespace
+
+int worker_pool::cancel_signal() noexcept {
+    static const int sig = [] {
+        int s = SIGRTMAX - 3;
+        struct sigaction sa {};
+        sa.sa_handler = on_cancel_signal;  // no SA_RESTART: interrupts the call
+        sigemptyset(&sa.sa_mask);
+        sigaction(s, &sa, nullptr);
+        return s;
+    }();
+    return sig;
+}
+
+worker_pool::~worker_pool() = default;
+
+int worker_pool::start(unsigned n) noexcept {
+    cancel_signal();
+    workers_.reset(new (std::nothrow) worker[n]);
+    if (!workers_) return -ENOMEM;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    // Workers start with every signal but the cancel signal blocked, so the
+    // application's signals never land on (or interrupt) pool threads.
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, cancel_signal());
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = 0;
+    for (unsigned i = 0; i < n; ++i) {
+        workers_[i].pool = this;
+        int rc = fault::fail_thread_create() ? EAGAIN
+                                             : pthread_create(&workers_[i].thread, &attr, thread_main,
+                                                              &workers_[i]);
+        if (rc != 0) {
+            err = -rc;
+            break;
+        }
+        ++nworkers_;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        stop();
+        return err;
+    }
+    return 0;
+}
+
+void *worker_pool::thread_main(void *arg) noexcept {
+    auto *w = static_cast<worker *>(arg);
+    w->tid.store(static_cast<pid_t>(raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0)),
+                 std::memory_order_release);
+    w->pool->loop(*w);
+    return nullptr;
+}
+
+op_slot *worker_pool::pop_locked() noexcept {
+    op_slot *s = head_;
+    if (s) unlink_locked(s);
+    return s;
+}
+
+void worker_pool::unlink_locked(op_slot *s) noexcept {
+    if (s->prev) s->prev->next = s->next; else head_ = s->next;
+    if (s->next) s->next->prev = s->prev; else tail_ = s->prev;
+    s->prev = s->next = nullptr;
+    s->queued = 0;
+}
+
+void worker_pool::loop(worker &w) noexcept {
+    std::unique_lock lk(mu_);
+    for (;;) {
+        op_slot *s = pop_locked();
+        if (!s) {
+            if (stopping_) return;
+            // relaxed: the store is published to the waker by mu_.
+            w.wake.store(0, std::memory_order_relaxed);
+            w.next_idle = idle_;
+            idle_ = &w;
+            lk.unlock();
+            // acquire pairs with the waker's release store of 1.
+            while (w.wake.load(std::memory_order_acquire) == 0) futex_wait(&w.wake, 0);
+            lk.lock();
+            continue;
+        }
+        w.current = s;
+        lk.unlock();
+
+        long res;
+        for (;;) {
+            res = run_slot(*s);
+            if (res != -EINTR) break;
+            if (s->cancel.load(std::memory_order_relaxed)) {
+                res = -ECANCELED;
+                break;
+            }
+            // A stray interrupt (a cancel signal meant for an op that had
+            // already finished): nothing was transferred, run it again.
+        }
+
+        lk.lock();
+        w.current = nullptr;
+        const bool was_cancelled = s->cancel.load(std::memory_order_relaxed);
+        lk.unlock();
+        if (was_cancelled) {
+            // A cancel signal may still be pending for this thread. Any
+            // syscall return delivers it (the handler is a no-op), so it can
+            // never interrupt a call made by the completion callback.
+            raw_syscall6(SYS_getppid, 0, 0, 0, 0, 0, 0);
+        }
+        sink_.complete(s, res, ASYS_PATH_POOL);
+        lk.lock();
+    }
+}
+
+int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
+    worker *w;
+    {
+        std::lock_guard lk(mu_);
+        if (atomic && !idle_) return -EAGAIN;
+        slot->next = nullptr;
+        slot->prev = tail_;
+        if (tail_) tail_->next = slot; else head_ = slot;
+        tail_ = slot;
+        slot->queued = 1;
+        w = idle_;
+        if (w) idle_ = w->next_idle;
+    }
+    if (w) {
+        // release: the worker's acquire load sees the queue state via mu_
+        // anyway; this orders the wake flag itself.
+        w->wake.store(1, std::memory_order_release);
+        futex_wake(&w->wake);
+    }
+    return 0;
+}
+
+void worker_pool::interrupt_running_locked() noexcept {
+    const pid_t pid = static_cast<pid_t>(raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0));
+    for (unsigned i = 0; i < nworkers_; ++i) {
+        worker &w = workers_[i];
+        if (w.current && w.current->cancel.load(std::memory_order_relaxed))
+            raw_syscall6(SYS_tgkill, static_cast<uint64_t>(pid),
+                         static_cast<uint64_t>(w.tid.load(std::memory_order_acquire)),
+                         static_cast<uint64_t>(cancel_signal()), 0, 0, 0);
+    }
+}
+
+int worker_pool::cancel(uint64_t user_data) noexcept {
+    op_slot *cancelled = nullptr;  // chained through ->next after unlinking
+    bool running = false;
+    {
+        std::lock_guard lk(mu_);
+        for (op_slot *s = head_; s;) {
+            op_slot *nx = s->next;
+            if (s->user_data == user_data) {
+                unlink_locked(s);
+                s->next = cancelled;
+                cancelled = s;
+            }
+            s = nx;
+        }
+        for (unsigned i = 0; i < nworkers_; ++i) {
+            op_slot *c = workers_[i].current;
+            if (c && c->user_data == user_data) {
+                c->cancel.store(1, std::memory_order_relaxed);
+                running = true;
+            }
+        }
+        if (running) interrupt_running_locked();
+    }
+    const bool any = cancelled != nullptr;
+    while (cancelled) {
+        op_slot *nx = cancelled->next;
+        sink_.complete(cancelled, -ECANCELED, ASYS_PATH_POOL);
+        cancelled = nx;
+    }
+    if (running) return -EALREADY;
+    return any ? 0 : -ENOENT;
+}
+
+void worker_pool::cancel_all() noexcept {
+    op_slot *cancelled = nullptr;
+    {
+        std::lock_guard lk(mu_);
+        while (op_slot *s = pop_locked()) {
+            s->next = cancelled;
+            cancelled = s;
+        }
+        for (unsigned i = 0; i < nworkers_; ++i)
+            if (workers_[i].current) workers_[i].current->cancel.store(1, std::memory_order_relaxed);
+        interrupt_running_locked();
+    }
+    while (cancelled) {
+        op_slot *nx = cancelled->next;
+        sink_.complete(cancelled, -ECANCELED, ASYS_PATH_POOL);
+        cancelled = nx;
+    }
+}
+
+void worker_pool::stop() noexcept {
+    worker *idle;
+    {
+        std::lock_guard lk(mu_);
+        stopping_ = true;
+        idle = idle_;
+        idle_ = nullptr;
+    }
+    for (; idle; idle = idle->next_idle) {
+        idle->wake.store(1, std::memory_order_release);
+        futex_wake(&idle->wake);
+    }
+    for (unsigned i = 0; i < nworkers_; ++i) pthread_join(workers_[i].thread, nullptr);
+    nworkers_ = 0;
+    workers_.reset();
+}
+
+void worker_pool::abandon() noexcept {
+    // After fork() the threads do not exist in this process and mu_ may be
+    // held by one of them: touch neither.
+    nworkers_ = 0;
+    (void)workers_.release();  // owned by the parent's image; never freed here
+}
+
+namespace {
+
+// Runs the op; if part of it already completed inline (a short read), runs
+// only the remainder and returns the total.
+long run_slot(op_slot &s) noexcept {
+    if (s.done == 0) return execute_op(s.opcode, s.nr, s.args);
+    uint64_t a[6] = {s.args[0], s.args[1], s.args[2], s.args[3], s.args[4], s.args[5]};
+    const auto done = static_cast<uint64_t>(s.done);
+    long r;
+    switch (s.opcode) {
+        case ASYS_OP_SEND:
+        case ASYS_OP_READ:
+        case ASYS_OP_PREAD:
+            a[1] += done;
+            a[2] -= done;
+            if (s.opcode == ASYS_OP_PREAD) a[3] += done;
+            r = execute_op(s.opcode, s.nr, a);
+            break;
+        case ASYS_OP_READV:
+        case ASYS_OP_PREADV: {
+            // Copy the iovec array, skipping what is already filled.
+            const auto *iov = reinterpret_cast<const struct iovec *>(s.args[1]);
+            const int cnt = static_cast<int>(s.args[2]);
+            struct iovec rest[1024];
+            int n = 0;
+            uint64_t skip = done;
+            for (int i = 0; i < cnt && n < 1024; ++i) {
+                if (skip >= iov[i].iov_len) { skip -= iov[i].iov_len; continue; }
+                rest[n].iov_base = static_cast<char *>(iov[i].iov_base) + skip;
+                rest[n].iov_len = iov[i].iov_len - skip;
+                skip = 0;
+                ++n;
+            }
+            a[1] = reinterpret_cast<uint64_t>(rest);
+            a[2] = static_cast<uint64_t>(n);
+            if (s.opcode == ASYS_OP_READV) {
+                a[3] = static_cast<uint64_t>(-1);  // current file position
+                a[4] = 0;
+            } else if (static_cast<int64_t>(a[3]) >= 0) {
+                a[3] += done;
+            }
+            r = execute_op(ASYS_OP_PREADV, 0, a);
+            break;
+        }
+        default:
+            return execute_op(s.opcode, s.nr, s.args);
+    }
+    if (r == -EINTR) return r;  // let the caller decide (cancel or retry)
+    return r < 0 ? s.done : s.done + r;
+}
+
+}  // namespace
+}  // namespace asys::internal

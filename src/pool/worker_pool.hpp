@@ -1,0 +1,61 @@
+// Bounded pool of preallocated worker threads: the backend that can run any
+// system call. Threads are created at context creation and never exceed the
+// configured count. One queue (FIFO) per pool; idle workers sleep on their
+// own futex and are woken one at a time (LIFO, so a warm worker is reused).
+#pragma once
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <pthread.h>
+
+#include "core/backend.hpp"
+
+namespace asys::internal {
+
+class worker_pool final : public backend {
+public:
+    explicit worker_pool(completion_sink &sink) noexcept : sink_(sink) {}
+    ~worker_pool() override;
+
+    /// Starts `n` workers; on failure stops those started and returns -errno.
+    int start(unsigned n) noexcept;
+
+    int punt(op_slot *slot, bool atomic) noexcept override;
+    int cancel(uint64_t user_data) noexcept override;
+    void cancel_all() noexcept override;
+    void stop() noexcept override;
+    void abandon() noexcept override;
+    unsigned threads() const noexcept override { return nworkers_; }
+
+    /// The signal used to interrupt a running op on cancel (no-op handler,
+    /// installed once per process without SA_RESTART).
+    static int cancel_signal() noexcept;
+
+private:
+    struct worker {
+        worker_pool *pool;
+        pthread_t thread;
+        std::atomic<pid_t> tid{0};
+        std::atomic<uint32_t> wake{0};  ///< futex word: 1 = has been woken
+        worker *next_idle = nullptr;
+        op_slot *current = nullptr;     ///< running op (guarded by mu_)
+    };
+    static void *thread_main(void *arg) noexcept;
+    void loop(worker &w) noexcept;
+    void interrupt_running_locked() noexcept;
+    op_slot *pop_locked() noexcept;
+    void unlink_locked(op_slot *s) noexcept;
+
+    completion_sink &sink_;
+    std::mutex mu_;
+    op_slot *head_ = nullptr, *tail_ = nullptr;  ///< queue (guarded by mu_)
+    worker *idle_ = nullptr;                     ///< idle stack (guarded by mu_)
+    bool stopping_ = false;                      ///< guarded by mu_
+    std::unique_ptr<worker[]> workers_;
+    unsigned nworkers_ = 0;
+    std::atomic<unsigned> started_{0};
+};
+
+}  // namespace asys::internal

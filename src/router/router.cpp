@@ -1,0 +1,103 @@
+#include "router/router.hpp"
+
+#include <cerrno>
+#include <cstdint>
+
+#include "core/denylist.hpp"
+#include "core/opcodes.hpp"
+#include "inline/inline_attempt.hpp"
+
+namespace asys::internal {
+
+int validate_op(const asys_op *op) noexcept {
+    if (!op) return -EFAULT;
+    if (reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return -EINVAL;
+    if (op->opcode >= ASYS_OP__COUNT) return -EINVAL;
+    if (op->flags & ~ASYS_F__ALL) return -EINVAL;
+    if (op->reserved[0] || op->reserved[1]) return -EINVAL;
+    const uint32_t f = op->flags;
+    if ((f & ASYS_F_SYNC) && (f & (ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC))) return -EINVAL;
+    if ((f & ASYS_F_NOWAIT) && (f & ASYS_F_ASYNC)) return -EINVAL;
+    if (!op->callback && op->cb_arg) return -EINVAL;
+    if (op->opcode == ASYS_OP_SYSCALL) return syscall_allowed(op->nr);
+    if (op->nr != 0) return -EINVAL;
+    return 0;
+}
+
+namespace {
+
+// An inline result is delivered through ret_ptr; a cqe / callback too when
+// asked (CQE_ALWAYS) or when there is no ret_ptr (the result must land
+// somewhere). Such ops reserved room before running.
+inline bool needs_cqe_inline(const asys_op &op) noexcept {
+    return (op.flags & ASYS_F_CQE_ALWAYS) || !op.ret_ptr;
+}
+
+inline int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+    if (op.ret_ptr) *op.ret_ptr = res;
+    c.cnt.submitted.fetch_add(1, std::memory_order_relaxed);
+    c.cnt.done_inline.fetch_add(1, std::memory_order_relaxed);
+    if (reserved) c.post_inline(op, res);
+    return ASYS_DONE;
+}
+
+}  // namespace
+
+int route(context &c, const asys_op &op) noexcept {
+    uint32_t f = op.flags;
+    if (!(f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT))) {
+        const unsigned cf = c.ctx_flags();
+        if (cf & ASYS_CTX_INLINE_ALWAYS) f |= ASYS_F_SYNC;
+        else if (cf & ASYS_CTX_INLINE_NEVER) f |= ASYS_F_ASYNC;
+    }
+    const bool atomic = f & ASYS_F_ATOMIC;
+
+    // Room first when an inline finish must post a cqe, so that a full ring
+    // is reported before anything runs.
+    bool reserved = false;
+    if (needs_cqe_inline(op)) {
+        int rc = c.reserve_room(atomic || (f & ASYS_F_NOWAIT));
+        if (rc) return rc;
+        reserved = true;
+    }
+
+    if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
+
+    long res = 0;
+    attempt a = attempt::not_tried;
+    if (!(f & ASYS_F_ASYNC)) {
+        a = try_inline(op, &res);
+        if (a == attempt::done) return finish_inline(c, op, res, reserved);
+    }
+    if (f & ASYS_F_NOWAIT) {
+        if (a == attempt::partial) return finish_inline(c, op, res, reserved);
+        if (reserved) c.release_room(1);
+        return -EAGAIN;
+    }
+
+    if (!reserved) {
+        int rc = c.reserve_room(atomic);
+        if (rc) {
+            // Bytes already read inline are never dropped: deliver the short
+            // count now rather than fail.
+            if (a == attempt::partial) return finish_inline(c, op, res, false);
+            return rc;
+        }
+    }
+    op_slot *s = c.new_slot(op);
+    if (a == attempt::partial) s->done = res;
+    const bool direct = a == attempt::not_tried;
+    s->direct = direct;
+    // After punt() succeeds the slot may already be completed and reused.
+    int rc = c.async_backend().punt(s, atomic);
+    if (rc) {
+        c.abandon_slot(s);
+        if (a == attempt::partial) return finish_inline(c, op, res, false);
+        return rc;
+    }
+    c.cnt.submitted.fetch_add(1, std::memory_order_relaxed);
+    (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
+    return 0;
+}
+
+}  // namespace asys::internal

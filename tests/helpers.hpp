@@ -1,0 +1,114 @@
+// Shared test helpers: RAII context, temp files, reaping.
+#pragma once
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "asys/asys.h"
+
+namespace asys_test {
+
+/// A context that is destroyed (draining) at scope exit.
+struct ctx_guard {
+    asys_ctx *ctx = nullptr;
+    explicit ctx_guard(const asys_params *p = nullptr) {
+        int rc = asys_ctx_create(p, &ctx);
+        if (rc < 0) ADD_FAILURE() << "asys_ctx_create: " << rc;
+    }
+    ~ctx_guard() {
+        if (ctx) EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+    }
+    ctx_guard(const ctx_guard &) = delete;
+    ctx_guard &operator=(const ctx_guard &) = delete;
+    operator asys_ctx *() const { return ctx; }
+    asys_ctx *release() {
+        asys_ctx *c = ctx;
+        ctx = nullptr;
+        return c;
+    }
+};
+
+inline asys_params params(unsigned workers, unsigned max_inflight = 0, unsigned flags = 0) {
+    asys_params p{};
+    p.workers = workers;
+    p.max_inflight = max_inflight;
+    p.flags = flags;
+    return p;
+}
+
+/// A directory removed (recursively) at scope exit.
+struct temp_dir {
+    std::string path;
+    temp_dir() {
+        const char *base = getenv("TMPDIR");
+        std::string tmpl = std::string(base && *base ? base : "/tmp") + "/asys-test-XXXXXX";
+        std::vector<char> buf(tmpl.begin(), tmpl.end());
+        buf.push_back('\0');
+        if (!mkdtemp(buf.data())) ADD_FAILURE() << "mkdtemp";
+        path = buf.data();
+    }
+    ~temp_dir() {
+        std::string cmd = "rm -rf '" + path + "'";
+        if (system(cmd.c_str()) != 0) ADD_FAILURE() << "cleanup " << path;
+    }
+    std::string file(const std::string &name) const { return path + "/" + name; }
+};
+
+/// Byte i of the test pattern.
+inline char pattern(size_t i) { return static_cast<char>('a' + (i * 7 + i / 4096) % 26); }
+
+/// Creates `path` with `size` bytes of the pattern; returns an O_RDWR fd.
+inline int make_file(const std::string &path, size_t size, int extra_flags = 0) {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return fd;
+    std::string data(size, '\0');
+    for (size_t i = 0; i < size; ++i) data[i] = pattern(i);
+    if (write(fd, data.data(), size) != static_cast<ssize_t>(size)) return -1;
+    if (extra_flags) {
+        close(fd);
+        fd = open(path.c_str(), O_RDWR | O_CLOEXEC | extra_flags);
+    }
+    return fd;
+}
+
+/// Waits for exactly `n` completions (fails the test on error or timeout).
+inline std::vector<asys_cqe> reap(asys_ctx *ctx, unsigned n, int timeout_s = 30) {
+    std::vector<asys_cqe> out(n);
+    unsigned got = 0;
+    while (got < n) {
+        struct timespec ts{timeout_s, 0};
+        int r = asys_wait(ctx, 1, &ts, out.data() + got, n - got);
+        if (r < 0) {
+            ADD_FAILURE() << "asys_wait: " << r << " after " << got << " of " << n;
+            out.resize(got);
+            return out;
+        }
+        got += static_cast<unsigned>(r);
+    }
+    return out;
+}
+
+/// Submits one op and, if it did not finish inline, waits for its cqe.
+/// Returns the result through ret_ptr; *path gets the path that served it.
+inline long run(asys_ctx *ctx, asys_op op, uint32_t *path = nullptr) {
+    long res = -999999;
+    op.ret_ptr = &res;
+    int rc = asys_submit(ctx, &op);
+    if (rc < 0) return rc;
+    if (rc == ASYS_DONE) {
+        if (path) *path = ASYS_PATH_INLINE;
+        return res;
+    }
+    auto c = reap(ctx, 1);
+    if (c.size() != 1) return -999998;
+    EXPECT_EQ(c[0].res, res) << "cqe and ret_ptr disagree";
+    if (path) *path = c[0].path;
+    return res;
+}
+
+}  // namespace asys_test

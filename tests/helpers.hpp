@@ -112,3 +112,58 @@ inline long run(asys_ctx *ctx, asys_op op, uint32_t *path = nullptr) {
 }
 
 }  // namespace asys_test
+
+#include <sched.h>
+#include <sys/syscall.h>
+
+#include <fstream>
+
+namespace asys_test {
+
+/// The system call thread `tid` is blocked in (from /proc), or -1 if running.
+inline long blocked_syscall(pid_t tid) {
+    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
+    std::string first;
+    if (!(f >> first) || first == "running") return -1;
+    try {
+        return std::stol(first);
+    } catch (...) {
+        return -1;
+    }
+}
+
+/// Waits (yielding, bounded) until `tid` sits in syscall `nr`. A condition
+/// wait on kernel state, not a sleep.
+inline bool wait_blocked_in(pid_t tid, long nr) {
+    for (long i = 0; i < 20000000; ++i) {
+        if (blocked_syscall(tid) == nr) return true;
+        sched_yield();
+    }
+    return false;
+}
+
+/// The TID of a pool worker (ASYNC gettid). With one worker, *the* worker.
+inline pid_t worker_tid(asys_ctx *ctx) {
+    uint64_t args[6] = {};
+    asys_op op;
+    asys_prep_syscall(&op, SYS_gettid, args);
+    op.flags = ASYS_F_ASYNC;
+    return static_cast<pid_t>(run(ctx, op));
+}
+
+/// A pipe whose reads block until the test writes.
+struct pipe_pair {
+    int r = -1, w = -1;
+    pipe_pair() {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) != 0) ADD_FAILURE() << "pipe2";
+        r = fds[0];
+        w = fds[1];
+    }
+    ~pipe_pair() {
+        if (r >= 0) close(r);
+        if (w >= 0) close(w);
+    }
+};
+
+}  // namespace asys_test

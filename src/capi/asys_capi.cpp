@@ -21,7 +21,9 @@ int asys_ctx_create(const struct asys_params *params, asys_ctx **out) {
 }
 
 int asys_ctx_destroy(asys_ctx *ctx, unsigned how) {
-    ASYS_CTX_OR_RETURN(ctx);
+    int err = 0;
+    context *c = context::from_handle(ctx, &err, /*allow_forked=*/true);
+    if (!c) return err;
     return c->destroy(how);
 }
 

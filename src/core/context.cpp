@@ -45,7 +45,7 @@ asys_ctx *context::handle() const noexcept {
     return reinterpret_cast<asys_ctx *>(p | (uintptr_t{gen_.load(std::memory_order_relaxed)} << 48));
 }
 
-context *context::from_handle(asys_ctx *h, int *err) noexcept {
+context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept {
     auto v = reinterpret_cast<uintptr_t>(h);
     if (!v) {
         *err = -EINVAL;
@@ -60,7 +60,7 @@ context *context::from_handle(asys_ctx *h, int *err) noexcept {
         *err = -EBADF;
         return nullptr;
     }
-    if (c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
+    if (!allow_forked && c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         *err = -EOWNERDEAD;
         return nullptr;
     }

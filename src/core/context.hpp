@@ -29,7 +29,7 @@ class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
     /// Returns the live context behind a handle, or sets *err.
-    static context *from_handle(asys_ctx *h, int *err) noexcept;
+    static context *from_handle(asys_ctx *h, int *err, bool allow_forked = false) noexcept;
 
     int destroy(unsigned how) noexcept;
 

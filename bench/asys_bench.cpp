@@ -1,0 +1,306 @@
+// asys-bench: asys side by side with plain syscalls, io_uring (liburing),
+// glibc POSIX AIO and libuv, on one file, in one process, interleaved rounds.
+// Every figure is printed as ns/op and as a ratio to plain pread measured in
+// the same run.
+#include <aio.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "asys/asys.h"
+
+namespace {
+
+using clk = std::chrono::steady_clock;
+
+struct options {
+    std::string file;
+    size_t size_mib = 64;
+    unsigned rounds = 5;
+    double round_ms = 60;
+    bool keep = false;
+};
+
+struct workload {
+    int fd = -1;
+    std::vector<off_t> offs;  // random 4 KiB-aligned offsets, same for every method
+    alignas(4096) char buf[32][4096];
+};
+
+[[noreturn]] void die(const std::string &what, int err) {
+    fmt::print(stderr, "asys-bench: {}: {}\n", what, strerror(err));
+    std::exit(1);
+}
+
+// ---------------------------------------------------------------- methods
+// Each method performs `n` 4 KiB reads at offs[i % offs.size()] and returns.
+using method_fn = std::function<void(workload &, size_t start, size_t n)>;
+
+struct method {
+    std::string name;
+    std::string note;
+    method_fn fn;
+    unsigned batch = 1;  // reads per call of fn's inner step (for display)
+    std::vector<double> ns;  // ns/op of each round
+};
+
+inline off_t off_at(const workload &w, size_t i) { return w.offs[i % w.offs.size()]; }
+
+void m_pread(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i)
+        if (pread(w.fd, w.buf[0], 4096, off_at(w, i)) != 4096) die("pread", errno);
+}
+
+void m_preadv2_nowait(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) {
+        struct iovec iov{w.buf[0], 4096};
+        if (preadv2(w.fd, &iov, 1, off_at(w, i), RWF_NOWAIT) != 4096) die("preadv2", errno);
+    }
+}
+
+asys_ctx *g_ctx;
+
+void m_asys(workload &w, size_t s, size_t n) {
+    long res;
+    asys_op op;
+    for (size_t i = s; i < s + n; ++i) {
+        asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
+        op.ret_ptr = &res;
+        int rc = asys_submit(g_ctx, &op);
+        if (rc != ASYS_DONE) {
+            if (rc < 0) die("asys_submit", -rc);
+            asys_cqe cqe;
+            asys_wait(g_ctx, 1, nullptr, &cqe, 1);
+        }
+        if (res != 4096) die("asys read", res < 0 ? static_cast<int>(-res) : EIO);
+    }
+}
+
+void m_asys_pool(workload &w, size_t s, size_t n) {
+    long res;
+    asys_op op;
+    asys_cqe cqe;
+    for (size_t i = s; i < s + n; ++i) {
+        asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
+        op.flags = ASYS_F_ASYNC;
+        op.ret_ptr = &res;
+        if (asys_submit(g_ctx, &op) != 0) die("asys_submit", EIO);
+        if (asys_wait(g_ctx, 1, nullptr, &cqe, 1) != 1 || res != 4096) die("asys pool read", EIO);
+    }
+}
+
+void m_pread_x32(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; i += 32)
+        for (size_t k = 0; k < 32; ++k)
+            if (pread(w.fd, w.buf[k], 4096, off_at(w, i + k)) != 4096) die("pread", errno);
+}
+
+void m_asys_batch32(workload &w, size_t s, size_t n) {
+    asys_op ops[32];
+    long res[32];
+    int status[32];
+    for (size_t i = s; i < s + n; i += 32) {
+        for (unsigned k = 0; k < 32; ++k) {
+            asys_prep_pread(&ops[k], w.fd, w.buf[k], 4096, off_at(w, i + k));
+            ops[k].ret_ptr = &res[k];
+        }
+        if (asys_submit_batch(g_ctx, ops, 32, status) != 32) die("asys_submit_batch", EIO);
+        unsigned pending = 0;
+        for (int st : status) pending += st != ASYS_DONE;
+        asys_cqe cqes[32];
+        while (pending) {
+            int got = asys_wait(g_ctx, 1, nullptr, cqes, pending);
+            if (got < 0) die("asys_wait", -got);
+            pending -= static_cast<unsigned>(got);
+        }
+    }
+}
+
+io_uring g_ring;
+
+void m_uring_qd1(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) {
+        io_uring_sqe *sqe = io_uring_get_sqe(&g_ring);
+        io_uring_prep_read(sqe, w.fd, w.buf[0], 4096, static_cast<__u64>(off_at(w, i)));
+        io_uring_submit_and_wait(&g_ring, 1);
+        io_uring_cqe *cqe;
+        io_uring_wait_cqe(&g_ring, &cqe);
+        if (cqe->res != 4096) die("io_uring read", cqe->res < 0 ? -cqe->res : EIO);
+        io_uring_cqe_seen(&g_ring, cqe);
+    }
+}
+
+void m_uring_batch32(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; i += 32) {
+        for (unsigned k = 0; k < 32; ++k) {
+            io_uring_sqe *sqe = io_uring_get_sqe(&g_ring);
+            io_uring_prep_read(sqe, w.fd, w.buf[k], 4096, static_cast<__u64>(off_at(w, i + k)));
+        }
+        io_uring_submit_and_wait(&g_ring, 32);
+        io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&g_ring, head, cqe) {
+            if (cqe->res != 4096) die("io_uring read", cqe->res < 0 ? -cqe->res : EIO);
+            ++seen;
+        }
+        io_uring_cq_advance(&g_ring, seen);
+        if (seen != 32) die("io_uring batch", EIO);
+    }
+}
+
+void m_posix_aio(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) {
+        struct aiocb cb {};
+        cb.aio_fildes = w.fd;
+        cb.aio_buf = w.buf[0];
+        cb.aio_nbytes = 4096;
+        cb.aio_offset = off_at(w, i);
+        if (aio_read(&cb) != 0) die("aio_read", errno);
+        const struct aiocb *list[1] = {&cb};
+        while (aio_error(&cb) == EINPROGRESS) aio_suspend(list, 1, nullptr);
+        if (aio_return(&cb) != 4096) die("aio_return", EIO);
+    }
+}
+
+uv_loop_t *g_loop;
+
+void m_libuv(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) {
+        uv_fs_t req;
+        uv_buf_t b = uv_buf_init(w.buf[0], 4096);
+        uv_fs_read(g_loop, &req, w.fd, &b, 1, off_at(w, i), [](uv_fs_t *r) {
+            if (r->result != 4096) die("uv_fs_read", EIO);
+        });
+        uv_run(g_loop, UV_RUN_DEFAULT);
+        uv_fs_req_cleanup(&req);
+    }
+}
+
+// ---------------------------------------------------------------- runner
+double measure(method &m, workload &w, size_t &cursor, double round_ms) {
+    // Calibrate: grow n until one call takes >= round_ms / 4, then run.
+    size_t n = 64;
+    for (;;) {
+        auto t0 = clk::now();
+        m.fn(w, cursor, n);
+        cursor += n;
+        double ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
+        if (ms >= round_ms / 4) {
+            size_t want = static_cast<size_t>(static_cast<double>(n) * round_ms / ms);
+            want = std::max<size_t>(want / 32 * 32, 32);
+            auto t1 = clk::now();
+            m.fn(w, cursor, want);
+            cursor += want;
+            double ns = std::chrono::duration<double, std::nano>(clk::now() - t1).count();
+            return ns / static_cast<double>(want);
+        }
+        n *= 4;
+    }
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    options o;
+    CLI::App app{"asys-bench: asys vs plain syscalls, io_uring, glibc POSIX AIO and libuv"};
+    app.add_option("--file", o.file, "file to read (created if missing; default: a temp file)");
+    app.add_option("--size-mib", o.size_mib, "file size in MiB")->check(CLI::Range(1, 65536));
+    app.add_option("--rounds", o.rounds, "interleaved rounds per method")->check(CLI::Range(1, 100));
+    app.add_option("--round-ms", o.round_ms, "time per method per round")->check(CLI::Range(5.0, 10000.0));
+    app.add_flag("--keep", o.keep, "keep the temp file");
+    CLI11_PARSE(app, argc, argv);
+
+    bool temp = o.file.empty();
+    if (temp) {
+        const char *d = getenv("TMPDIR");
+        o.file = std::string(d && *d ? d : "/var/tmp") + "/asys-bench." + std::to_string(getpid());
+    }
+    workload w;
+    const off_t size = static_cast<off_t>(o.size_mib) << 20;
+    w.fd = open(o.file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (w.fd < 0) die("open " + o.file, errno);
+    struct stat st;
+    fstat(w.fd, &st);
+    if (st.st_size < size) {
+        std::vector<char> chunk(1 << 20, 'x');
+        for (off_t off = 0; off < size; off += 1 << 20)
+            if (pwrite(w.fd, chunk.data(), chunk.size(), off) != static_cast<ssize_t>(chunk.size()))
+                die("write", errno);
+    }
+    // Warm the page cache: this table is about cached reads.
+    {
+        std::vector<char> chunk(1 << 20);
+        for (off_t off = 0; off < size; off += 1 << 20)
+            if (pread(w.fd, chunk.data(), chunk.size(), off) < 0) die("read", errno);
+    }
+    std::mt19937_64 rng(42);
+    w.offs.resize(1 << 16);
+    for (auto &x : w.offs) x = static_cast<off_t>(rng() % static_cast<uint64_t>(size / 4096)) * 4096;
+
+    if (int rc = asys_ctx_create(nullptr, &g_ctx); rc < 0) die("asys_ctx_create", -rc);
+    bool have_uring = io_uring_queue_init(64, &g_ring, 0) == 0;
+    g_loop = uv_default_loop();
+
+    std::vector<method> ms = {
+        {"pread", "baseline", m_pread},
+        {"preadv2(RWF_NOWAIT)", "the inline probe's floor", m_preadv2_nowait},
+        {"asys_submit", "auto: inline probe", m_asys},
+        {"asys_submit ASYNC", "forced to the pool", m_asys_pool},
+        {"pread x32", "baseline for batches", m_pread_x32, 32},
+        {"asys_submit_batch x32", "", m_asys_batch32, 32},
+        {"io_uring QD1", "liburing, raw", m_uring_qd1},
+        {"io_uring batch x32", "liburing, raw", m_uring_batch32, 32},
+        {"glibc POSIX AIO", "aio_read + aio_suspend", m_posix_aio},
+        {"libuv uv_fs_read", "threadpool, QD1", m_libuv},
+    };
+    if (!have_uring)
+        ms.erase(std::remove_if(ms.begin(), ms.end(),
+                                [](const method &m) { return m.name.rfind("io_uring", 0) == 0; }),
+                 ms.end());
+
+    size_t cursor = 0;
+    for (unsigned r = 0; r < o.rounds; ++r)
+        for (auto &m : ms) m.ns.push_back(measure(m, w, cursor, o.round_ms));
+
+    asys_stats sst;
+    asys_ctx_stats(g_ctx, &sst);
+
+    const double base = median(ms[0].ns);
+    fmt::print("asys-bench: cached 4 KiB random reads, {} MiB file on {}, {} interleaved rounds "
+               "(median)\n\n", o.size_mib, o.file, o.rounds);
+    fmt::print("{:<24} {:>10} {:>8}   {}\n", "method", "ns/op", "x pread", "note");
+    fmt::print("{:-<24} {:->10} {:->8}   {:-<30}\n", "", "", "", "");
+    for (auto &m : ms) {
+        double med = median(m.ns);
+        fmt::print("{:<24} {:>10.0f} {:>8.2f}   {}\n", m.name, med, med / base, m.note);
+    }
+    if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
+    fmt::print("\nasys paths: {} inline, {} punted after probe, {} punted direct, {} pool completions\n",
+               sst.done_inline, sst.punted_probe, sst.punted_direct, sst.completed_pool);
+
+    asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);
+    if (have_uring) io_uring_queue_exit(&g_ring);
+    uv_loop_close(g_loop);
+    close(w.fd);
+    if (temp && !o.keep) unlink(o.file.c_str());
+    return 0;
+}

@@ -1,0 +1,199 @@
+// Cancellation (queued, running, unknown) and destroy (drain, cancel) with
+// thousands of ops in flight: every op completes exactly once.
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <thread>
+
+#include "helpers.hpp"
+
+using namespace asys_test;
+
+namespace {
+
+struct tally {
+    std::atomic<int> calls{0};
+    std::atomic<int> cancelled{0};
+    static void cb(const asys_cqe *cqe, void *arg) {
+        auto *t = static_cast<tally *>(arg);
+        if (cqe->res == -ECANCELED) t->cancelled.fetch_add(1, std::memory_order_relaxed);
+        t->calls.fetch_add(1, std::memory_order_release);
+    }
+};
+
+TEST(Cancel, QueuedOpCompletesCanceled) {
+    asys_params p = params(1);
+    ctx_guard ctx(&p);
+    pipe_pair pp;
+    char b;
+    long ra = 0, rb = 0;
+    asys_op op;
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.flags = ASYS_F_ASYNC;
+    op.ret_ptr = &ra;
+    op.user_data = 1;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);  // occupies the only worker
+    asys_prep_nop(&op, 7);
+    op.flags = ASYS_F_ASYNC;
+    op.ret_ptr = &rb;
+    op.user_data = 2;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);  // FIFO: queued behind the read
+    EXPECT_EQ(asys_cancel(ctx, 2), 0);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].user_data, 2u);
+    EXPECT_EQ(c[0].res, -ECANCELED);
+    EXPECT_EQ(rb, -ECANCELED);
+    EXPECT_EQ(asys_cancel(ctx, 2), -ENOENT) << "completed ops are gone";
+    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, 1) << "the running read was not affected";
+    asys_stats st;
+    ASSERT_EQ(asys_ctx_stats(ctx, &st), 0);
+    EXPECT_EQ(st.cancelled, 1u);
+}
+
+TEST(Cancel, RunningOpIsInterrupted) {
+    asys_params p = params(1);
+    ctx_guard ctx(&p);
+    pid_t tid = worker_tid(ctx);
+    pipe_pair pp;
+    char b;
+    long r = 0;
+    asys_op op;
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.flags = ASYS_F_ASYNC;
+    op.ret_ptr = &r;
+    op.user_data = 5;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "worker never blocked in read";
+    EXPECT_EQ(asys_cancel(ctx, 5), -EALREADY);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, -ECANCELED);
+    EXPECT_EQ(r, -ECANCELED);
+    // The worker survives and serves the next op; nothing pending leaks in.
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.flags = ASYS_F_ASYNC;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    ASSERT_EQ(write(pp.w, "q", 1), 1);
+    c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, 1);
+}
+
+TEST(Cancel, UnknownIsENOENT) {
+    ctx_guard ctx;
+    EXPECT_EQ(asys_cancel(ctx, 999), -ENOENT);
+}
+
+TEST(Destroy, DrainCompletesTenThousandInFlight) {
+    asys_params p = params(4, 16384);
+    asys_ctx *ctx;
+    ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+    pipe_pair pp;
+    tally t;
+    constexpr int N = 10000, R = 100;
+    std::vector<long> res(N + R, -1);
+    static char sink[R];
+    for (int i = 0; i < N + R; ++i) {
+        asys_op op;
+        if (i < R) asys_prep_read(&op, pp.r, &sink[i], 1);
+        else asys_prep_nop(&op, i);
+        op.flags = ASYS_F_ASYNC;
+        op.ret_ptr = &res[i];
+        op.callback = tally::cb;
+        op.cb_arg = &t;
+        ASSERT_EQ(asys_submit(ctx, &op), 0) << i;
+    }
+    std::thread writer([&] {
+        char buf[R] = {};
+        ASSERT_EQ(write(pp.w, buf, R), R);
+    });
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+    writer.join();
+    EXPECT_EQ(t.calls.load(), N + R);
+    EXPECT_EQ(t.cancelled.load(), 0);
+    for (int i = 0; i < R; ++i) EXPECT_EQ(res[i], 1) << i;
+    for (int i = R; i < N + R; ++i) ASSERT_EQ(res[i], i);
+}
+
+TEST(Destroy, CancelCompletesTenThousandBlocked) {
+    asys_params p = params(4, 16384);
+    asys_ctx *ctx;
+    ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+    pipe_pair pp;
+    tally t;
+    constexpr int N = 10000;
+    std::vector<long> res(N, 1);
+    char b;
+    for (int i = 0; i < N; ++i) {
+        asys_op op;
+        asys_prep_read(&op, pp.r, &b, 1);  // never satisfied
+        op.flags = ASYS_F_ASYNC;
+        op.ret_ptr = &res[i];
+        op.callback = tally::cb;
+        op.cb_arg = &t;
+        ASSERT_EQ(asys_submit(ctx, &op), 0) << i;
+    }
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
+    EXPECT_EQ(t.calls.load(), N);
+    EXPECT_EQ(t.cancelled.load(), N);
+    for (int i = 0; i < N; ++i) ASSERT_EQ(res[i], -ECANCELED) << i;
+}
+
+TEST(Destroy, WakesBlockedWaiter) {
+    asys_ctx *ctx;
+    ASSERT_EQ(asys_ctx_create(nullptr, &ctx), 0);
+    pipe_pair pp;
+    char b;
+    tally t;
+    asys_op op;
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.callback = tally::cb;  // completes without an entry
+    op.cb_arg = &t;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    std::atomic<pid_t> wtid{0};
+    std::atomic<int> wres{0};
+    std::thread waiter([&] {
+        wtid = gettid();
+        asys_cqe cqe;
+        wres = asys_wait(ctx, 1, nullptr, &cqe, 1);
+    });
+    while (!wtid) sched_yield();
+    ASSERT_TRUE(wait_blocked_in(wtid, SYS_futex));
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
+    waiter.join();
+    EXPECT_EQ(wres.load(), -ESHUTDOWN);
+    EXPECT_EQ(t.cancelled.load(), 1);
+}
+
+TEST(Destroy, HandleIsDeadAfterwards) {
+    asys_ctx *ctx;
+    ASSERT_EQ(asys_ctx_create(nullptr, &ctx), 0);
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+    asys_op op;
+    asys_prep_nop(&op, 1);
+    long r;
+    op.ret_ptr = &r;
+    EXPECT_EQ(asys_submit(ctx, &op), -EBADF);
+    EXPECT_EQ(asys_ctx_fd(ctx), -EBADF);
+    EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), -EBADF);
+    asys_cqe cqe;
+    EXPECT_EQ(asys_peek(ctx, &cqe, 1), -EBADF);
+    // The recycled object gets a new generation: the old handle stays dead.
+    asys_ctx *ctx2;
+    ASSERT_EQ(asys_ctx_create(nullptr, &ctx2), 0);
+    EXPECT_NE(ctx2, ctx);
+    EXPECT_EQ(asys_submit(ctx, &op), -EBADF);
+    EXPECT_EQ(asys_submit(ctx2, &op), ASYS_DONE);
+    ASSERT_EQ(asys_ctx_destroy(ctx2, ASYS_DESTROY_DRAIN), 0);
+}
+
+TEST(Destroy, InvalidHow) {
+    ctx_guard ctx;
+    EXPECT_EQ(asys_ctx_destroy(ctx, 7), -EINVAL);
+}
+
+}  // namespace

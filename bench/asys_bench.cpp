@@ -90,6 +90,23 @@ void m_asys(workload &w, size_t s, size_t n) {
     }
 }
 
+void m_asys_buffered(workload &w, size_t s, size_t n) {
+    long res;
+    asys_op op;
+    for (size_t i = s; i < s + n; ++i) {
+        asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
+        op.flags = ASYS_F_BUFFERED;
+        op.ret_ptr = &res;
+        int rc = asys_submit(g_ctx, &op);
+        if (rc != ASYS_DONE) {
+            if (rc < 0) die("asys_submit", -rc);
+            asys_cqe cqe;
+            asys_wait(g_ctx, 1, nullptr, &cqe, 1);
+        }
+        if (res != 4096) die("asys read", res < 0 ? static_cast<int>(-res) : EIO);
+    }
+}
+
 void m_asys_pool(workload &w, size_t s, size_t n) {
     long res;
     asys_op op;
@@ -99,7 +116,8 @@ void m_asys_pool(workload &w, size_t s, size_t n) {
         op.flags = ASYS_F_ASYNC;
         op.ret_ptr = &res;
         if (asys_submit(g_ctx, &op) != 0) die("asys_submit", EIO);
-        if (asys_wait(g_ctx, 1, nullptr, &cqe, 1) != 1 || res != 4096) die("asys pool read", EIO);
+        int got = asys_wait(g_ctx, 1, nullptr, &cqe, 1);
+        if (got != 1 || res != 4096) die(fmt::format("asys pool read: wait {} res {}", got, res), EIO);
     }
 }
 
@@ -263,7 +281,8 @@ int main(int argc, char **argv) {
     std::vector<method> ms = {
         {"pread", "baseline", m_pread},
         {"preadv2(RWF_NOWAIT)", "the inline probe's floor", m_preadv2_nowait},
-        {"asys_submit", "auto: inline probe", m_asys},
+        {"asys_submit", "auto: inline probe, O_DIRECT guard", m_asys},
+        {"asys_submit BUFFERED", "inline probe, fd declared buffered", m_asys_buffered},
         {"asys_submit ASYNC", "forced to the pool", m_asys_pool},
         {"pread x32", "baseline for batches", m_pread_x32, 32},
         {"asys_submit_batch x32", "", m_asys_batch32, 32},

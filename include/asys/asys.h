@@ -72,7 +72,11 @@ enum asys_opcode {
 #define ASYS_F_SYNC       (1u << 3) /* run on the caller's thread           */
 #define ASYS_F_CQE_ALWAYS (1u << 4) /* post a completion (or call the
                                        callback) even when done inline      */
-#define ASYS_F__ALL       0x1fu
+#define ASYS_F_BUFFERED   (1u << 5) /* caller asserts the fd is not O_DIRECT:
+                                       the read probe skips its O_DIRECT
+                                       guard (faster; if wrong, the probe may
+                                       block, the result is still right)   */
+#define ASYS_F__ALL       0x3fu
 
 /* ------------------------------------------------ completion path (cqe) */
 #define ASYS_PATH_INLINE 1u  /* ran on the submitting thread  */
@@ -112,7 +116,8 @@ typedef struct asys_ctx asys_ctx;
                                               instead of -EAGAIN            */
 #define ASYS_CTX_INLINE_NEVER    (1u << 1) /* every op as if ASYS_F_ASYNC   */
 #define ASYS_CTX_INLINE_ALWAYS   (1u << 2) /* every op as if ASYS_F_SYNC    */
-#define ASYS_CTX__ALL            0x7u
+#define ASYS_CTX_NO_ODIRECT      (1u << 3) /* every op as if ASYS_F_BUFFERED */
+#define ASYS_CTX__ALL            0xfu
 
 enum asys_backend { ASYS_BACKEND_AUTO = 0, ASYS_BACKEND_POOL = 1, ASYS_BACKEND_URING = 2 };
 

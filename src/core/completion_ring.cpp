@@ -9,6 +9,9 @@
 #include "core/raw_syscall.hpp"
 
 namespace asys::internal {
+namespace {
+constexpr int kSpinUs = 20;
+}
 
 int completion_ring::init(unsigned capacity) noexcept {
     try {
@@ -16,10 +19,19 @@ int completion_ring::init(unsigned capacity) noexcept {
     } catch (...) {
         return -ENOMEM;
     }
-    long fd = raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0);
-    if (fd < 0) return static_cast<int>(fd);
-    efd_ = static_cast<int>(fd);
     return 0;
+}
+
+int completion_ring::fd() noexcept {
+    std::lock_guard lk(mu_);
+    if (efd_ < 0) {
+        long fd = raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0);
+        if (fd < 0) return static_cast<int>(fd);
+        efd_ = static_cast<int>(fd);
+        readable_ = false;
+        set_readable_locked(count_.load(std::memory_order_relaxed) != 0);
+    }
+    return efd_;
 }
 
 void completion_ring::release() noexcept {
@@ -31,7 +43,7 @@ void completion_ring::release() noexcept {
 // The eventfd counter is owned by the ring: 1 while entries are pending, 0
 // when empty. Toggled under mu_, so it can never disagree with count_.
 void completion_ring::set_readable_locked(bool readable) noexcept {
-    if (readable == readable_) return;
+    if (readable == readable_ || efd_ < 0) return;
     readable_ = readable;
     uint64_t v = 1;
     if (readable)
@@ -44,19 +56,21 @@ void completion_ring::set_readable_locked(bool readable) noexcept {
 
 void completion_ring::push(const asys_cqe &cqe) noexcept {
     std::lock_guard lk(mu_);
-    buf_[(head_ + count_) % buf_.size()] = cqe;
-    ++count_;
+    const unsigned n = count_.load(std::memory_order_relaxed);
+    buf_[(head_ + n) % buf_.size()] = cqe;
+    count_.store(n + 1, std::memory_order_relaxed);
     set_readable_locked(true);
     if (waiters_) cv_.notify_all();
 }
 
 unsigned completion_ring::pop_locked(asys_cqe *out, unsigned max) noexcept {
-    unsigned n = count_ < max ? count_ : max;
+    const unsigned have = count_.load(std::memory_order_relaxed);
+    const unsigned n = have < max ? have : max;
     const unsigned cap = static_cast<unsigned>(buf_.size());
     for (unsigned i = 0; i < n; ++i) out[i] = buf_[(head_ + i) % cap];
     head_ = (head_ + n) % cap;
-    count_ -= n;
-    if (count_ == 0) set_readable_locked(false);
+    count_.store(have - n, std::memory_order_relaxed);
+    if (have == n) set_readable_locked(false);
     return n;
 }
 
@@ -67,13 +81,25 @@ unsigned completion_ring::pop(asys_cqe *out, unsigned max) noexcept {
 
 unsigned completion_ring::size() noexcept {
     std::lock_guard lk(mu_);
-    return count_;
+    return count_.load(std::memory_order_relaxed);
 }
 
 int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                           unsigned max) noexcept {
+    // Spin briefly before sleeping: a completion that lands within a few
+    // microseconds then costs no futex wake-up.
+    if (min > 0 && count_.load(std::memory_order_relaxed) < min &&
+        !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinUs);
+        for (unsigned i = 1; count_.load(std::memory_order_relaxed) < min; ++i) {
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
     std::unique_lock lk(mu_);
-    auto ready = [&] { return shutdown_ || count_ >= min; };
+    auto ready = [&] { return shutdown_ || count_.load(std::memory_order_relaxed) >= min; };
     if (!ready()) {
         ++waiters_;
         if (timeout) {

@@ -2,6 +2,7 @@
 // any number of consumers (asys_wait/asys_peek), and an eventfd that is
 // readable exactly while the ring holds entries.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -18,7 +19,9 @@ public:
     /// Closes the eventfd. No call may race with it.
     void release() noexcept;
 
-    int fd() const noexcept { return efd_; }
+    /// The eventfd, created on first use (so contexts whose owner only calls
+    /// asys_wait never pay its write/read syscalls). -errno on failure.
+    int fd() noexcept;
 
     /// Never overflows: the context admits at most `capacity` ops that may
     /// post an entry before they are reaped.
@@ -45,11 +48,14 @@ private:
     std::mutex mu_;
     std::condition_variable cv_;
     std::vector<asys_cqe> buf_;
-    unsigned head_ = 0, count_ = 0;
+    unsigned head_ = 0;
+    /// Written under mu_; read without it only by wait()'s brief spin
+    /// (relaxed: the spin re-checks under mu_ before using the value).
+    std::atomic<unsigned> count_{0};
     unsigned waiters_ = 0;
     bool shutdown_ = false;
     bool readable_ = false;
-    int efd_ = -1;
+    int efd_ = -1;  ///< guarded by mu_; -1 until fd() is first called
 };
 
 }  // namespace asys::internal

@@ -305,7 +305,12 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (min > max || min > ring_.capacity()) return -EINVAL;
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
         return -EINVAL;
-    if (!timeout && min > 0 && ring_.size() + inflight_.load() < min) return -EDEADLK;
+    if (!timeout && min > 0) {
+        // inflight_ first: complete() pushes the cqe before it decrements
+        // inflight_, so an op counted by neither read cannot exist.
+        const unsigned flying = inflight_.load();
+        if (flying + ring_.size() < min) return -EDEADLK;
+    }
     int n = ring_.wait(min, timeout, out, max);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;

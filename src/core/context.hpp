@@ -54,7 +54,7 @@ public:
     int stats(asys_stats *out) noexcept;
 
     backend &async_backend() noexcept { return *pool_; }
-    int fd() const noexcept { return ring_.fd(); }
+    int fd() noexcept { return ring_.fd(); }
     unsigned ctx_flags() const noexcept { return flags_; }
 
     counters cnt;

@@ -13,6 +13,7 @@ enum class attempt : unsigned char {
 };
 
 /// Never blocks (beyond what a cached syscall costs). Thread-safe.
-attempt try_inline(const asys_op &op, long *res) noexcept;
+/// `buffered`: the caller asserted the fd is not O_DIRECT (ASYS_F_BUFFERED).
+attempt try_inline(const asys_op &op, bool buffered, long *res) noexcept;
 
 }  // namespace asys::internal

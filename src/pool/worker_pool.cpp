@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 
 #include <cerrno>
+#include <ctime>
 #include <mutex>
 
 #include "core/opcodes.hpp"
@@ -22,6 +23,24 @@ void futex_wake(std::atomic<uint32_t> *w) noexcept {
     raw_syscall6(SYS_futex, reinterpret_cast<uint64_t>(w), FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
 }
 void on_cancel_signal(int) noexcept {}
+
+// A worker that runs out of work spins this long before it sleeps, so a
+// steady stream of punts never pays a futex wake-up (tens of microseconds on
+// a virtual machine). At most kMaxSpinners spin at once.
+constexpr int64_t kSpinNs = 50 * 1000;
+constexpr unsigned kMaxSpinners = 1;
+
+inline int64_t now_ns() noexcept {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 long run_slot(op_slot &s) noexcept;
 
@@ -94,14 +113,33 @@ void worker_pool::unlink_locked(op_slot *s) noexcept {
     if (s->next) s->next->prev = s->prev; else tail_ = s->prev;
     s->prev = s->next = nullptr;
     s->queued = 0;
+    queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 void worker_pool::loop(worker &w) noexcept {
     std::unique_lock lk(mu_);
+    bool spun = false;
     for (;;) {
         op_slot *s = pop_locked();
         if (!s) {
             if (stopping_) return;
+            if (!spun && spinning_.load(std::memory_order_relaxed) < kMaxSpinners) {
+                spinning_.store(spinning_.load(std::memory_order_relaxed) + 1,
+                                std::memory_order_relaxed);
+                lk.unlock();
+                const int64_t deadline = now_ns() + kSpinNs;
+                for (unsigned i = 1;; ++i) {
+                    if (queued_.load(std::memory_order_relaxed) != 0) break;
+                    if ((i & 63) == 0 && now_ns() > deadline) break;
+                    cpu_relax();
+                }
+                lk.lock();
+                spinning_.store(spinning_.load(std::memory_order_relaxed) - 1,
+                                std::memory_order_relaxed);
+                spun = true;
+                continue;  // re-check the queue under mu_
+            }
+            spun = false;
             // relaxed: the store is published to the waker by mu_.
             w.wake.store(0, std::memory_order_relaxed);
             w.next_idle = idle_;
@@ -112,6 +150,7 @@ void worker_pool::loop(worker &w) noexcept {
             lk.lock();
             continue;
         }
+        spun = false;
         w.current = s;
         lk.unlock();
 
@@ -146,13 +185,17 @@ int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
     worker *w;
     {
         std::lock_guard lk(mu_);
-        if (atomic && !idle_) return -EAGAIN;
+        const unsigned q = queued_.load(std::memory_order_relaxed);
+        // A spinner not yet claimed by a queued op counts as idle.
+        const bool spinner_free = spinning_.load(std::memory_order_relaxed) > q;
+        if (atomic && !idle_ && !spinner_free) return -EAGAIN;
         slot->next = nullptr;
         slot->prev = tail_;
         if (tail_) tail_->next = slot; else head_ = slot;
         tail_ = slot;
         slot->queued = 1;
-        w = idle_;
+        queued_.store(q + 1, std::memory_order_relaxed);
+        w = spinner_free ? nullptr : idle_;  // a spinner will take it
         if (w) idle_ = w->next_idle;
     }
     if (w) {

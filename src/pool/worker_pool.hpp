@@ -51,6 +51,11 @@ private:
     completion_sink &sink_;
     std::mutex mu_;
     op_slot *head_ = nullptr, *tail_ = nullptr;  ///< queue (guarded by mu_)
+    /// Queue length and spinning workers: written under mu_, read without it
+    /// by spinners (relaxed: a stale read only delays the spinner, which
+    /// re-checks under mu_ before it sleeps).
+    std::atomic<unsigned> queued_{0};
+    std::atomic<unsigned> spinning_{0};
     worker *idle_ = nullptr;                     ///< idle stack (guarded by mu_)
     bool stopping_ = false;                      ///< guarded by mu_
     std::unique_ptr<worker[]> workers_;

@@ -66,7 +66,8 @@ int route(context &c, const asys_op &op) noexcept {
     long res = 0;
     attempt a = attempt::not_tried;
     if (!(f & ASYS_F_ASYNC)) {
-        a = try_inline(op, &res);
+        const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
+        a = try_inline(op, buffered, &res);
         if (a == attempt::done) return finish_inline(c, op, res, reserved);
     }
     if (f & ASYS_F_NOWAIT) {

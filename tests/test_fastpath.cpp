@@ -1,0 +1,306 @@
+// The inline fast path: each op class completes inline when it would not
+// block, is punted when its probe says would-block, finishes short reads
+// off-thread, tells EOF from would-block, and never probes O_DIRECT files
+// inline — including after an fd number is reused.
+#include <arpa/inet.h>
+#include <sys/uio.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "helpers.hpp"
+
+using namespace asys_test;
+
+namespace {
+
+asys_stats stats(asys_ctx *ctx) {
+    asys_stats st{};
+    EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);
+    return st;
+}
+
+// Drops [off, off+len) of fd from the page cache (clean pages only).
+void drop_cache(int fd, off_t off = 0, off_t len = 0) {
+    ASSERT_EQ(fdatasync(fd), 0);
+    ASSERT_EQ(posix_fadvise(fd, off, len, POSIX_FADV_DONTNEED), 0);
+}
+
+bool cached(int fd, off_t off, size_t len) {
+    // mincore needs a mapping; preadv2(RWF_NOWAIT) answers directly.
+    std::vector<char> b(len);
+    struct iovec iov{b.data(), len};
+    return preadv2(fd, &iov, 1, off, RWF_NOWAIT) == static_cast<ssize_t>(len);
+}
+
+void check_pattern(const char *buf, size_t len, size_t file_off) {
+    for (size_t i = 0; i < len; ++i)
+        ASSERT_EQ(buf[i], pattern(file_off + i)) << "byte " << i << " at file offset " << file_off + i;
+}
+
+class FastPath : public ::testing::Test {
+protected:
+    asys_params p_ = params(4);
+    ctx_guard ctx_{&p_};
+    temp_dir dir_;
+};
+
+TEST_F(FastPath, CachedReadCompletesInline) {
+    int fd = make_file(dir_.file("c"), 65536);
+    char buf[4096];
+    ASSERT_EQ(pread(fd, buf, sizeof buf, 8192), 4096);  // cache it
+    for (uint32_t f : {0u, unsigned{ASYS_F_BUFFERED}}) {
+        asys_op op;
+        asys_prep_pread(&op, fd, buf, sizeof buf, 8192);
+        op.flags = f;
+        long res = 0;
+        op.ret_ptr = &res;
+        ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE);
+        EXPECT_EQ(res, 4096);
+        check_pattern(buf, 4096, 8192);
+    }
+    asys_stats st = stats(ctx_);
+    EXPECT_EQ(st.done_inline, 2u);
+    EXPECT_EQ(st.punted_probe + st.punted_direct, 0u);
+    close(fd);
+}
+
+TEST_F(FastPath, UncachedReadIsPuntedAndCorrect) {
+    int fd = make_file(dir_.file("u"), 1 << 20);
+    drop_cache(fd);
+    if (cached(fd, 4096 * 100, 4096)) GTEST_SKIP() << "page cache could not be dropped here";
+    drop_cache(fd);
+    char buf[4096];
+    asys_op op;
+    asys_prep_pread(&op, fd, buf, sizeof buf, 4096 * 100);
+    uint32_t path = 0;
+    EXPECT_EQ(run(ctx_, op, &path), 4096);
+    EXPECT_EQ(path, ASYS_PATH_POOL);
+    check_pattern(buf, 4096, 4096 * 100);
+    asys_stats st = stats(ctx_);
+    EXPECT_EQ(st.punted_probe, 1u) << "would-block after the probe";
+    EXPECT_EQ(st.done_inline, 0u);
+    close(fd);
+}
+
+TEST_F(FastPath, PartlyCachedReadReturnsTheFullCount) {
+    constexpr size_t kSize = 256 * 1024, kCachedPart = 64 * 1024;
+    int fd = make_file(dir_.file("p"), kSize);
+    drop_cache(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);  // no readahead past what we read
+    std::vector<char> warm(kCachedPart);
+    ASSERT_EQ(pread(fd, warm.data(), kCachedPart, 0), static_cast<ssize_t>(kCachedPart));
+    if (!cached(fd, 0, kCachedPart) || cached(fd, kSize - 4096, 4096))
+        GTEST_SKIP() << "could not build a partly cached file here";
+    std::vector<char> buf(kSize);
+    for (uint32_t op_code : {unsigned{ASYS_OP_PREAD}, unsigned{ASYS_OP_PREADV}}) {
+        drop_cache(fd, kCachedPart, 0);
+        ASSERT_EQ(pread(fd, warm.data(), kCachedPart, 0), static_cast<ssize_t>(kCachedPart));
+        std::fill(buf.begin(), buf.end(), 0);
+        asys_op op;
+        struct iovec iov[2] = {{buf.data(), kSize / 2}, {buf.data() + kSize / 2, kSize / 2}};
+        if (op_code == ASYS_OP_PREAD) asys_prep_pread(&op, fd, buf.data(), kSize, 0);
+        else asys_prep_preadv(&op, fd, iov, 2, 0, 0);
+        long res = 0;
+        op.ret_ptr = &res;
+        int rc = asys_submit(ctx_, &op);
+        ASSERT_EQ(rc, 0) << "part was read inline, the rest is finished off-thread";
+        auto c = reap(ctx_, 1);
+        ASSERT_EQ(c.size(), 1u);
+        EXPECT_EQ(res, static_cast<long>(kSize)) << "one full result";
+        check_pattern(buf.data(), kSize, 0);
+    }
+    asys_stats st = stats(ctx_);
+    EXPECT_EQ(st.short_finished, 2u);
+
+    // NOWAIT keeps the short count: it never punts.
+    drop_cache(fd, kCachedPart, 0);
+    ASSERT_EQ(pread(fd, warm.data(), kCachedPart, 0), static_cast<ssize_t>(kCachedPart));
+    asys_op op;
+    asys_prep_pread(&op, fd, buf.data(), kSize, 0);
+    op.flags = ASYS_F_NOWAIT;
+    long res = 0;
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE);
+    EXPECT_GE(res, static_cast<long>(kCachedPart));
+    EXPECT_LT(res, static_cast<long>(kSize));
+    close(fd);
+}
+
+TEST_F(FastPath, EofIsNotWouldBlock) {
+    int fd = make_file(dir_.file("e"), 10000);
+    char buf[8192];
+    ASSERT_EQ(pread(fd, buf, sizeof buf, 0), 8192);
+    ASSERT_EQ(pread(fd, buf, sizeof buf, 8192), 10000 - 8192);
+    asys_op op;
+    long res = 0;
+    asys_prep_pread(&op, fd, buf, sizeof buf, 4096);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE) << "short because of EOF: final, inline";
+    EXPECT_EQ(res, 10000 - 4096);
+    ASSERT_EQ(lseek(fd, 6000, SEEK_SET), 6000);
+    asys_prep_read(&op, fd, buf, sizeof buf);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE);
+    EXPECT_EQ(res, 4000);
+    asys_prep_pread(&op, fd, buf, sizeof buf, 20000);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE);
+    EXPECT_EQ(res, 0);
+    EXPECT_EQ(stats(ctx_).punted_probe + stats(ctx_).punted_direct, 0u);
+    close(fd);
+}
+
+// Opens `path` with O_DIRECT at exactly descriptor number `num`.
+int open_at_number(const std::string &path, int flags, int num) {
+    int fd = open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0 || fd == num) return fd;
+    int r = dup3(fd, num, O_CLOEXEC);
+    close(fd);
+    return r;
+}
+
+// An O_DIRECT read must never wait for the device on the caller's thread.
+// Proof: with the file's pages dropped from the cache, any inline device
+// read would have completed inline; the op must instead reach the pool. The
+// descriptor number is shared with a buffered file that must keep its inline
+// fast path, in both orders, so fd reuse cannot fool the router.
+// (On ext4 a misaligned O_DIRECT probe falls back to a nonblocking page-cache
+// read: with cached pages such a read may complete inline, from the cache.)
+TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
+    std::string bpath = dir_.file("buffered"), dpath = dir_.file("direct");
+    close(make_file(bpath, 65536));
+    close(make_file(dpath, 65536));
+    int probe = open(dpath.c_str(), O_RDONLY | O_DIRECT);
+    if (probe < 0) GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
+    close(probe);
+    void *mem = nullptr;
+    ASSERT_EQ(posix_memalign(&mem, 4096, 4096), 0);
+    char *buf = static_cast<char *>(mem);
+    const int num = 77;  // the one fd number all files below share
+
+    auto read_once = [&](uint32_t *path) {
+        asys_op op;
+        asys_prep_pread(&op, num, buf, 4096, 8192);
+        long r = run(ctx_, op, path);
+        EXPECT_EQ(r, 4096);
+        check_pattern(buf, 4096, 8192);
+    };
+    for (int round = 0; round < 3; ++round) {
+        ASSERT_EQ(open_at_number(bpath, O_RDONLY, num), num);
+        char warm[4096];
+        ASSERT_EQ(pread(num, warm, sizeof warm, 8192), 4096);
+        uint32_t path = 0;
+        read_once(&path);
+        EXPECT_EQ(path, ASYS_PATH_INLINE) << "buffered + cached: inline (round " << round << ")";
+        close(num);
+
+        ASSERT_EQ(open_at_number(dpath, O_RDONLY | O_DIRECT, num), num);
+        drop_cache(num);
+        read_once(&path);
+        EXPECT_EQ(path, ASYS_PATH_POOL) << "same fd number, now O_DIRECT: no inline device read (round " << round << ")";
+        close(num);
+    }
+    asys_stats st;
+    ASSERT_EQ(asys_ctx_stats(ctx_, &st), 0);
+    EXPECT_EQ(st.done_inline, 3u);
+    EXPECT_EQ(st.punted_probe + st.punted_direct, 3u);
+    free(mem);
+}
+
+TEST_F(FastPath, PipesAndSockets) {
+    pipe_pair pp;
+    char b[8] = {};
+    long res = 0;
+    asys_op op;
+    asys_prep_read(&op, pp.r, b, sizeof b);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), 0) << "empty pipe: punted, the caller goes on";
+    ASSERT_EQ(write(pp.w, "later", 5), 5);
+    reap(ctx_, 1);
+    EXPECT_EQ(res, 5);
+    ASSERT_EQ(write(pp.w, "now", 3), 3);
+    asys_prep_read(&op, pp.r, b, sizeof b);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE) << "data ready: inline, short is final on a pipe";
+    EXPECT_EQ(res, 3);
+
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    asys_prep_recv(&op, sv[0], b, sizeof b, 0);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), 0) << "no data: punted";
+    asys_op snd;
+    asys_prep_send(&snd, sv[1], "hi", 2, 0);
+    long sres = 0;
+    snd.ret_ptr = &sres;
+    ASSERT_EQ(asys_submit(ctx_, &snd), ASYS_DONE) << "buffer space: send inline";
+    EXPECT_EQ(sres, 2);
+    reap(ctx_, 1);
+    EXPECT_EQ(res, 2);
+
+    asys_prep_poll(&op, sv[0], POLLIN, -1);
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx_, &op), 0) << "not readable: punted";
+    ASSERT_EQ(asys_submit(ctx_, &snd), ASYS_DONE);
+    reap(ctx_, 1);
+    EXPECT_EQ(res, POLLIN);
+    asys_prep_poll(&op, sv[0], POLLIN, -1);
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx_, &op), ASYS_DONE) << "readable: inline";
+    close(sv[0]);
+    close(sv[1]);
+}
+
+TEST_F(FastPath, OpenUsesTheCachedLookup) {
+    std::string path = dir_.file("o");
+    close(make_file(path, 10));
+    long fd = -1;
+    asys_op op;
+    asys_prep_openat(&op, AT_FDCWD, path.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    op.ret_ptr = &fd;
+    ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE) << "dentry cached: RESOLVE_CACHED hit";
+    ASSERT_GE(fd, 0);
+    close(static_cast<int>(fd));
+    asys_prep_openat(&op, AT_FDCWD, dir_.file("new").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    op.ret_ptr = &fd;
+    ASSERT_EQ(asys_submit(ctx_, &op), 0) << "O_CREAT: straight to the backend";
+    reap(ctx_, 1);
+    ASSERT_GE(fd, 0);
+    close(static_cast<int>(fd));
+    asys_stats st = stats(ctx_);
+    EXPECT_EQ(st.done_inline, 1u);
+    EXPECT_EQ(st.punted_direct, 1u);
+}
+
+TEST_F(FastPath, UncachedLookupIsPunted) {
+    std::string path = dir_.file("cold");
+    close(make_file(path, 10));
+    sync();
+    std::ofstream dc("/proc/sys/vm/drop_caches");
+    if (!(dc << "2" << std::flush)) GTEST_SKIP() << "cannot drop dentry caches (not root?)";
+    long fd = -1;
+    asys_op op;
+    asys_prep_openat(&op, AT_FDCWD, path.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    uint32_t where = 0;
+    fd = run(ctx_, op, &where);
+    ASSERT_GE(fd, 0);
+    close(static_cast<int>(fd));
+    if (where == ASYS_PATH_INLINE) GTEST_SKIP() << "dentries survived drop_caches";
+    EXPECT_EQ(stats(ctx_).punted_probe, 1u);
+}
+
+TEST_F(FastPath, WritesGoStraightToTheBackend) {
+    int fd = make_file(dir_.file("w"), 0);
+    asys_op op;
+    asys_prep_pwrite(&op, fd, "abc", 3, 0);
+    uint32_t path = 0;
+    EXPECT_EQ(run(ctx_, op, &path), 3);
+    EXPECT_EQ(path, ASYS_PATH_POOL);
+    EXPECT_EQ(stats(ctx_).punted_direct, 1u);
+    close(fd);
+}
+
+}  // namespace

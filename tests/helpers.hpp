@@ -33,12 +33,29 @@ struct ctx_guard {
     }
 };
 
-inline asys_params params(unsigned workers, unsigned max_inflight = 0, unsigned flags = 0) {
+inline asys_params params(unsigned workers, unsigned max_inflight = 0, unsigned flags = 0,
+                          unsigned backend = ASYS_BACKEND_AUTO) {
     asys_params p{};
     p.workers = workers;
     p.max_inflight = max_inflight;
     p.flags = flags;
+    p.backend = backend;
     return p;
+}
+
+/// Parameters for tests about the worker pool itself (thread identity,
+/// interrupting a blocked worker): the ring never takes their ops.
+inline asys_params pool_params(unsigned workers, unsigned max_inflight = 0, unsigned flags = 0) {
+    return params(workers, max_inflight, flags, ASYS_BACKEND_POOL);
+}
+
+/// The path a punted op with this opcode takes in `ctx`: the ring when the
+/// context has one that supports the opcode, else the pool.
+inline uint32_t async_path(asys_ctx *ctx, uint32_t opcode) {
+    asys_info info{};
+    if (asys_ctx_info(ctx, &info) != 0) return 0;
+    const bool ring = info.backend == ASYS_BACKEND_URING && ((info.uring_opcodes >> opcode) & 1);
+    return ring ? ASYS_PATH_URING : ASYS_PATH_POOL;
 }
 
 /// A directory removed (recursively) at scope exit.
@@ -165,5 +182,30 @@ struct pipe_pair {
         if (w >= 0) close(w);
     }
 };
+
+}  // namespace asys_test
+
+#include <cstring>
+
+namespace asys_test {
+
+/// When the suite runs with ASYS_BACKEND=uring on a machine where io_uring
+/// cannot start (disabled by sysctl or seccomp), skip every test loudly: the
+/// pool run of the same suite and test_uring's fallback tests cover it.
+class backend_environment : public ::testing::Environment {
+public:
+    void SetUp() override {
+        const char *b = getenv("ASYS_BACKEND");
+        if (!b || strcmp(b, "uring") != 0) return;
+        asys_ctx *c = nullptr;
+        int rc = asys_ctx_create(nullptr, &c);
+        if (rc < 0)
+            GTEST_SKIP() << "SKIPPED: io_uring backend unavailable here (" << strerror(-rc)
+                         << "); the pool run covers these tests";
+        asys_ctx_destroy(c, ASYS_DESTROY_DRAIN);
+    }
+};
+inline ::testing::Environment *const g_backend_environment =
+    ::testing::AddGlobalTestEnvironment(new backend_environment);
 
 }  // namespace asys_test

@@ -22,7 +22,7 @@ struct tally {
 };
 
 TEST(Cancel, QueuedOpCompletesCanceled) {
-    asys_params p = params(1);
+    asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     pipe_pair pp;
     char b;
@@ -55,7 +55,7 @@ TEST(Cancel, QueuedOpCompletesCanceled) {
 }
 
 TEST(Cancel, RunningOpIsInterrupted) {
-    asys_params p = params(1);
+    asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     pid_t tid = worker_tid(ctx);
     pipe_pair pp;
@@ -81,6 +81,37 @@ TEST(Cancel, RunningOpIsInterrupted) {
     c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, 1);
+}
+
+// On every backend: a read that waits for data is cancelled and completes
+// -ECANCELED exactly once (io_uring cancels it in the kernel; the pool
+// interrupts its worker).
+TEST(Cancel, PendingReadOnEveryBackend) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    char b;
+    long r = 0;
+    asys_op op;
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.ret_ptr = &r;
+    op.user_data = 31;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    int rc = -1;
+    // A pool worker may not have reached the read yet: retry the cancel
+    // until it takes (a condition, not a sleep).
+    for (int i = 0; i < 1000000; ++i) {
+        rc = asys_cancel(ctx, 31);
+        if (rc == 0 || rc == -EALREADY) break;
+        sched_yield();
+    }
+    ASSERT_TRUE(rc == 0 || rc == -EALREADY) << rc;
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, -ECANCELED);
+    EXPECT_EQ(r, -ECANCELED);
+    EXPECT_EQ(c[0].path, async_path(ctx, ASYS_OP_READ));
+    asys_cqe extra;
+    EXPECT_EQ(asys_peek(ctx, &extra, 1), 0) << "exactly once";
 }
 
 TEST(Cancel, UnknownIsENOENT) {

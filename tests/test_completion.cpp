@@ -31,7 +31,7 @@ TEST(Completion, RetPtrAndWait) {
     EXPECT_EQ(c[0].user_data, 77u);
     EXPECT_EQ(c[0].res, 3);
     EXPECT_EQ(c[0].opcode, static_cast<uint32_t>(ASYS_OP_READ));
-    EXPECT_EQ(c[0].path, ASYS_PATH_POOL);
+    EXPECT_EQ(c[0].path, async_path(ctx, ASYS_OP_READ));
     EXPECT_EQ(res, 3);
     EXPECT_EQ(asys_peek(ctx, &cqe, 1), 0) << "exactly one entry";
 }

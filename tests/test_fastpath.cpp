@@ -77,7 +77,7 @@ TEST_F(FastPath, UncachedReadIsPuntedAndCorrect) {
     asys_prep_pread(&op, fd, buf, sizeof buf, 4096 * 100);
     uint32_t path = 0;
     EXPECT_EQ(run(ctx_, op, &path), 4096);
-    EXPECT_EQ(path, ASYS_PATH_POOL);
+    EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD));
     check_pattern(buf, 4096, 4096 * 100);
     asys_stats st = stats(ctx_);
     EXPECT_EQ(st.punted_probe, 1u) << "would-block after the probe";
@@ -200,7 +200,8 @@ TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
         ASSERT_EQ(open_at_number(dpath, O_RDONLY | O_DIRECT, num), num);
         drop_cache(num);
         read_once(&path);
-        EXPECT_EQ(path, ASYS_PATH_POOL) << "same fd number, now O_DIRECT: no inline device read (round " << round << ")";
+        EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD))
+            << "same fd number, now O_DIRECT: no inline device read (round " << round << ")";
         close(num);
     }
     asys_stats st;
@@ -298,7 +299,7 @@ TEST_F(FastPath, WritesGoStraightToTheBackend) {
     asys_prep_pwrite(&op, fd, "abc", 3, 0);
     uint32_t path = 0;
     EXPECT_EQ(run(ctx_, op, &path), 3);
-    EXPECT_EQ(path, ASYS_PATH_POOL);
+    EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PWRITE));
     EXPECT_EQ(stats(ctx_).punted_direct, 1u);
     close(fd);
 }

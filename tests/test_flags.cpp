@@ -46,7 +46,7 @@ TEST(Flags, NowaitNeverBlocksNeverPunts) {
 }
 
 TEST(Flags, AtomicPuntsOnlyToAnIdleWorker) {
-    asys_params p = params(1);
+    asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     pid_t tid = worker_tid(ctx);
     ASSERT_TRUE(wait_blocked_in(tid, SYS_futex)) << "worker idle";
@@ -82,7 +82,7 @@ TEST(Flags, AsyncAndSyncPerOp) {
     op.flags = ASYS_F_ASYNC;
     uint32_t path = 0;
     EXPECT_EQ(run(ctx, op, &path), 3);
-    EXPECT_EQ(path, ASYS_PATH_POOL) << "ASYNC skips the inline attempt";
+    EXPECT_EQ(path, async_path(ctx, ASYS_OP_NOP)) << "ASYNC skips the inline attempt";
     asys_stats st = stats(ctx);
     EXPECT_EQ(st.done_inline, 1u);
     EXPECT_EQ(st.punted_direct, 1u);
@@ -95,7 +95,7 @@ TEST(Flags, PerContextSwitches) {
     asys_prep_nop(&op, 3);
     uint32_t path = 0;
     EXPECT_EQ(run(c1, op, &path), 3);
-    EXPECT_EQ(path, ASYS_PATH_POOL);
+    EXPECT_EQ(path, async_path(c1, ASYS_OP_NOP));
     op.flags = ASYS_F_SYNC;  // the op's own flag wins
     EXPECT_EQ(run(c1, op, &path), 3);
     EXPECT_EQ(path, ASYS_PATH_INLINE);

@@ -19,6 +19,7 @@ namespace {
 struct mode {
     const char *name;
     uint32_t flags;
+    friend void PrintTo(const mode &m, std::ostream *os) { *os << m.name; }
 };
 
 class Ops : public ::testing::TestWithParam<mode> {
@@ -31,7 +32,8 @@ protected:
         op.flags |= GetParam().flags;
         uint32_t path = 0;
         long r = run(ctx_, op, &path);
-        if (GetParam().flags & ASYS_F_ASYNC) EXPECT_EQ(path, ASYS_PATH_POOL) << asys_opcode_name(op.opcode);
+        if (GetParam().flags & ASYS_F_ASYNC)
+            EXPECT_EQ(path, async_path(ctx_, op.opcode)) << asys_opcode_name(op.opcode);
         if (GetParam().flags & ASYS_F_SYNC) EXPECT_EQ(path, ASYS_PATH_INLINE) << asys_opcode_name(op.opcode);
         return r;
     }

@@ -145,6 +145,16 @@ struct asys_stats {
     uint32_t inflight;       /* accepted and not yet completed                 */
 };
 
+/** Which backends a context runs on, and why io_uring is not used. */
+struct asys_info {
+    uint32_t backend;         /* ASYS_BACKEND_URING (ring + pool) or _POOL     */
+    int32_t  uring_error;     /* 0, or -errno of the failed io_uring set-up    */
+    uint64_t uring_opcodes;   /* bit (1 << ASYS_OP_x): ops routed to the ring  */
+    uint32_t workers;         /* pool threads                                  */
+    uint32_t iowq_max_workers;/* io-wq cap registered with the ring (0: none)  */
+    char     reason[120];     /* human-readable: backend and why               */
+};
+
 ASYS_API int  asys_ctx_create(const struct asys_params *params, asys_ctx **out);
 
 #define ASYS_DESTROY_DRAIN  0u /* wait for every accepted op to complete     */
@@ -153,6 +163,7 @@ ASYS_API int  asys_ctx_destroy(asys_ctx *ctx, unsigned how);
 
 ASYS_API int  asys_ctx_fd(asys_ctx *ctx);
 ASYS_API int  asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out);
+ASYS_API int  asys_ctx_info(asys_ctx *ctx, struct asys_info *out);
 
 ASYS_API int  asys_submit(asys_ctx *ctx, const struct asys_op *op);
 ASYS_API int  asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int *status);

@@ -48,13 +48,19 @@ int asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int 
     ASYS_CTX_OR_RETURN(ctx);
     if (n == 0) return 0;
     if (!ops) return -EFAULT;
+    c->plug();  // ring-bound ops of the batch enter the kernel once
+    int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
         int rc = asys::internal::validate_op(&ops[i]);
         if (rc == 0) rc = asys::internal::route(*c, ops[i]);
         if (status) status[i] = rc;
-        if (rc < 0) return i ? static_cast<int>(i) : rc;
+        if (rc < 0) {
+            ret = i ? static_cast<int>(i) : rc;
+            break;
+        }
     }
-    return static_cast<int>(n);
+    c->unplug();
+    return ret;
 }
 
 int asys_wait(asys_ctx *ctx, unsigned min_events, const struct timespec *timeout,
@@ -70,7 +76,12 @@ int asys_peek(asys_ctx *ctx, struct asys_cqe *out, unsigned max) {
 
 int asys_cancel(asys_ctx *ctx, uint64_t user_data) {
     ASYS_CTX_OR_RETURN(ctx);
-    return c->async_backend().cancel(user_data);
+    return c->cancel(user_data);
+}
+
+int asys_ctx_info(asys_ctx *ctx, struct asys_info *out) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->info(out);
 }
 
 int asys_syscall_allowed(long nr) { return asys::internal::syscall_allowed(nr); }

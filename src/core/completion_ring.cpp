@@ -9,9 +9,6 @@
 #include "core/raw_syscall.hpp"
 
 namespace asys::internal {
-namespace {
-constexpr int kSpinUs = 20;
-}
 
 int completion_ring::init(unsigned capacity) noexcept {
     try {
@@ -86,18 +83,6 @@ unsigned completion_ring::size() noexcept {
 
 int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                           unsigned max) noexcept {
-    // Spin briefly before sleeping: a completion that lands within a few
-    // microseconds then costs no futex wake-up.
-    if (min > 0 && count_.load(std::memory_order_relaxed) < min &&
-        !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinUs);
-        for (unsigned i = 1; count_.load(std::memory_order_relaxed) < min; ++i) {
-            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-    }
     std::unique_lock lk(mu_);
     auto ready = [&] { return shutdown_ || count_.load(std::memory_order_relaxed) >= min; };
     if (!ready()) {

@@ -39,6 +39,8 @@ public:
     void shutdown() noexcept;
 
     unsigned size() noexcept;
+    /// Entry count without the lock (for spinning; may be stale).
+    unsigned count_relaxed() const noexcept { return count_.load(std::memory_order_relaxed); }
     unsigned capacity() const noexcept { return static_cast<unsigned>(buf_.size()); }
 
 private:

@@ -6,10 +6,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
-#include "pool/worker_pool.hpp"
 
 namespace asys::internal {
 
@@ -90,7 +90,6 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
         int rc = parse_backend_env(&p.backend);
         if (rc) return rc;
     }
-    if (p.backend == ASYS_BACKEND_URING) return -EOPNOTSUPP;  // backend not built yet
     if (p.workers == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         p.workers = static_cast<unsigned>(ncpu > 0 ? ncpu * 4 : 4);
@@ -140,14 +139,72 @@ int context::init(const asys_params &p) noexcept {
     if (rc) return rc;
     rc = ring_.init(p.ring_entries);
     if (rc) return rc;
-    auto *pool = new (std::nothrow) worker_pool(*this);
-    if (!pool) return -ENOMEM;
-    pool_.reset(pool);
-    return pool->start(p.workers);
+    uring_error_ = 0;
+    if (p.backend != ASYS_BACKEND_POOL) {
+        uring_.reset(new (std::nothrow) uring_backend(*this));
+        if (!uring_) return -ENOMEM;
+        rc = uring_->start(p.ring_entries, p.workers);
+        if (rc < 0) {
+            uring_.reset();
+            if (p.backend == ASYS_BACKEND_URING) return rc;  // forced: fail loudly
+            uring_error_ = rc;
+        }
+    }
+    pool_.reset(new (std::nothrow) worker_pool(*this));
+    if (!pool_) return -ENOMEM;
+    return pool_->start(p.workers);
+}
+
+int context::punt(op_slot *slot, bool atomic) noexcept {
+    if (uring_ && uring_->supports(*slot)) {
+        int rc = uring_->punt(slot, atomic);
+        if (rc == 0) return 0;
+        // Ring full or refusing: the pool can run anything.
+    }
+    return pool_->punt(slot, atomic);
+}
+
+int context::cancel(uint64_t user_data) noexcept {
+    int rp = pool_->cancel(user_data);
+    int ru = uring_ ? uring_->cancel(user_data) : -ENOENT;
+    if (rp == -EALREADY || ru == -EALREADY) return -EALREADY;
+    if (rp == 0 || ru == 0) return 0;
+    return -ENOENT;
+}
+
+void context::plug() noexcept {
+    if (uring_) uring_->plug();
+}
+
+void context::unplug() noexcept {
+    if (uring_) uring_->unplug();
+}
+
+int context::info(asys_info *o) noexcept {
+    if (!o) return -EFAULT;
+    *o = asys_info{};
+    o->backend = uring_ ? ASYS_BACKEND_URING : ASYS_BACKEND_POOL;
+    o->uring_error = uring_error_;
+    o->uring_opcodes = uring_ ? uring_->opcode_mask() : 0;
+    o->workers = pool_->threads();
+    o->iowq_max_workers = uring_ ? uring_->iowq_limit() : 0;
+    const char *why = "";
+    switch (-uring_error_) {
+        case 0: why = uring_ ? "io_uring + pool" : "pool only (forced)"; break;
+        case EPERM: why = "pool only: io_uring_setup EPERM (kernel.io_uring_disabled or a seccomp filter)"; break;
+        case ENOSYS: why = "pool only: io_uring_setup ENOSYS (no io_uring in this kernel, or a seccomp filter)"; break;
+        case ENOMEM: why = "pool only: io_uring_setup ENOMEM (memory lock limit?)"; break;
+        case EINVAL: why = "pool only: io_uring_setup EINVAL (kernel too old for the ring's parameters)"; break;
+        case EMFILE: case ENFILE: why = "pool only: io_uring_setup out of file descriptors"; break;
+        default: why = "pool only: io_uring set-up failed"; break;
+    }
+    snprintf(o->reason, sizeof o->reason, "%s", why);
+    return 0;
 }
 
 void context::recycle() noexcept {
     pool_.reset();
+    uring_.reset();
     ring_.release();
     ring_.~completion_ring();
     new (&ring_) completion_ring;
@@ -172,6 +229,8 @@ int context::destroy(unsigned how) noexcept {
         // Release memory and descriptors only.
         pool_->abandon();
         (void)pool_.release();
+        if (uring_) uring_->abandon();
+        (void)uring_.release();
         new (&wait_mu_) std::mutex;
         new (&wait_cv_) std::condition_variable;
         recycle();
@@ -188,6 +247,7 @@ int context::destroy(unsigned how) noexcept {
             while (inflight_.load() != 0) {
                 lk.unlock();
                 pool_->cancel_all();
+                if (uring_) uring_->cancel_all();
                 lk.lock();
                 wait_cv_.wait_for(lk, std::chrono::milliseconds(2),
                                   [&] { return inflight_.load() == 0; });
@@ -199,6 +259,7 @@ int context::destroy(unsigned how) noexcept {
     }
     ring_.shutdown();
     pool_->stop();
+    if (uring_) uring_->stop();
     recycle();
     return 0;
 }
@@ -311,6 +372,20 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
         const unsigned flying = inflight_.load();
         if (flying + ring_.size() < min) return -EDEADLK;
     }
+    if (uring_) uring_->reap();
+    // Spin briefly before sleeping: a completion that lands within a few
+    // microseconds then costs no wake-up, and ring CQEs are reaped here.
+    if (min > 0 && ring_.count_relaxed() < min &&
+        !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+        for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
+            if (uring_ && uring_->cq_ready()) uring_->reap();
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
     int n = ring_.wait(min, timeout, out, max);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
@@ -318,6 +393,7 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
+    if (uring_) uring_->reap();
     unsigned n = ring_.pop(out, max);
     if (n) release_room(n);
     return static_cast<int>(n);

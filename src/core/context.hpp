@@ -16,6 +16,8 @@
 #include "core/backend.hpp"
 #include "core/completion_ring.hpp"
 #include "core/slab.hpp"
+#include "pool/worker_pool.hpp"
+#include "uring/uring_backend.hpp"
 
 namespace asys::internal {
 
@@ -53,7 +55,13 @@ public:
     int peek(asys_cqe *out, unsigned max) noexcept;
     int stats(asys_stats *out) noexcept;
 
-    backend &async_backend() noexcept { return *pool_; }
+    /// Hands a slot to the best backend: the ring when it supports the op,
+    /// else the pool. 0 or -EAGAIN (ATOMIC and nothing free).
+    int punt(op_slot *slot, bool atomic) noexcept;
+    int cancel(uint64_t user_data) noexcept;
+    int info(asys_info *out) noexcept;
+    void plug() noexcept;
+    void unplug() noexcept;
     int fd() noexcept { return ring_.fd(); }
     unsigned ctx_flags() const noexcept { return flags_; }
 
@@ -74,7 +82,9 @@ private:
 
     op_slab slab_;
     completion_ring ring_;
-    std::unique_ptr<backend> pool_;
+    std::unique_ptr<worker_pool> pool_;
+    std::unique_ptr<uring_backend> uring_;  ///< null: pool only
+    int uring_error_ = 0;                   ///< why there is no ring
 
     /// Free capacity: max_inflight minus ops in flight that may post a cqe
     /// minus unreaped cqes. seq_cst RMWs; see reserve_room().

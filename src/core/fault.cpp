@@ -2,4 +2,5 @@
 
 namespace asys::internal::fault {
 std::atomic<int> thread_create_failures{0};
+std::atomic<int> uring_setup_failures{0};
 }  // namespace asys::internal::fault

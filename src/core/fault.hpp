@@ -7,6 +7,8 @@ namespace asys::internal::fault {
 
 /// Next N worker-thread creations fail with EAGAIN.
 extern std::atomic<int> thread_create_failures;
+/// Next N io_uring setups fail with EPERM.
+extern std::atomic<int> uring_setup_failures;
 
 inline bool take(std::atomic<int> &counter) noexcept {
     int n = counter.load(std::memory_order_relaxed);
@@ -15,5 +17,6 @@ inline bool take(std::atomic<int> &counter) noexcept {
     return false;
 }
 inline bool fail_thread_create() noexcept { return take(thread_create_failures); }
+inline bool fail_uring_setup() noexcept { return take(uring_setup_failures); }
 
 }  // namespace asys::internal::fault

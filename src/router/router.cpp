@@ -90,7 +90,7 @@ int route(context &c, const asys_op &op) noexcept {
     const bool direct = a == attempt::not_tried;
     s->direct = direct;
     // After punt() succeeds the slot may already be completed and reused.
-    int rc = c.async_backend().punt(s, atomic);
+    int rc = c.punt(s, atomic);
     if (rc) {
         c.abandon_slot(s);
         if (a == attempt::partial) return finish_inline(c, op, res, false);

@@ -1,0 +1,397 @@
+#include "uring/uring_backend.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <memory>
+#include <vector>
+
+#include "core/fault.hpp"
+#include "core/raw_syscall.hpp"
+
+namespace asys::internal {
+namespace {
+
+// user_data tags: slots are 8-byte aligned, so the low bits are free.
+constexpr uint64_t kTagMask = 7;
+constexpr uint64_t kTagStop = 1;    ///< wakes the reaper to exit
+constexpr uint64_t kTagCancel = 2;  ///< points to a cancel_req
+constexpr uint64_t kTagIgnore = 3;  ///< cancel-all and other internal CQEs
+
+constexpr uint8_t kOpFtruncate = 55;  // IORING_OP_FTRUNCATE (6.9), newer than liburing 2.3
+
+struct cancel_req {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int res = 0;
+};
+
+// Which io_uring opcode serves each asys opcode (0xff: none).
+constexpr uint8_t kRingOp[ASYS_OP__COUNT] = {
+    /* NOP */ IORING_OP_NOP, /* READ */ IORING_OP_READ, /* PREAD */ IORING_OP_READ,
+    /* READV */ IORING_OP_READV, /* PREADV */ IORING_OP_READV, /* WRITE */ IORING_OP_WRITE,
+    /* PWRITE */ IORING_OP_WRITE, /* WRITEV */ IORING_OP_WRITEV, /* PWRITEV */ IORING_OP_WRITEV,
+    /* OPENAT */ IORING_OP_OPENAT, /* CLOSE */ IORING_OP_CLOSE, /* FSYNC */ IORING_OP_FSYNC,
+    /* FDATASYNC */ IORING_OP_FSYNC, /* STATX */ IORING_OP_STATX,
+    /* UNLINKAT */ IORING_OP_UNLINKAT, /* RENAMEAT */ IORING_OP_RENAMEAT,
+    /* MKDIRAT */ IORING_OP_MKDIRAT, /* FALLOCATE */ IORING_OP_FALLOCATE,
+    /* FTRUNCATE */ kOpFtruncate, /* ACCEPT */ IORING_OP_ACCEPT, /* CONNECT */ IORING_OP_CONNECT,
+    /* RECV */ IORING_OP_RECV, /* SEND */ IORING_OP_SEND, /* POLL */ IORING_OP_POLL_ADD,
+    /* SYSCALL */ 0xff,
+};
+
+void prep(io_uring_sqe *sqe, const op_slot &s) noexcept {
+    const uint64_t *a = s.args;
+    const int fd = static_cast<int>(a[0]);
+    void *p1 = reinterpret_cast<void *>(a[1]);
+    switch (s.opcode) {
+        case ASYS_OP_NOP: io_uring_prep_nop(sqe); break;
+        case ASYS_OP_READ: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), ~0ull); break;
+        case ASYS_OP_PREAD: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), a[3]); break;
+        case ASYS_OP_READV:
+            io_uring_prep_readv(sqe, fd, static_cast<const iovec *>(p1), static_cast<unsigned>(a[2]), ~0ull);
+            break;
+        case ASYS_OP_PREADV:
+            io_uring_prep_readv2(sqe, fd, static_cast<const iovec *>(p1), static_cast<unsigned>(a[2]), a[3],
+                                 static_cast<int>(a[4]));
+            break;
+        case ASYS_OP_WRITE: io_uring_prep_write(sqe, fd, p1, static_cast<unsigned>(a[2]), ~0ull); break;
+        case ASYS_OP_PWRITE: io_uring_prep_write(sqe, fd, p1, static_cast<unsigned>(a[2]), a[3]); break;
+        case ASYS_OP_WRITEV:
+            io_uring_prep_writev(sqe, fd, static_cast<const iovec *>(p1), static_cast<unsigned>(a[2]), ~0ull);
+            break;
+        case ASYS_OP_PWRITEV:
+            io_uring_prep_writev2(sqe, fd, static_cast<const iovec *>(p1), static_cast<unsigned>(a[2]), a[3],
+                                  static_cast<int>(a[4]));
+            break;
+        case ASYS_OP_OPENAT:
+            io_uring_prep_openat(sqe, fd, static_cast<const char *>(p1), static_cast<int>(a[2]),
+                                 static_cast<mode_t>(a[3]));
+            break;
+        case ASYS_OP_CLOSE: io_uring_prep_close(sqe, fd); break;
+        case ASYS_OP_FSYNC: io_uring_prep_fsync(sqe, fd, 0); break;
+        case ASYS_OP_FDATASYNC: io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); break;
+        case ASYS_OP_STATX:
+            io_uring_prep_statx(sqe, fd, static_cast<const char *>(p1), static_cast<int>(a[2]),
+                                static_cast<unsigned>(a[3]), reinterpret_cast<struct statx *>(a[4]));
+            break;
+        case ASYS_OP_UNLINKAT:
+            io_uring_prep_unlinkat(sqe, fd, static_cast<const char *>(p1), static_cast<int>(a[2]));
+            break;
+        case ASYS_OP_RENAMEAT:
+            io_uring_prep_renameat(sqe, fd, static_cast<const char *>(p1), static_cast<int>(a[2]),
+                                   reinterpret_cast<const char *>(a[3]), static_cast<unsigned>(a[4]));
+            break;
+        case ASYS_OP_MKDIRAT:
+            io_uring_prep_mkdirat(sqe, fd, static_cast<const char *>(p1), static_cast<mode_t>(a[2]));
+            break;
+        case ASYS_OP_FALLOCATE:
+            io_uring_prep_fallocate(sqe, fd, static_cast<int>(a[1]), a[2], a[3]);
+            break;
+        case ASYS_OP_FTRUNCATE:
+            io_uring_prep_rw(kOpFtruncate, sqe, fd, nullptr, 0, a[1]);
+            break;
+        case ASYS_OP_ACCEPT:
+            io_uring_prep_accept(sqe, fd, static_cast<sockaddr *>(p1), reinterpret_cast<socklen_t *>(a[2]),
+                                 static_cast<int>(a[3]));
+            break;
+        case ASYS_OP_CONNECT:
+            io_uring_prep_connect(sqe, fd, static_cast<const sockaddr *>(p1), static_cast<socklen_t>(a[2]));
+            break;
+        case ASYS_OP_RECV: io_uring_prep_recv(sqe, fd, p1, a[2], static_cast<int>(a[3])); break;
+        case ASYS_OP_SEND: io_uring_prep_send(sqe, fd, p1, a[2], static_cast<int>(a[3])); break;
+        case ASYS_OP_POLL: io_uring_prep_poll_add(sqe, fd, static_cast<unsigned>(a[1])); break;
+        default: io_uring_prep_nop(sqe); break;  // unreachable: supports() refused it
+    }
+}
+
+}  // namespace
+
+uring_backend::~uring_backend() = default;
+
+int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
+    if (fault::fail_uring_setup()) return -EPERM;
+    unsigned sq = entries < 4096 ? entries : 4096;
+    if (sq < 8) sq = 8;
+    unsigned cq = entries * 2 > 65536 ? 65536 : entries * 2;
+    if (cq < sq * 2) cq = sq * 2;
+    io_uring_params p{};
+    p.flags = IORING_SETUP_CQSIZE;
+    p.cq_entries = cq;
+    int rc = io_uring_queue_init_params(sq, &ring_, &p);
+    if (rc < 0) return rc;
+    ring_ok_ = true;
+    cq_entries_ = p.cq_entries;
+
+    io_uring_probe *probe = io_uring_get_probe_ring(&ring_);
+    if (!probe) {
+        io_uring_queue_exit(&ring_);
+        ring_ok_ = false;
+        return -ENOSYS;
+    }
+    for (unsigned op = 0; op < ASYS_OP__COUNT; ++op)
+        if (kRingOp[op] != 0xff && io_uring_opcode_supported(probe, kRingOp[op]))
+            supported_ |= uint64_t{1} << op;
+    if (io_uring_opcode_supported(probe, IORING_OP_LINK_TIMEOUT)) supported_ |= uint64_t{1} << 63;
+    io_uring_free_probe(probe);
+
+    unsigned vals[2] = {max_workers, max_workers};  // bounded, unbounded
+    if (io_uring_register_iowq_max_workers(&ring_, vals) == 0) iowq_limit_ = max_workers;
+
+    // The reaper blocks every signal: it only ever sleeps in io_uring_enter.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    rc = fault::fail_thread_create() ? EAGAIN : pthread_create(&reaper_, &attr, reaper_main, this);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) {
+        io_uring_queue_exit(&ring_);
+        ring_ok_ = false;
+        return -rc;
+    }
+    reaper_started_ = true;
+    return 0;
+}
+
+bool uring_backend::supports(const op_slot &s) const noexcept {
+    if (!(supported_ & (uint64_t{1} << s.opcode))) return false;
+    if (s.done != 0) return false;  // remainders of short reads: the pool
+    if (s.opcode == ASYS_OP_POLL && static_cast<int64_t>(s.args[2]) >= 0 &&
+        !(supported_ & (uint64_t{1} << 63)))  // bit 63: LINK_TIMEOUT available
+        return false;
+    return true;
+}
+
+bool uring_backend::cq_ready() const noexcept {
+    return io_uring_cq_ready(&ring_) != 0;
+}
+
+void uring_backend::track_locked(op_slot *s) noexcept {
+    s->prev = nullptr;
+    s->next = inring_;
+    if (inring_) inring_->prev = s;
+    inring_ = s;
+    ++inring_count_;
+}
+
+void uring_backend::untrack_locked(op_slot *s) noexcept {
+    if (s->prev) s->prev->next = s->next; else inring_ = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->prev = s->next = nullptr;
+    --inring_count_;
+}
+
+int uring_backend::submit_locked() noexcept {
+    if (pending_submit_ == 0) return 0;
+    int rc;
+    do rc = io_uring_submit(&ring_);
+    while (rc == -EINTR);
+    if (rc > 0) pending_submit_ -= static_cast<unsigned>(rc) > pending_submit_ ? pending_submit_ : static_cast<unsigned>(rc);
+    return rc < 0 ? rc : 0;
+}
+
+io_uring_sqe *uring_backend::get_sqe_locked() noexcept {
+    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
+    if (!sqe && pending_submit_) {
+        submit_locked();
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+}
+
+int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
+    (void)atomic;  // a free SQE is a free slot: the ring never waits for one
+    std::lock_guard lk(sq_mu_);
+    // Never let more ops into the ring than its CQ can hold.
+    if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
+    const bool timed_poll = slot->opcode == ASYS_OP_POLL && static_cast<int64_t>(slot->args[2]) >= 0;
+    if (timed_poll && io_uring_sq_space_left(&ring_) < 2 && pending_submit_) submit_locked();
+    if (timed_poll && io_uring_sq_space_left(&ring_) < 2) return -EAGAIN;
+    io_uring_sqe *sqe = get_sqe_locked();
+    if (!sqe) return -EAGAIN;
+    prep(sqe, *slot);
+    io_uring_sqe_set_data(sqe, slot);
+    track_locked(slot);
+    ++pending_submit_;
+    if (timed_poll) {
+        // A linked timeout; the timespec lives in the slot's unused args
+        // (the kernel reads it at submission, which a batch may delay).
+        const auto ms = static_cast<int64_t>(slot->args[2]);
+        slot->args[3] = static_cast<uint64_t>(ms / 1000);
+        slot->args[4] = static_cast<uint64_t>((ms % 1000) * 1000000);
+        sqe->flags |= IOSQE_IO_LINK;
+        io_uring_sqe *t = io_uring_get_sqe(&ring_);
+        io_uring_prep_link_timeout(t, reinterpret_cast<__kernel_timespec *>(&slot->args[3]), 0);
+        io_uring_sqe_set_data64(t, kTagIgnore);
+        ++pending_submit_;
+    }
+    if (plugged_ == 0) {
+        int rc = submit_locked();
+        if (rc < 0) {
+            // The kernel refused the submission: take the SQE back by
+            // turning it into an internal no-op and hand the op back.
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, kTagIgnore);
+            untrack_locked(slot);
+            return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
+        }
+    }
+    return 0;
+}
+
+void uring_backend::plug() noexcept {
+    std::lock_guard lk(sq_mu_);
+    ++plugged_;
+}
+
+void uring_backend::unplug() noexcept {
+    std::lock_guard lk(sq_mu_);
+    if (--plugged_ == 0) submit_locked();
+}
+
+unsigned uring_backend::reap() noexcept {
+    std::unique_lock lk(cq_mu_, std::try_to_lock);
+    if (!lk.owns_lock()) return 0;
+    unsigned n = 0;
+    io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        const uint64_t ud = cqe->user_data;
+        const int res = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+        switch (ud & kTagMask) {
+            case 0: {
+                auto *s = reinterpret_cast<op_slot *>(ud);
+                {
+                    std::lock_guard sl(sq_mu_);
+                    untrack_locked(s);
+                }
+                long r = res;
+                if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->args[0]);
+                // A poll cut short by its linked timeout (not by a cancel)
+                // timed out: report 0, as poll(2) does.
+                if (s->opcode == ASYS_OP_POLL && r == -ECANCELED &&
+                    !s->cancel.load(std::memory_order_relaxed))
+                    r = 0;
+                sink_.complete(s, r, ASYS_PATH_URING);
+                ++n;
+                break;
+            }
+            case kTagCancel: {
+                auto *c = reinterpret_cast<cancel_req *>(ud & ~kTagMask);
+                std::lock_guard cl(c->mu);
+                c->res = res;
+                c->done = true;
+                c->cv.notify_all();
+                break;
+            }
+            default: break;  // stop, ignore
+        }
+    }
+    return n;
+}
+
+void *uring_backend::reaper_main(void *arg) noexcept {
+    static_cast<uring_backend *>(arg)->reaper_loop();
+    return nullptr;
+}
+
+void uring_backend::reaper_loop() noexcept {
+    while (!stopping_.load(std::memory_order_acquire)) {
+        if (!cq_ready())
+            raw_syscall6(SYS_io_uring_enter, static_cast<uint64_t>(ring_.ring_fd), 0, 1,
+                         IORING_ENTER_GETEVENTS, 0, 0);
+        if (cq_ready() && reap() == 0 && cq_ready()) {
+            // Another thread holds the CQ: let it finish instead of spinning.
+            std::lock_guard lk(cq_mu_);
+        }
+    }
+    reap();
+}
+
+int uring_backend::cancel(uint64_t user_data) noexcept {
+    // Scan and submit under sq_mu_: a slot cannot leave the ring (and be
+    // reused by another op) while the lock is held, and io_uring handles
+    // an async-cancel during the submitting io_uring_enter, so each cancel
+    // hits the op it was aimed at.
+    std::vector<std::unique_ptr<cancel_req>> reqs;
+    {
+        std::lock_guard lk(sq_mu_);
+        for (op_slot *s = inring_; s; s = s->next) {
+            if (s->user_data != user_data) continue;
+            io_uring_sqe *sqe = get_sqe_locked();
+            if (!sqe) break;
+            std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
+            if (!r) break;
+            s->cancel.store(1, std::memory_order_relaxed);
+            io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(s), 0);
+            io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
+            ++pending_submit_;
+            reqs.push_back(std::move(r));
+        }
+        if (reqs.empty()) return -ENOENT;
+        submit_locked();
+    }
+    bool running = false, queued = false;
+    for (auto &r : reqs) {
+        std::unique_lock cl(r->mu);
+        r->cv.wait(cl, [&] { return r->done; });
+        if (r->res == 0) queued = true;
+        else if (r->res == -EALREADY) running = true;
+        // -ENOENT: it completed meanwhile, with its real result
+    }
+    if (running) return -EALREADY;
+    return queued ? 0 : -ENOENT;
+}
+
+void uring_backend::cancel_all() noexcept {
+    std::lock_guard lk(sq_mu_);
+    if (!inring_count_) return;
+    for (op_slot *s = inring_; s; s = s->next) s->cancel.store(1, std::memory_order_relaxed);
+    io_uring_sqe *sqe = get_sqe_locked();
+    if (!sqe) return;
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, kTagIgnore);
+    ++pending_submit_;
+    submit_locked();
+}
+
+void uring_backend::stop() noexcept {
+    if (!ring_ok_) return;
+    if (reaper_started_) {
+        stopping_.store(true, std::memory_order_release);
+        {
+            std::lock_guard lk(sq_mu_);
+            io_uring_sqe *sqe = get_sqe_locked();
+            if (sqe) {
+                io_uring_prep_nop(sqe);
+                io_uring_sqe_set_data64(sqe, kTagStop);
+                ++pending_submit_;
+                submit_locked();
+            }
+        }
+        pthread_join(reaper_, nullptr);
+        reaper_started_ = false;
+    }
+    io_uring_queue_exit(&ring_);
+    ring_ok_ = false;
+}
+
+void uring_backend::abandon() noexcept {
+    // In a fork child: the reaper does not exist here. Unmapping the ring
+    // and closing the fd only affect this process.
+    reaper_started_ = false;
+    if (ring_ok_) io_uring_queue_exit(&ring_);
+    ring_ok_ = false;
+}
+
+}  // namespace asys::internal

@@ -1,0 +1,78 @@
+// io_uring backend: the preferred punt target for the opcodes the kernel's
+// ring supports. One ring per context; submissions are batched (one
+// io_uring_enter per asys_submit, or per asys_submit_batch); completions are
+// reaped by whichever comes first: a waiter spinning in asys_wait/asys_peek,
+// or the backend's reaper thread, which sleeps in io_uring_enter (never
+// busy). io-wq workers are capped with io_uring_register_iowq_max_workers.
+#pragma once
+#include <liburing.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "core/backend.hpp"
+
+namespace asys::internal {
+
+class uring_backend final : public backend {
+public:
+    explicit uring_backend(completion_sink &sink) noexcept : sink_(sink) {}
+    ~uring_backend() override;
+
+    /// Sets up the ring (entries >= 1) and probes opcodes. -errno on failure
+    /// (the context then runs on the pool and reports why).
+    int start(unsigned entries, unsigned max_workers) noexcept;
+
+    /// Whether the ring can run this op (checked by the router).
+    bool supports(const op_slot &s) const noexcept;
+    uint64_t opcode_mask() const noexcept { return supported_; }
+    unsigned iowq_limit() const noexcept { return iowq_limit_; }
+
+    int punt(op_slot *slot, bool atomic) noexcept override;
+    int cancel(uint64_t user_data) noexcept override;
+    void cancel_all() noexcept override;
+    void stop() noexcept override;
+    void abandon() noexcept override;
+    unsigned threads() const noexcept override { return reaper_started_ ? 1 : 0; }
+
+    /// Batching: while plugged, punt() prepares SQEs without entering the
+    /// kernel; unplug() submits them all in one io_uring_enter.
+    void plug() noexcept;
+    void unplug() noexcept;
+
+    /// Reaps available CQEs on the calling thread (non-blocking; returns at
+    /// once if another thread is reaping). Returns the number completed.
+    unsigned reap() noexcept;
+    /// True if CQEs are waiting (one load of the CQ tail).
+    bool cq_ready() const noexcept;
+
+private:
+    static void *reaper_main(void *arg) noexcept;
+    void reaper_loop() noexcept;
+    int submit_locked() noexcept;
+    void track_locked(op_slot *s) noexcept;
+    void untrack_locked(op_slot *s) noexcept;
+    io_uring_sqe *get_sqe_locked() noexcept;
+
+    completion_sink &sink_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    uint64_t supported_ = 0;  ///< bit per asys opcode
+    unsigned iowq_limit_ = 0;
+    unsigned cq_entries_ = 0;
+
+    std::mutex sq_mu_;             ///< SQ ring, in-ring list, plug state
+    op_slot *inring_ = nullptr;    ///< ops in the ring (for cancel), via prev/next
+    unsigned inring_count_ = 0;
+    unsigned plugged_ = 0;
+    unsigned pending_submit_ = 0;
+
+    std::mutex cq_mu_;             ///< CQ head (reapers take turns)
+    pthread_t reaper_{};
+    bool reaper_started_ = false;
+    std::atomic<bool> stopping_{false};
+};
+
+}  // namespace asys::internal

@@ -110,7 +110,9 @@ void m_asys_buffered(workload &w, size_t s, size_t n) {
     }
 }
 
-void m_asys_pool(workload &w, size_t s, size_t n) {
+asys_ctx *g_pool_ctx;  // pool only
+
+void async_qd1(asys_ctx *ctx, workload &w, size_t s, size_t n) {
     long res;
     asys_op op;
     asys_cqe cqe;
@@ -118,11 +120,14 @@ void m_asys_pool(workload &w, size_t s, size_t n) {
         asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
         op.flags = ASYS_F_ASYNC;
         op.ret_ptr = &res;
-        if (asys_submit(g_ctx, &op) != 0) die("asys_submit", EIO);
-        int got = asys_wait(g_ctx, 1, nullptr, &cqe, 1);
+        if (asys_submit(ctx, &op) != 0) die("asys_submit", EIO);
+        int got = asys_wait(ctx, 1, nullptr, &cqe, 1);
         if (got != 1 || res != 4096) die(fmt::format("asys pool read: wait {} res {}", got, res), EIO);
     }
 }
+
+void m_asys_ring(workload &w, size_t s, size_t n) { async_qd1(g_ctx, w, s, n); }
+void m_asys_pool(workload &w, size_t s, size_t n) { async_qd1(g_pool_ctx, w, s, n); }
 
 void m_pread_x32(workload &w, size_t s, size_t n) {
     for (size_t i = s; i < s + n; i += 32)
@@ -130,7 +135,7 @@ void m_pread_x32(workload &w, size_t s, size_t n) {
             if (pread(w.fd, w.buf[k], 4096, off_at(w, i + k)) != 4096) die("pread", errno);
 }
 
-void m_asys_batch32(workload &w, size_t s, size_t n) {
+void batch32(workload &w, size_t s, size_t n, uint32_t flags) {
     asys_op ops[32];
     long res[32];
     int status[32];
@@ -138,6 +143,7 @@ void m_asys_batch32(workload &w, size_t s, size_t n) {
         for (unsigned k = 0; k < 32; ++k) {
             asys_prep_pread(&ops[k], w.fd, w.buf[k], 4096, off_at(w, i + k));
             ops[k].ret_ptr = &res[k];
+            ops[k].flags = flags;
         }
         if (asys_submit_batch(g_ctx, ops, 32, status) != 32) die("asys_submit_batch", EIO);
         unsigned pending = 0;
@@ -150,6 +156,8 @@ void m_asys_batch32(workload &w, size_t s, size_t n) {
         }
     }
 }
+void m_asys_batch32(workload &w, size_t s, size_t n) { batch32(w, s, n, 0); }
+void m_asys_batch32_ring(workload &w, size_t s, size_t n) { batch32(w, s, n, ASYS_F_ASYNC); }
 
 io_uring g_ring;
 
@@ -416,6 +424,11 @@ int main(int argc, char **argv) {
     for (auto &x : w.offs) x = static_cast<off_t>(rng() % static_cast<uint64_t>(size / 4096)) * 4096;
 
     if (int rc = asys_ctx_create(nullptr, &g_ctx); rc < 0) die("asys_ctx_create", -rc);
+    asys_params pool_only{};
+    pool_only.backend = ASYS_BACKEND_POOL;
+    if (int rc = asys_ctx_create(&pool_only, &g_pool_ctx); rc < 0) die("asys_ctx_create", -rc);
+    asys_info info{};
+    asys_ctx_info(g_ctx, &info);
     bool have_uring = io_uring_queue_init(64, &g_ring, 0) == 0;
     g_loop = uv_default_loop();
 
@@ -424,9 +437,11 @@ int main(int argc, char **argv) {
         {"preadv2(RWF_NOWAIT)", "the inline probe's floor", m_preadv2_nowait},
         {"asys_submit", "auto: inline probe, O_DIRECT guard", m_asys},
         {"asys_submit BUFFERED", "inline probe, fd declared buffered", m_asys_buffered},
-        {"asys_submit ASYNC", "forced to the pool", m_asys_pool},
+        {"asys_submit ASYNC ring", "forced async: io_uring backend", m_asys_ring},
+        {"asys_submit ASYNC pool", "forced async: pool backend", m_asys_pool},
         {"pread x32", "baseline for batches", m_pread_x32, 32},
-        {"asys_submit_batch x32", "", m_asys_batch32, 32},
+        {"asys_submit_batch x32", "auto: 32 inline probes", m_asys_batch32, 32},
+        {"asys batch x32 ASYNC", "forced through the ring: one enter", m_asys_batch32_ring, 32},
         {"io_uring QD1", "liburing, raw", m_uring_qd1},
         {"io_uring batch x32", "liburing, raw", m_uring_batch32, 32},
         {"glibc POSIX AIO", "aio_read + aio_suspend", m_posix_aio},
@@ -454,8 +469,14 @@ int main(int argc, char **argv) {
         fmt::print("{:<24} {:>10.0f} {:>8.2f}   {}\n", m.name, med, med / base, m.note);
     }
     if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
-    fmt::print("\nasys paths: {} inline, {} punted after probe, {} punted direct, {} pool completions\n",
-               sst.done_inline, sst.punted_probe, sst.punted_direct, sst.completed_pool);
+    asys_stats pst;
+    asys_ctx_stats(g_pool_ctx, &pst);
+    fmt::print("\nasys backend: {}; io-wq cap {}, {} pool workers\n", info.reason,
+               info.iowq_max_workers, info.workers);
+    fmt::print("asys paths: {} inline, {} punted after probe, {} punted direct, {} ring + {} pool "
+               "completions\n", sst.done_inline + pst.done_inline, sst.punted_probe + pst.punted_probe,
+               sst.punted_direct + pst.punted_direct, sst.completed_uring + pst.completed_uring,
+               sst.completed_pool + pst.completed_pool);
 
     // Head-of-line blocking: cached reads idle vs with 64 cold reads in flight.
     if (!o.skip_hol) {
@@ -489,6 +510,7 @@ int main(int argc, char **argv) {
     }
 
     asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);
+    asys_ctx_destroy(g_pool_ctx, ASYS_DESTROY_DRAIN);
     if (have_uring) io_uring_queue_exit(&g_ring);
     uv_loop_close(g_loop);
     close(w.fd);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -19,7 +20,6 @@ namespace {
 
 // user_data tags: slots are 8-byte aligned, so the low bits are free.
 constexpr uint64_t kTagMask = 7;
-constexpr uint64_t kTagStop = 1;    ///< wakes the reaper to exit
 constexpr uint64_t kTagCancel = 2;  ///< points to a cancel_req
 constexpr uint64_t kTagIgnore = 3;  ///< cancel-all and other internal CQEs
 
@@ -144,7 +144,17 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     unsigned vals[2] = {max_workers, max_workers};  // bounded, unbounded
     if (io_uring_register_iowq_max_workers(&ring_, vals) == 0) iowq_limit_ = max_workers;
 
-    // The reaper blocks every signal: it only ever sleeps in io_uring_enter.
+    efd_ = static_cast<int>(raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC, 0, 0, 0, 0));
+    if (efd_ < 0 || io_uring_register_eventfd(&ring_, efd_) < 0) {
+        rc = efd_ < 0 ? efd_ : -EINVAL;
+        if (efd_ >= 0) close(efd_);
+        efd_ = -1;
+        io_uring_queue_exit(&ring_);
+        ring_ok_ = false;
+        return rc;
+    }
+
+    // The reaper blocks every signal: it only ever sleeps on its eventfd.
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -156,6 +166,8 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (rc != 0) {
         io_uring_queue_exit(&ring_);
+        close(efd_);
+        efd_ = -1;
         ring_ok_ = false;
         return -rc;
     }
@@ -193,9 +205,17 @@ void uring_backend::untrack_locked(op_slot *s) noexcept {
 
 int uring_backend::submit_locked() noexcept {
     if (pending_submit_ == 0) return 0;
+    // Completions the kernel posts during this enter are reaped by this
+    // thread right after (see punt): don't wake the reaper for them. Only
+    // sq_mu_ holders toggle the flag, so the toggles never race.
+    io_uring_cq_eventfd_toggle(&ring_, false);
     int rc;
     do rc = io_uring_submit(&ring_);
     while (rc == -EINTR);
+    io_uring_cq_eventfd_toggle(&ring_, true);
+    // Pairs with the kernel's barrier between posting a CQE and testing the
+    // flag: a CQE it posted unsignalled is visible to our cq_ready() after.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (rc > 0) pending_submit_ -= static_cast<unsigned>(rc) > pending_submit_ ? pending_submit_ : static_cast<unsigned>(rc);
     return rc < 0 ? rc : 0;
 }
@@ -210,6 +230,14 @@ io_uring_sqe *uring_backend::get_sqe_locked() noexcept {
 }
 
 int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
+    int rc = punt_locked(slot, atomic);
+    // Ops the kernel completed during io_uring_enter are reaped here, by the
+    // submitter: no other thread needs waking for them.
+    if (rc == 0 && cq_ready()) reap();
+    return rc;
+}
+
+int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     (void)atomic;  // a free SQE is a free slot: the ring never waits for one
     std::lock_guard lk(sq_mu_);
     // Never let more ops into the ring than its CQ can hold.
@@ -255,13 +283,27 @@ void uring_backend::plug() noexcept {
 }
 
 void uring_backend::unplug() noexcept {
-    std::lock_guard lk(sq_mu_);
-    if (--plugged_ == 0) submit_locked();
+    {
+        std::lock_guard lk(sq_mu_);
+        if (--plugged_ == 0) submit_locked();
+    }
+    if (cq_ready()) reap();
 }
 
 unsigned uring_backend::reap() noexcept {
-    std::unique_lock lk(cq_mu_, std::try_to_lock);
-    if (!lk.owns_lock()) return 0;
+    unsigned n = 0;
+    // Whoever holds cq_mu_ re-checks the CQ after releasing it, so a CQE
+    // posted while another thread gave up on the lock is never stranded.
+    for (;;) {
+        std::unique_lock lk(cq_mu_, std::try_to_lock);
+        if (!lk.owns_lock()) return n;
+        n += drain_locked();
+        lk.unlock();
+        if (!cq_ready()) return n;
+    }
+}
+
+unsigned uring_backend::drain_locked() noexcept {
     unsigned n = 0;
     io_uring_cqe *cqe;
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
@@ -306,14 +348,10 @@ void *uring_backend::reaper_main(void *arg) noexcept {
 }
 
 void uring_backend::reaper_loop() noexcept {
+    uint64_t v;
     while (!stopping_.load(std::memory_order_acquire)) {
-        if (!cq_ready())
-            raw_syscall6(SYS_io_uring_enter, static_cast<uint64_t>(ring_.ring_fd), 0, 1,
-                         IORING_ENTER_GETEVENTS, 0, 0);
-        if (cq_ready() && reap() == 0 && cq_ready()) {
-            // Another thread holds the CQ: let it finish instead of spinning.
-            std::lock_guard lk(cq_mu_);
-        }
+        raw_syscall6(SYS_read, static_cast<uint64_t>(efd_), reinterpret_cast<uint64_t>(&v), 8, 0, 0, 0);
+        reap();
     }
     reap();
 }
@@ -341,6 +379,7 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
         if (reqs.empty()) return -ENOENT;
         submit_locked();
     }
+    reap();  // cancels usually complete during the enter: reap them here
     bool running = false, queued = false;
     for (auto &r : reqs) {
         std::unique_lock cl(r->mu);
@@ -354,35 +393,32 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
 }
 
 void uring_backend::cancel_all() noexcept {
-    std::lock_guard lk(sq_mu_);
-    if (!inring_count_) return;
-    for (op_slot *s = inring_; s; s = s->next) s->cancel.store(1, std::memory_order_relaxed);
-    io_uring_sqe *sqe = get_sqe_locked();
-    if (!sqe) return;
-    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, kTagIgnore);
-    ++pending_submit_;
-    submit_locked();
+    {
+        std::lock_guard lk(sq_mu_);
+        if (!inring_count_) return;
+        for (op_slot *s = inring_; s; s = s->next) s->cancel.store(1, std::memory_order_relaxed);
+        io_uring_sqe *sqe = get_sqe_locked();
+        if (!sqe) return;
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, kTagIgnore);
+        ++pending_submit_;
+        submit_locked();
+    }
+    reap();  // the cancelled ops complete during the enter
 }
 
 void uring_backend::stop() noexcept {
     if (!ring_ok_) return;
     if (reaper_started_) {
         stopping_.store(true, std::memory_order_release);
-        {
-            std::lock_guard lk(sq_mu_);
-            io_uring_sqe *sqe = get_sqe_locked();
-            if (sqe) {
-                io_uring_prep_nop(sqe);
-                io_uring_sqe_set_data64(sqe, kTagStop);
-                ++pending_submit_;
-                submit_locked();
-            }
-        }
+        uint64_t one = 1;
+        raw_syscall6(SYS_write, static_cast<uint64_t>(efd_), reinterpret_cast<uint64_t>(&one), 8, 0, 0, 0);
         pthread_join(reaper_, nullptr);
         reaper_started_ = false;
     }
     io_uring_queue_exit(&ring_);
+    close(efd_);
+    efd_ = -1;
     ring_ok_ = false;
 }
 
@@ -391,6 +427,8 @@ void uring_backend::abandon() noexcept {
     // and closing the fd only affect this process.
     reaper_started_ = false;
     if (ring_ok_) io_uring_queue_exit(&ring_);
+    if (efd_ >= 0) close(efd_);
+    efd_ = -1;
     ring_ok_ = false;
 }
 

@@ -1,9 +1,13 @@
 // io_uring backend: the preferred punt target for the opcodes the kernel's
 // ring supports. One ring per context; submissions are batched (one
 // io_uring_enter per asys_submit, or per asys_submit_batch); completions are
-// reaped by whichever comes first: a waiter spinning in asys_wait/asys_peek,
-// or the backend's reaper thread, which sleeps in io_uring_enter (never
-// busy). io-wq workers are capped with io_uring_register_iowq_max_workers.
+// reaped by whichever comes first: the submitting thread right after
+// io_uring_enter (ops the kernel completed inline), a waiter in
+// asys_wait/asys_peek, or the backend's reaper thread, which sleeps on an
+// eventfd registered with the ring (never busy). The eventfd is disabled
+// (IORING_CQ_EVENTFD_DISABLED) while a submitter is inside io_uring_enter,
+// so completions the submitter reaps itself wake nobody. io-wq workers are
+// capped with io_uring_register_iowq_max_workers.
 #pragma once
 #include <liburing.h>
 #include <pthread.h>
@@ -52,6 +56,8 @@ private:
     static void *reaper_main(void *arg) noexcept;
     void reaper_loop() noexcept;
     int submit_locked() noexcept;
+    int punt_locked(op_slot *slot, bool atomic) noexcept;
+    unsigned drain_locked() noexcept;
     void track_locked(op_slot *s) noexcept;
     void untrack_locked(op_slot *s) noexcept;
     io_uring_sqe *get_sqe_locked() noexcept;
@@ -71,6 +77,7 @@ private:
 
     std::mutex cq_mu_;             ///< CQ head (reapers take turns)
     pthread_t reaper_{};
+    int efd_ = -1;                 ///< completion eventfd the reaper sleeps on
     bool reaper_started_ = false;
     std::atomic<bool> stopping_{false};
 };

@@ -36,6 +36,9 @@ struct options {
     bool keep = false;
     bool skip_hol = false;
     size_t cold_mib = 256;
+    bool skip_direct = false;
+    size_t direct_mib = 1024;
+    std::string direct_file;
 };
 
 struct workload {
@@ -354,6 +357,81 @@ lat_result libuv_latency(workload &w, cold_file *cold) {
     return summarize(std::move(lat), cold_done);
 }
 
+// ------------------------------------------------------ O_DIRECT QD32
+// 4 KiB random reads at queue depth 32 on an O_DIRECT file: raw liburing
+// loop vs asys (ring backend) vs asys (pool backend), same file, same run.
+struct direct_bench {
+    int fd = -1;
+    off_t blocks = 0;
+    std::mt19937_64 rng{99};
+    char *bufs = nullptr;  // 32 x 4 KiB, 4 KiB aligned
+    off_t next() { return static_cast<off_t>(rng() % static_cast<uint64_t>(blocks)) * 4096; }
+};
+
+constexpr unsigned kQD = 32;
+
+double direct_raw_uring(direct_bench &d, double ms) {
+    io_uring ring;
+    if (io_uring_queue_init(kQD * 2, &ring, 0) < 0) return 0;
+    size_t done = 0;
+    for (unsigned k = 0; k < kQD; ++k) {
+        io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_read(sqe, d.fd, d.bufs + k * 4096, 4096, static_cast<__u64>(d.next()));
+        io_uring_sqe_set_data64(sqe, k);
+    }
+    io_uring_submit(&ring);
+    const auto t0 = clk::now();
+    const auto end = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double, std::milli>(ms));
+    while (clk::now() < end) {
+        io_uring_cqe *cqe;
+        if (io_uring_wait_cqe(&ring, &cqe) < 0) break;
+        unsigned k = static_cast<unsigned>(cqe->user_data);
+        if (cqe->res != 4096) die("raw O_DIRECT read", cqe->res < 0 ? -cqe->res : EIO);
+        io_uring_cqe_seen(&ring, cqe);
+        ++done;
+        io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_read(sqe, d.fd, d.bufs + k * 4096, 4096, static_cast<__u64>(d.next()));
+        io_uring_sqe_set_data64(sqe, k);
+        io_uring_submit(&ring);
+    }
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    io_uring_queue_exit(&ring);  // cancels what is still in flight
+    return static_cast<double>(done) / secs;
+}
+
+double direct_asys(direct_bench &d, double ms, unsigned backend) {
+    asys_params p{};
+    p.backend = backend;
+    asys_ctx *ctx;
+    if (asys_ctx_create(&p, &ctx) < 0) return 0;
+    long res[kQD];
+    auto submit = [&](unsigned k) {
+        asys_op op;
+        asys_prep_pread(&op, d.fd, d.bufs + k * 4096, 4096, d.next());
+        op.user_data = k;
+        op.ret_ptr = &res[k];
+        op.flags = ASYS_F_CQE_ALWAYS;
+        if (int rc = asys_submit(ctx, &op); rc < 0) die("asys O_DIRECT submit", -rc);
+    };
+    for (unsigned k = 0; k < kQD; ++k) submit(k);
+    size_t done = 0;
+    const auto t0 = clk::now();
+    const auto end = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double, std::milli>(ms));
+    asys_cqe cqes[kQD];
+    while (clk::now() < end) {
+        int n = asys_wait(ctx, 1, nullptr, cqes, kQD);
+        if (n < 0) die("asys_wait", -n);
+        for (int i = 0; i < n; ++i) {
+            if (cqes[i].res != 4096) die("asys O_DIRECT read", cqes[i].res < 0 ? static_cast<int>(-cqes[i].res) : EIO);
+            ++done;
+            submit(static_cast<unsigned>(cqes[i].user_data));
+        }
+    }
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN);
+    return static_cast<double>(done) / secs;
+}
+
 // ---------------------------------------------------------------- runner
 double measure(method &m, workload &w, size_t &cursor, double round_ms) {
     // Calibrate: grow n until one call takes >= round_ms / 4, then run.
@@ -392,6 +470,10 @@ int main(int argc, char **argv) {
     app.add_option("--round-ms", o.round_ms, "time per method per round")->check(CLI::Range(5.0, 10000.0));
     app.add_flag("--keep", o.keep, "keep the temp file");
     app.add_flag("--no-hol", o.skip_hol, "skip the head-of-line latency table");
+    app.add_flag("--no-direct", o.skip_direct, "skip the O_DIRECT QD32 table");
+    app.add_option("--direct-mib", o.direct_mib, "O_DIRECT file size (kept for reuse)")
+        ->check(CLI::Range(64, 1 << 20));
+    app.add_option("--direct-file", o.direct_file, "O_DIRECT file (default: /var/tmp/asys-bench-direct.img)");
     app.add_option("--cold-mib", o.cold_mib, "cold file size for the head-of-line table")
         ->check(CLI::Range(16, 65536));
     CLI11_PARSE(app, argc, argv);
@@ -507,6 +589,52 @@ int main(int argc, char **argv) {
                        name, i.p50, i.p99, l.p50, l.p99, l.p99 / i.p99, l.cold_done);
         close(cf.fd);
         unlink(cpath.c_str());
+    }
+
+    if (!o.skip_direct) {
+        direct_bench d;
+        std::string path = o.direct_file.empty() ? "/var/tmp/asys-bench-direct.img" : o.direct_file;
+        const off_t dsize = static_cast<off_t>(o.direct_mib) << 20;
+        int wfd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (wfd < 0) die("open " + path, errno);
+        struct stat dst;
+        fstat(wfd, &dst);
+        if (dst.st_size != dsize) {  // real data: unwritten extents would not touch the disk
+            fmt::print(stderr, "asys-bench: writing {} MiB O_DIRECT test file {} (kept for reuse)\n",
+                       o.direct_mib, path);
+            if (ftruncate(wfd, 0) != 0) die("ftruncate", errno);
+            std::vector<char> chunk(4 << 20);
+            std::mt19937_64 fill(1);
+            for (auto &ch : chunk) ch = static_cast<char>(fill());
+            for (off_t off = 0; off < dsize; off += static_cast<off_t>(chunk.size()))
+                if (pwrite(wfd, chunk.data(), chunk.size(), off) < 0) die("write", errno);
+            fsync(wfd);
+        }
+        close(wfd);
+        d.fd = open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+        if (d.fd < 0) die("open O_DIRECT " + path, errno);
+        d.blocks = dsize / 4096;
+        void *mem = nullptr;
+        if (posix_memalign(&mem, 4096, kQD * 4096) != 0) die("posix_memalign", ENOMEM);
+        d.bufs = static_cast<char *>(mem);
+        constexpr double kMs = 1500;
+        std::vector<double> raw, ring, pool;
+        for (int r = 0; r < 2; ++r) {  // interleaved
+            raw.push_back(have_uring ? direct_raw_uring(d, kMs) : 0);
+            ring.push_back(have_uring ? direct_asys(d, kMs, ASYS_BACKEND_AUTO) : 0);
+            pool.push_back(direct_asys(d, kMs, ASYS_BACKEND_POOL));
+        }
+        auto best = [](const std::vector<double> &v) { return *std::max_element(v.begin(), v.end()); };
+        const double rb = best(raw);
+        fmt::print("\nO_DIRECT 4 KiB random reads, queue depth {}, {} MiB file (best of 2 interleaved "
+                   "runs of {:.1f} s)\n\n", kQD, o.direct_mib, kMs / 1000);
+        fmt::print("{:<28} {:>10} {:>14}\n", "method", "IOPS", "x raw io_uring");
+        fmt::print("{:-<28} {:->10} {:->14}\n", "", "", "");
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "raw liburing loop", rb, 1.0);
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (io_uring backend)", best(ring), rb > 0 ? best(ring) / rb : 0);
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (pool backend)", best(pool), rb > 0 ? best(pool) / rb : 0);
+        free(mem);
+        close(d.fd);
     }
 
     asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);

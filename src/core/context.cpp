@@ -378,12 +378,17 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (min > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+        if (uring_) uring_->mute();  // this thread reaps while it spins
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (uring_ && uring_->cq_ready()) uring_->reap();
             if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
+        }
+        if (uring_) {
+            uring_->unmute();
+            if (uring_->cq_ready()) uring_->reap();
         }
     }
     int n = ring_.wait(min, timeout, out, max);

@@ -188,6 +188,22 @@ bool uring_backend::cq_ready() const noexcept {
     return io_uring_cq_ready(&ring_) != 0;
 }
 
+void uring_backend::mute() noexcept {
+    std::lock_guard lk(efd_mu_);
+    if (muted_++ == 0) io_uring_cq_eventfd_toggle(&ring_, false);
+}
+
+void uring_backend::unmute() noexcept {
+    std::lock_guard lk(efd_mu_);
+    if (--muted_ == 0) {
+        io_uring_cq_eventfd_toggle(&ring_, true);
+        // Pairs with the kernel's barrier between posting a CQE and testing
+        // the flag: a CQE posted unsignalled is visible to cq_ready() after,
+        // and every unmute() caller checks it (punt, unplug, wait).
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+}
+
 void uring_backend::track_locked(op_slot *s) noexcept {
     s->prev = nullptr;
     s->next = inring_;
@@ -206,16 +222,12 @@ void uring_backend::untrack_locked(op_slot *s) noexcept {
 int uring_backend::submit_locked() noexcept {
     if (pending_submit_ == 0) return 0;
     // Completions the kernel posts during this enter are reaped by this
-    // thread right after (see punt): don't wake the reaper for them. Only
-    // sq_mu_ holders toggle the flag, so the toggles never race.
-    io_uring_cq_eventfd_toggle(&ring_, false);
+    // thread right after (see punt): don't wake the reaper for them.
+    mute();
     int rc;
     do rc = io_uring_submit(&ring_);
     while (rc == -EINTR);
-    io_uring_cq_eventfd_toggle(&ring_, true);
-    // Pairs with the kernel's barrier between posting a CQE and testing the
-    // flag: a CQE it posted unsignalled is visible to our cq_ready() after.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    unmute();
     if (rc > 0) pending_submit_ -= static_cast<unsigned>(rc) > pending_submit_ ? pending_submit_ : static_cast<unsigned>(rc);
     return rc < 0 ? rc : 0;
 }

@@ -52,6 +52,13 @@ public:
     /// True if CQEs are waiting (one load of the CQ tail).
     bool cq_ready() const noexcept;
 
+    /// While at least one thread is actively reaping (a submitter inside
+    /// io_uring_enter, a waiter spinning in asys_wait), the ring's eventfd
+    /// is muted: completions that thread will reap wake nobody. unmute()
+    /// re-checks the CQ so nothing posted while muted is stranded.
+    void mute() noexcept;
+    void unmute() noexcept;
+
 private:
     static void *reaper_main(void *arg) noexcept;
     void reaper_loop() noexcept;
@@ -76,6 +83,8 @@ private:
     unsigned pending_submit_ = 0;
 
     std::mutex cq_mu_;             ///< CQ head (reapers take turns)
+    std::mutex efd_mu_;            ///< the eventfd mute count and flag
+    unsigned muted_ = 0;
     pthread_t reaper_{};
     int efd_ = -1;                 ///< completion eventfd the reaper sleeps on
     bool reaper_started_ = false;

@@ -282,23 +282,6 @@ TEST_F(FastPath, OpenUsesTheCachedLookup) {
     EXPECT_EQ(st.punted_direct, 1u);
 }
 
-TEST_F(FastPath, UncachedLookupIsPunted) {
-    std::string path = dir_.file("cold");
-    close(make_file(path, 10));
-    sync();
-    std::ofstream dc("/proc/sys/vm/drop_caches");
-    if (!(dc << "2" << std::flush)) GTEST_SKIP() << "cannot drop dentry caches (not root?)";
-    long fd = -1;
-    asys_op op;
-    asys_prep_openat(&op, AT_FDCWD, path.c_str(), O_RDONLY | O_CLOEXEC, 0);
-    uint32_t where = 0;
-    fd = run(ctx_, op, &where);
-    ASSERT_GE(fd, 0);
-    close(static_cast<int>(fd));
-    if (where == ASYS_PATH_INLINE) GTEST_SKIP() << "dentries survived drop_caches";
-    EXPECT_EQ(stats(ctx_).punted_probe, 1u);
-}
-
 TEST_F(FastPath, WritesGoStraightToTheBackend) {
     int fd = make_file(dir_.file("w"), 0);
     asys_op op;

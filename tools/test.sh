@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The tests: set up, build everything with warnings as errors, run ctest.
+# The tests: set up, build everything with warnings as errors, run the whole
+# suite with ctest; then the same suite under ASan+UBSan (clang 14).
+# Extra arguments go to both ctest runs (e.g. -R Fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
+jobs=$(nproc)
+
+echo "== build (g++, -Werror) and test"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYS_WERROR=ON >/dev/null
 cmake --build build
-cd build
-ctest --output-on-failure -j "$(nproc)" "$@"
+(cd build && ctest --output-on-failure -j "$jobs" "$@")
+
+echo "== build (clang 14, ASan+UBSan, -Werror) and test"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DASYS_WERROR=ON -DASYS_BUILD_BENCH=OFF -DASYS_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan
+cd build-asan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j "$jobs" "$@"

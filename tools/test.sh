@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tests: set up, build everything with warnings as errors, run the whole
-# suite with ctest; then the same suite under ASan+UBSan (clang 14).
+# suite with ctest; then the same suite under ASan+UBSan and under TSan
+# (clang 14).
 # Extra arguments go to both ctest runs (e.g. -R Fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,11 @@ cmake --build build-asan
 cd build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j "$jobs" "$@"
+cd ..
+
+echo "== build (clang 14, TSan, -Werror) and test"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DASYS_WERROR=ON -DASYS_BUILD_BENCH=OFF -DASYS_SANITIZE=thread >/dev/null
+cmake --build build-tsan
+cd build-tsan
+TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j "$jobs" "$@"

@@ -185,7 +185,11 @@ bool uring_backend::supports(const op_slot &s) const noexcept {
 }
 
 bool uring_backend::cq_ready() const noexcept {
-    return io_uring_cq_ready(&ring_) != 0;
+    // Not liburing's io_uring_cq_ready(): it reads the CQ head with a plain
+    // load, and other threads advance the head (under cq_mu_). acquire on
+    // the tail pairs with the kernel's release when it posts a CQE.
+    return __atomic_load_n(ring_.cq.ktail, __ATOMIC_ACQUIRE) !=
+           __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
 }
 
 void uring_backend::mute() noexcept {

@@ -80,11 +80,12 @@ void m_preadv2_nowait(workload &w, size_t s, size_t n) {
 
 asys_ctx *g_ctx;
 
-void m_asys(workload &w, size_t s, size_t n) {
+void inline_qd1(workload &w, size_t s, size_t n, uint32_t flags) {
     long res;
     asys_op op;
     for (size_t i = s; i < s + n; ++i) {
         asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
+        op.flags = flags;
         op.ret_ptr = &res;
         int rc = asys_submit(g_ctx, &op);
         if (rc != ASYS_DONE) {
@@ -95,23 +96,8 @@ void m_asys(workload &w, size_t s, size_t n) {
         if (res != 4096) die("asys read", res < 0 ? static_cast<int>(-res) : EIO);
     }
 }
-
-void m_asys_buffered(workload &w, size_t s, size_t n) {
-    long res;
-    asys_op op;
-    for (size_t i = s; i < s + n; ++i) {
-        asys_prep_pread(&op, w.fd, w.buf[0], 4096, off_at(w, i));
-        op.flags = ASYS_F_BUFFERED;
-        op.ret_ptr = &res;
-        int rc = asys_submit(g_ctx, &op);
-        if (rc != ASYS_DONE) {
-            if (rc < 0) die("asys_submit", -rc);
-            asys_cqe cqe;
-            asys_wait(g_ctx, 1, nullptr, &cqe, 1);
-        }
-        if (res != 4096) die("asys read", res < 0 ? static_cast<int>(-res) : EIO);
-    }
-}
+void m_asys(workload &w, size_t s, size_t n) { inline_qd1(w, s, n, 0); }
+void m_asys_buffered(workload &w, size_t s, size_t n) { inline_qd1(w, s, n, ASYS_F_BUFFERED); }
 
 asys_ctx *g_pool_ctx;  // pool only
 

@@ -49,6 +49,13 @@ inline asys_params pool_params(unsigned workers, unsigned max_inflight = 0, unsi
     return params(workers, max_inflight, flags, ASYS_BACKEND_POOL);
 }
 
+/// The context's counters (fails the test if they cannot be read).
+inline asys_stats stats(asys_ctx *ctx) {
+    asys_stats st{};
+    EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);
+    return st;
+}
+
 /// The path a punted op with this opcode takes in `ctx`: the ring when the
 /// context has one that supports the opcode, else the pool.
 inline uint32_t async_path(asys_ctx *ctx, uint32_t opcode) {

@@ -16,12 +16,6 @@ using namespace asys_test;
 
 namespace {
 
-asys_stats stats(asys_ctx *ctx) {
-    asys_stats st{};
-    EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);
-    return st;
-}
-
 // Drops [off, off+len) of fd from the page cache (clean pages only).
 void drop_cache(int fd, off_t off = 0, off_t len = 0) {
     ASSERT_EQ(fdatasync(fd), 0);

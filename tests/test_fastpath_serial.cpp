@@ -9,12 +9,6 @@ using namespace asys_test;
 
 namespace {
 
-asys_stats stats(asys_ctx *ctx) {
-    asys_stats st{};
-    EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);
-    return st;
-}
-
 class FastPathSerial : public ::testing::Test {
 protected:
     asys_params p_ = params(4);

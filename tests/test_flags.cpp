@@ -11,12 +11,6 @@ using namespace asys_test;
 
 namespace {
 
-asys_stats stats(asys_ctx *ctx) {
-    asys_stats st{};
-    EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);
-    return st;
-}
-
 TEST(Flags, NowaitNeverBlocksNeverPunts) {
     ctx_guard ctx;
     pipe_pair pp;

@@ -2,7 +2,7 @@
 # The tests: set up, build everything with warnings as errors, run the whole
 # suite with ctest; then the same suite under ASan+UBSan and under TSan
 # (clang 14).
-# Extra arguments go to both ctest runs (e.g. -R Fast).
+# Extra arguments go to every ctest run (e.g. -R Fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh

@@ -2,8 +2,11 @@
 // is lost. One assertion per documented error.
 #include <sys/syscall.h>
 
+#include <dirent.h>
+
 #include <cstring>
 
+#include "core/fault.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;
@@ -128,6 +131,38 @@ TEST(BadInput, BatchStopsAtFirstBadOpAndKeepsTheRest) {
     EXPECT_EQ(asys_submit_batch(ctx, &ops[2], 1, nullptr), -EINVAL) << "first bad: the error";
     EXPECT_EQ(asys_submit_batch(ctx, nullptr, 1, nullptr), -EFAULT);
     EXPECT_EQ(asys_submit_batch(ctx, nullptr, 0, nullptr), 0);
+}
+
+unsigned threads_now() {
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/task");
+    while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+// A worker that cannot be created fails the creation cleanly: the error is
+// returned, the threads already started are stopped, nothing is left behind.
+TEST(BadInput, WorkerCreationFailureIsCleanlyReported) {
+    namespace fault = asys::internal::fault;
+    const unsigned before = threads_now();
+    for (int successes : {0, 1, 3}) {  // fail the 1st, 2nd or 4th thread
+        for (unsigned backend : {unsigned{ASYS_BACKEND_POOL}, unsigned{ASYS_BACKEND_AUTO}}) {
+            fault::thread_create_successes = successes;
+            fault::thread_create_failures = 1000;
+            asys_params p = params(8, 0, 0, backend);
+            asys_ctx *ctx = nullptr;
+            int rc = asys_ctx_create(&p, &ctx);
+            fault::thread_create_successes = 0;
+            fault::thread_create_failures = 0;
+            EXPECT_EQ(rc, -EAGAIN) << successes << " " << backend;
+            EXPECT_EQ(ctx, nullptr);
+            EXPECT_EQ(threads_now(), before) << "no thread left behind";
+        }
+    }
+    asys_ctx *ok;
+    ASSERT_EQ(asys_ctx_create(nullptr, &ok), 0) << "the library still works";
+    EXPECT_EQ(asys_ctx_destroy(ok, ASYS_DESTROY_DRAIN), 0);
 }
 
 TEST(BadInput, OpcodeNames) {

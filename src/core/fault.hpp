@@ -5,8 +5,10 @@
 
 namespace asys::internal::fault {
 
-/// Next N worker-thread creations fail with EAGAIN.
+/// Next N worker-thread creations fail with EAGAIN, after the next
+/// thread_create_successes creations have succeeded.
 extern std::atomic<int> thread_create_failures;
+extern std::atomic<int> thread_create_successes;
 /// Next N io_uring setups fail with EPERM.
 extern std::atomic<int> uring_setup_failures;
 
@@ -16,7 +18,10 @@ inline bool take(std::atomic<int> &counter) noexcept {
         if (counter.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return true;
     return false;
 }
-inline bool fail_thread_create() noexcept { return take(thread_create_failures); }
+inline bool fail_thread_create() noexcept {
+    if (take(thread_create_successes)) return false;
+    return take(thread_create_failures);
+}
 inline bool fail_uring_setup() noexcept { return take(uring_setup_failures); }
 
 }  // namespace asys::internal::fault

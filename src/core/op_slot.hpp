@@ -31,4 +31,8 @@ struct op_slot {
     uint8_t direct;   ///< punted without an inline attempt (for counters)
 };
 
+// Library memory per outstanding op: one slot + 4 bytes of free list + one
+// 24-byte completion entry. DESIGN.md's budget is 256 bytes.
+static_assert(sizeof(op_slot) <= 128, "op_slot grew past its budget");
+
 }  // namespace asys::internal

@@ -58,7 +58,9 @@ int worker_pool::cancel_signal() noexcept {
     return sig;
 }
 
-worker_pool::~worker_pool() = default;
+worker_pool::~worker_pool() {
+    if (nworkers_) stop();  // e.g. a context whose creation failed later on
+}
 
 int worker_pool::start(unsigned n) noexcept {
     cancel_signal();

@@ -113,7 +113,7 @@ void prep(io_uring_sqe *sqe, const op_slot &s) noexcept {
 
 }  // namespace
 
-uring_backend::~uring_backend() = default;
+uring_backend::~uring_backend() { stop(); }  // no-op once stopped or abandoned
 
 int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     if (fault::fail_uring_setup()) return -EPERM;

@@ -265,7 +265,8 @@ TEST_F(FastPath, OpenUsesTheCachedLookup) {
     ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE) << "dentry cached: RESOLVE_CACHED hit";
     ASSERT_GE(fd, 0);
     close(static_cast<int>(fd));
-    asys_prep_openat(&op, AT_FDCWD, dir_.file("new").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    const std::string created = dir_.file("new");  // must outlive the punted op
+    asys_prep_openat(&op, AT_FDCWD, created.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     op.ret_ptr = &fd;
     ASSERT_EQ(asys_submit(ctx_, &op), 0) << "O_CREAT: straight to the backend";
     reap(ctx_, 1);

@@ -116,7 +116,8 @@ TEST_P(Ops, OpenCloseSync) {
     asys_prep_close(&op, static_cast<int>(fd2));
     EXPECT_EQ(go(op), 0);
     EXPECT_EQ(fcntl(static_cast<int>(fd), F_GETFD), -1) << "fd must be closed";
-    asys_prep_openat(&op, AT_FDCWD, dir_.file("missing").c_str(), O_RDONLY, 0);
+    const std::string missing = dir_.file("missing");  // must outlive the op
+    asys_prep_openat(&op, AT_FDCWD, missing.c_str(), O_RDONLY, 0);
     EXPECT_EQ(go(op), -ENOENT);
 }
 

@@ -20,6 +20,8 @@
 extern "C" {
 #endif
 
+struct timespec; /* <time.h> declares it only with POSIX features enabled */
+
 #if defined(__GNUC__)
 #define ASYS_API __attribute__((visibility("default")))
 #else

@@ -105,12 +105,17 @@ TEST(Adversity, SignalStormLosesNothing) {
         while (!stop.load(std::memory_order_relaxed)) kill(getpid(), SIGUSR1);
     });
     while (g_signals.load() < 100) sched_yield();  // the storm has begun
-    unsigned wrong = traffic(50000, [] {});
+    // Rounds of traffic until at least 2,000 signals landed during it.
+    unsigned wrong = 0, rounds = 0;
+    do {
+        wrong += traffic(50000, [] {});
+        ++rounds;
+    } while (g_signals.load() < 2000 && rounds < 200);
     stop = true;
     storm.join();
     sigaction(SIGUSR1, &old, nullptr);
-    printf("signals delivered during traffic: %u\n", g_signals.load());
-    EXPECT_GE(g_signals.load(), 1000u);
+    printf("signals delivered during %u rounds of traffic: %u\n", rounds, g_signals.load());
+    EXPECT_GE(g_signals.load(), 2000u);
     EXPECT_EQ(wrong, 0u) << "ops lost, doubled or with a wrong result";
 }
 

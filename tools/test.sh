@@ -13,9 +13,9 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DASYS_WERROR=ON 
 cmake --build build
 (cd build && ctest --output-on-failure -j "$jobs" "$@")
 
-echo "== build (clang 14, ASan+UBSan, -Werror) and test"
+echo "== build (clang 14, ASan+UBSan, -Werror) and test, with short libFuzzer runs"
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
-  -DASYS_WERROR=ON -DASYS_BUILD_BENCH=OFF -DASYS_SANITIZE=address,undefined >/dev/null
+  -DASYS_WERROR=ON -DASYS_BUILD_BENCH=OFF -DASYS_SANITIZE=address,undefined -DASYS_FUZZ=ON >/dev/null
 cmake --build build-asan
 cd build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

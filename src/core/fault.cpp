@@ -4,4 +4,6 @@ namespace asys::internal::fault {
 std::atomic<int> thread_create_failures{0};
 std::atomic<int> thread_create_successes{0};
 std::atomic<int> uring_setup_failures{0};
+std::atomic<int> syscall_failures{0};
+std::atomic<int> syscall_errno{0};
 }  // namespace asys::internal::fault

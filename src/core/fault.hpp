@@ -9,6 +9,12 @@ namespace asys::internal::fault {
 /// thread_create_successes creations have succeeded.
 extern std::atomic<int> thread_create_failures;
 extern std::atomic<int> thread_create_successes;
+/// Next N system calls run by pool workers fail with -syscall_errno
+/// instead of running (EINTR exercises the retry, EIO/ENOMEM/EAGAIN the
+/// error delivery).
+extern std::atomic<int> syscall_failures;
+extern std::atomic<int> syscall_errno;
+
 /// Next N io_uring setups fail with EPERM.
 extern std::atomic<int> uring_setup_failures;
 
@@ -23,5 +29,10 @@ inline bool fail_thread_create() noexcept {
     return take(thread_create_failures);
 }
 inline bool fail_uring_setup() noexcept { return take(uring_setup_failures); }
+/// 0, or the -errno a worker's next system call must fail with.
+inline long injected_syscall_error() noexcept {
+    if (syscall_failures.load(std::memory_order_relaxed) == 0) return 0;  // the common case
+    return take(syscall_failures) ? -static_cast<long>(syscall_errno.load(std::memory_order_relaxed)) : 0;
+}
 
 }  // namespace asys::internal::fault

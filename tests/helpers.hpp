@@ -1,5 +1,6 @@
 // Shared test helpers: RAII context, temp files, reaping.
 #pragma once
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -47,6 +48,16 @@ inline asys_params params(unsigned workers, unsigned max_inflight = 0, unsigned 
 /// interrupting a blocked worker): the ring never takes their ops.
 inline asys_params pool_params(unsigned workers, unsigned max_inflight = 0, unsigned flags = 0) {
     return params(workers, max_inflight, flags, ASYS_BACKEND_POOL);
+}
+
+/// Threads of this process right now (from /proc/self/task).
+inline unsigned thread_count() {
+    unsigned n = 0;
+    if (DIR *d = opendir("/proc/self/task")) {
+        while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
+        closedir(d);
+    }
+    return n;
 }
 
 /// The context's counters (fails the test if they cannot be read).
@@ -195,6 +206,23 @@ struct pipe_pair {
 #include <cstring>
 
 namespace asys_test {
+
+// clang 14's ASan/TSan allocators are not fork-safe in multithreaded
+// processes (their locks are inherited while held): fork tests skip there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ASYS_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define ASYS_SANITIZER_BUILD 1
+#endif
+#endif
+#ifdef ASYS_SANITIZER_BUILD
+#define ASYS_SKIP_FORK_UNDER_SANITIZERS()                                                   \
+    GTEST_SKIP() << "SKIPPED under ASan/TSan: clang 14's sanitizer allocator is not fork-safe " \
+                    "in multithreaded processes; the plain build runs this"
+#else
+#define ASYS_SKIP_FORK_UNDER_SANITIZERS() (void)0
+#endif
 
 /// When the suite runs with ASYS_BACKEND=uring on a machine where io_uring
 /// cannot start (disabled by sysctl or seccomp), skip every test loudly: the

@@ -133,14 +133,6 @@ TEST(BadInput, BatchStopsAtFirstBadOpAndKeepsTheRest) {
     EXPECT_EQ(asys_submit_batch(ctx, nullptr, 0, nullptr), 0);
 }
 
-unsigned threads_now() {
-    unsigned n = 0;
-    DIR *d = opendir("/proc/self/task");
-    while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 // A worker that cannot be created fails the creation cleanly: the error is
 // returned, the threads already started are stopped, nothing is left behind.
 TEST(BadInput, WorkerCreationFailureIsCleanlyReported) {
@@ -150,7 +142,7 @@ TEST(BadInput, WorkerCreationFailureIsCleanlyReported) {
         ASSERT_EQ(asys_ctx_create(nullptr, &w), 0);
         asys_ctx_destroy(w, ASYS_DESTROY_DRAIN);
     }
-    const unsigned before = threads_now();
+    const unsigned before = thread_count();
     for (int successes : {0, 1, 3}) {  // fail the 1st, 2nd or 4th thread
         for (unsigned backend : {unsigned{ASYS_BACKEND_POOL}, unsigned{ASYS_BACKEND_AUTO}}) {
             fault::thread_create_successes = successes;
@@ -162,7 +154,7 @@ TEST(BadInput, WorkerCreationFailureIsCleanlyReported) {
             fault::thread_create_failures = 0;
             EXPECT_EQ(rc, -EAGAIN) << successes << " " << backend;
             EXPECT_EQ(ctx, nullptr);
-            EXPECT_EQ(threads_now(), before) << "no thread left behind";
+            EXPECT_EQ(thread_count(), before) << "no thread left behind";
         }
     }
     asys_ctx *ok;

@@ -36,15 +36,7 @@ int child_body(asys_ctx *parent_ctx) {
 }
 
 TEST(Fork, ChildGetsAUsableLibrary) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    GTEST_SKIP() << "SKIPPED under ASan/TSan: clang 14's sanitizer allocator is not fork-safe in "
-                    "multithreaded processes (its locks are inherited held); the plain build runs this";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    GTEST_SKIP() << "SKIPPED under ASan/TSan: clang 14's sanitizer allocator is not fork-safe in "
-                    "multithreaded processes (its locks are inherited held); the plain build runs this";
-#endif
-#endif
+    ASYS_SKIP_FORK_UNDER_SANITIZERS();
     ctx_guard ctx;
     pipe_pair pp;
     char b;

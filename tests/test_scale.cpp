@@ -13,14 +13,6 @@ using namespace asys_test;
 
 namespace {
 
-unsigned threads_now() {
-    unsigned n = 0;
-    DIR *d = opendir("/proc/self/task");
-    while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 size_t heap_bytes() {
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;  // in use: small blocks + mmapped blocks
@@ -28,7 +20,7 @@ size_t heap_bytes() {
 
 TEST(Scale, HundredThousandInFlight) {
     constexpr unsigned kOps = 100000, kWorkers = 8;
-    const unsigned threads_before = threads_now();
+    const unsigned threads_before = thread_count();
     const size_t heap_before = heap_bytes();
     asys_params p = params(kWorkers, kOps);
     asys_ctx *ctx;
@@ -58,7 +50,7 @@ TEST(Scale, HundredThousandInFlight) {
     asys_stats s{};
     ASSERT_EQ(asys_ctx_stats(ctx, &s), 0);
     const size_t heap_loaded = heap_bytes();
-    const unsigned threads_loaded = threads_now();
+    const unsigned threads_loaded = thread_count();
     EXPECT_EQ(s.inflight, kOps) << "all in flight at once";
     EXPECT_EQ(done.load(), 0u);
 

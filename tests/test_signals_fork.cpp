@@ -120,13 +120,7 @@ TEST(Adversity, SignalStormLosesNothing) {
 }
 
 TEST(Adversity, ForkDuringTraffic) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    GTEST_SKIP() << "SKIPPED under ASan/TSan: clang 14's sanitizer allocator is not fork-safe";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    GTEST_SKIP() << "SKIPPED under ASan/TSan: clang 14's sanitizer allocator is not fork-safe";
-#endif
-#endif
+    ASYS_SKIP_FORK_UNDER_SANITIZERS();
     unsigned children_ok = 0, children = 0;
     unsigned wrong = traffic(30000, [&] {
         for (int k = 0; k < 10; ++k) {

@@ -18,15 +18,6 @@ using namespace asys_test;
 
 namespace {
 
-unsigned thread_count() {
-    unsigned n = 0;
-    DIR *d = opendir("/proc/self/task");
-    while (dirent *e = readdir(d))
-        if (e->d_name[0] != '.') ++n;
-    closedir(d);
-    return n;
-}
-
 bool uring_usable() {
     asys_params p{};
     p.backend = ASYS_BACKEND_URING;

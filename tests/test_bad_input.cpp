@@ -2,7 +2,6 @@
 // is lost. One assertion per documented error.
 #include <sys/syscall.h>
 
-#include <dirent.h>
 
 #include <cstring>
 

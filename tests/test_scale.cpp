@@ -1,7 +1,6 @@
 // Scale: 100,000 ops in flight at once (reads on a pipe that are released
 // together), with the thread count within the configured bound and the
 // library's memory per op measured from the allocator (mallinfo2).
-#include <dirent.h>
 #include <malloc.h>
 
 #include <atomic>

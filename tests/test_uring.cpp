@@ -2,7 +2,6 @@
 // blocked (seccomp ENOSYS and EPERM, a failing set-up), a forced backend that
 // fails loudly, per-opcode routing, and a bounded thread count under a flood
 // of ops that must punt.
-#include <dirent.h>
 #include <seccomp.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>

@@ -131,7 +131,7 @@ int context::init(const asys_params &p) noexcept {
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
-    for (auto *a : {&cnt.submitted, &cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
+    for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
                     &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
                     &cnt.cancelled, &cnt.rejected_full})
         a->store(0, std::memory_order_relaxed);
@@ -408,10 +408,10 @@ int context::stats(asys_stats *o) noexcept {
     if (!o) return -EFAULT;
     auto r = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
     *o = asys_stats{};
-    o->submitted = r(cnt.submitted);
     o->done_inline = r(cnt.done_inline);
     o->punted_probe = r(cnt.punted_probe);
     o->punted_direct = r(cnt.punted_direct);
+    o->submitted = o->done_inline + o->punted_probe + o->punted_direct;
     o->completed_pool = r(cnt.completed_pool);
     o->completed_uring = r(cnt.completed_uring);
     o->short_finished = r(cnt.short_finished);

@@ -35,7 +35,6 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 
 inline int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
-    c.cnt.submitted.fetch_add(1, std::memory_order_relaxed);
     c.cnt.done_inline.fetch_add(1, std::memory_order_relaxed);
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
@@ -96,7 +95,6 @@ int route(context &c, const asys_op &op) noexcept {
         if (a == attempt::partial) return finish_inline(c, op, res, false);
         return rc;
     }
-    c.cnt.submitted.fetch_add(1, std::memory_order_relaxed);
     (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
     return 0;
 }

@@ -205,6 +205,7 @@ int context::info(asys_info *o) noexcept {
 void context::recycle() noexcept {
     pool_.reset();
     uring_.reset();
+    syslet_ext_.reset();
     ring_.release();
     ring_.~completion_ring();
     new (&ring_) completion_ring;
@@ -233,6 +234,8 @@ int context::destroy(unsigned how) noexcept {
         (void)uring_.release();
         new (&wait_mu_) std::mutex;
         new (&wait_cv_) std::condition_variable;
+        new (&ext_mu_) std::mutex;
+        (void)syslet_ext_.release();  // may hold locks of threads that are gone
         recycle();
         return 0;
     }

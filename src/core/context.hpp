@@ -28,6 +28,13 @@ struct counters {
         completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0};
 };
 
+/// State a layer above the core keeps per context (syslets), created on
+/// first use and destroyed with the context.
+class extension {
+public:
+    virtual ~extension() = default;
+};
+
 class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
@@ -68,6 +75,15 @@ public:
 
     counters cnt;
 
+    /// The syslet layer's per-context state: created by `make` on first use
+    /// (thread-safe), destroyed after the context drained.
+    template <typename T, typename Make>
+    T *syslet_state(Make make) noexcept {
+        std::lock_guard lk(ext_mu_);
+        if (!syslet_ext_) syslet_ext_.reset(make());
+        return static_cast<T *>(syslet_ext_.get());
+    }
+
 private:
     context() = default;
     int init(const asys_params &p) noexcept;
@@ -94,6 +110,9 @@ private:
     std::atomic<uint32_t> sleepers_{0};  ///< threads in wait_mu_/wait_cv_
     std::mutex wait_mu_;
     std::condition_variable wait_cv_;
+
+    std::mutex ext_mu_;
+    std::unique_ptr<extension> syslet_ext_;
 
     context *next_free_ = nullptr;
     friend struct registry;

@@ -1,0 +1,116 @@
+#include "syslet/interpreter.hpp"
+
+#include <sys/syscall.h>
+
+#include <cerrno>
+
+#include "core/denylist.hpp"
+#include "core/opcodes.hpp"
+#include "core/raw_syscall.hpp"
+#include "inline/inline_attempt.hpp"
+
+namespace asys::internal {
+namespace {
+
+// The asys op whose inline probe tells whether syscall `nr` would block, or
+// -1 if there is none (the atom then goes asynchronous).
+int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
+    switch (nr) {
+        case SYS_read: return ASYS_OP_READ;
+        case SYS_pread64: return ASYS_OP_PREAD;
+        case SYS_readv: return ASYS_OP_READV;
+        case SYS_recvfrom: return a[4] == 0 && a[5] == 0 ? ASYS_OP_RECV : -1;
+        case SYS_sendto: return a[4] == 0 && a[5] == 0 ? ASYS_OP_SEND : -1;
+        case SYS_openat: return ASYS_OP_OPENAT;
+        default: return -1;
+    }
+}
+
+enum class atom_outcome { ran, refused, would_block };
+
+// Runs one atom; *res gets its result unless it would block.
+atom_outcome run_atom(syslet_uatom &at, bool may_block, long *res) noexcept {
+    if (at.flags & ~SYSLET__ALL) {
+        *res = -EINVAL;
+        return atom_outcome::refused;
+    }
+    if (!may_block && (at.flags & SYSLET_ASYNC) && !(at.flags & SYSLET_SYNC))
+        return atom_outcome::would_block;  // asked to run asynchronously
+    uint64_t a[6];
+    for (int i = 0; i < 6; ++i) a[i] = at.arg_ptr[i] ? *at.arg_ptr[i] : 0;  // read now: data flow
+    const long nr = static_cast<long>(at.nr);
+    if (nr == __NR_umem_add) {
+        auto *p = reinterpret_cast<unsigned long *>(a[0]);
+        if (!p) {
+            *res = -EFAULT;
+            return atom_outcome::refused;
+        }
+        *p += a[1];
+        *res = static_cast<long>(*p);
+        return atom_outcome::ran;
+    }
+    if (int allowed = syscall_allowed(nr); allowed != 0) {
+        *res = allowed;  // -EPERM (denied) or -ENOSYS (unknown)
+        return atom_outcome::refused;
+    }
+    if (may_block || (at.flags & SYSLET_SYNC)) {
+        *res = raw_syscall(nr, a);
+        return atom_outcome::ran;
+    }
+    if (syscall_never_blocks(nr) || nr == SYS_close) {
+        *res = raw_syscall(nr, a);
+        return atom_outcome::ran;
+    }
+    const int opcode = probe_opcode(static_cast<unsigned long>(nr), a);
+    if (opcode < 0) return atom_outcome::would_block;
+    asys_op op{};
+    op.opcode = static_cast<uint32_t>(opcode);
+    for (int i = 0; i < 6; ++i) op.args[i] = a[i];
+    if (nr == SYS_recvfrom || nr == SYS_sendto) op.args[4] = op.args[5] = 0;
+    long r = 0;
+    switch (try_inline(op, /*buffered=*/false, &r)) {
+        case attempt::done:
+        case attempt::partial:  // a short read is a valid read result
+            *res = r;
+            return atom_outcome::ran;
+        default:
+            return atom_outcome::would_block;
+    }
+}
+
+bool stops(unsigned long flags, long r) noexcept {
+    return ((flags & SYSLET_STOP_ON_NONZERO) && r != 0) || ((flags & SYSLET_STOP_ON_ZERO) && r == 0) ||
+           ((flags & SYSLET_STOP_ON_NEGATIVE) && r < 0) ||
+           ((flags & SYSLET_STOP_ON_NON_POSITIVE) && r <= 0);
+}
+
+}  // namespace
+
+chain_status run_chain(chain_run &run, bool may_block) noexcept {
+    while (run.cur) {
+        syslet_uatom &at = *run.cur;
+        if (run.step_limit && run.steps >= run.step_limit) {
+            if (at.ret_ptr) *at.ret_ptr = -ELOOP;  // not run: the limit ends the chain here
+            run.last = &at;
+            run.cur = nullptr;
+            return chain_status::ended;
+        }
+        long res = 0;
+        const atom_outcome o = run_atom(at, may_block, &res);
+        if (o == atom_outcome::would_block) return chain_status::would_block;
+        ++run.steps;
+        if (at.ret_ptr) *at.ret_ptr = res;
+        run.last = &at;
+        if (o == atom_outcome::refused) {
+            run.cur = nullptr;
+            break;
+        }
+        if (stops(at.flags, res))
+            run.cur = (at.flags & SYSLET_SKIP_TO_NEXT_ON_STOP) ? &at + 1 : nullptr;
+        else
+            run.cur = at.next;
+    }
+    return chain_status::ended;
+}
+
+}  // namespace asys::internal

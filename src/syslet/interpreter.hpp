@@ -1,0 +1,28 @@
+// The syslet chain interpreter: runs atoms, reading arguments through
+// arg_ptr at the moment each atom runs, testing stop flags, following next
+// (which may point backwards), and stopping where an atom would block.
+#pragma once
+#include <cstdint>
+
+#include "asys/syslet.h"
+
+namespace asys::internal {
+
+struct chain_run {
+    syslet_uatom *cur = nullptr;   ///< next atom to run (nullptr: chain ended)
+    syslet_uatom *last = nullptr;  ///< the last atom that ran (or was refused)
+    uint64_t steps = 0;            ///< atoms run so far
+    uint64_t step_limit = 0;       ///< 0: none
+};
+
+enum class chain_status {
+    ended,       ///< the chain is over; run.last is its last atom
+    would_block, ///< run.cur would block (not run); continue it asynchronously
+};
+
+/// Runs atoms from run.cur. With `may_block` every atom runs here, blocking
+/// if it must; without it, the first atom that would block (or is marked
+/// SYSLET_ASYNC) is left in run.cur and would_block is returned.
+chain_status run_chain(chain_run &run, bool may_block) noexcept;
+
+}  // namespace asys::internal

@@ -1,0 +1,218 @@
+// The syslet API: async_exec / async_register / async_wait / umem_add and
+// their asys_* forms. A chain runs inline until an atom would block; the rest
+// runs on the context's pool as an internal call op, and its last atom is
+// posted into the registered completion ring (never over a non-NULL entry).
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <new>
+
+#include "asys/syslet.h"
+#include "core/context.hpp"
+#include "core/opcodes.hpp"
+#include "syslet/interpreter.hpp"
+
+namespace asys::internal {
+namespace {
+
+struct syslet_state final : extension {
+    std::mutex mu;
+    std::condition_variable cv;
+    syslet_uatom **ring = nullptr;  ///< the user's ring (guarded by mu)
+    unsigned n = 0, head = 0;
+    unsigned inflight = 0;          ///< async chains not yet posted
+    uint64_t step_limit = 0;
+
+    // Entries are reset to NULL by the consumer with plain stores; read them
+    // atomically (relaxed: a stale non-NULL only delays a post or a wake).
+    unsigned nonnull_locked() const noexcept {
+        unsigned k = 0;
+        for (unsigned i = 0; i < n; ++i) k += __atomic_load_n(&ring[i], __ATOMIC_RELAXED) != nullptr;
+        return k;
+    }
+};
+
+struct async_chain {
+    syslet_state *st;
+    chain_run run;
+};
+
+syslet_state *state_of(context &c) {
+    return c.syslet_state<syslet_state>([] { return new (std::nothrow) syslet_state; });
+}
+
+long chain_entry(uint64_t arg) noexcept {
+    auto *ch = reinterpret_cast<async_chain *>(arg);
+    run_chain(ch->run, /*may_block=*/true);
+    return 0;
+}
+
+void post(syslet_state *st, syslet_uatom *last) noexcept {
+    std::lock_guard lk(st->mu);
+    // Reservation at async_exec guarantees a NULL entry exists.
+    for (unsigned k = 0; k < st->n; ++k) {
+        const unsigned i = (st->head + k) % st->n;
+        if (__atomic_load_n(&st->ring[i], __ATOMIC_RELAXED) == nullptr) {
+            // release: the atoms' ret_ptr writes happen before the entry.
+            __atomic_store_n(&st->ring[i], last, __ATOMIC_RELEASE);
+            st->head = (i + 1) % st->n;
+            break;
+        }
+    }
+    --st->inflight;
+    st->cv.notify_all();
+}
+
+void chain_done(const asys_cqe *cqe, void *arg) noexcept {
+    auto *ch = static_cast<async_chain *>(arg);
+    if (cqe->res == -ECANCELED && ch->run.cur) {  // cancelled before it ran
+        if (ch->run.cur->ret_ptr) *ch->run.cur->ret_ptr = -ECANCELED;
+        ch->run.last = ch->run.cur;
+    }
+    post(ch->st, ch->run.last);
+    delete ch;
+}
+
+long exec(context &c, syslet_uatom *atom) noexcept {
+    if (!atom) return -EINVAL;
+    syslet_state *st = state_of(c);
+    if (!st) return -ENOMEM;
+    chain_run run;
+    run.cur = atom;
+    {
+        std::lock_guard lk(st->mu);
+        run.step_limit = st->step_limit;
+    }
+    if (run_chain(run, /*may_block=*/false) == chain_status::ended)
+        return reinterpret_cast<long>(run.last);
+
+    bool go_async = false;
+    {
+        std::lock_guard lk(st->mu);
+        if (!st->ring) return -ENXIO;
+        if (st->inflight + st->nonnull_locked() < st->n) {
+            ++st->inflight;
+            go_async = true;
+        }
+    }
+    auto *ch = go_async ? new (std::nothrow) async_chain{st, run} : nullptr;
+    if (ch && c.reserve_room(false) == 0) {
+        asys_op op{};
+        op.opcode = kOpCall;
+        op.args[0] = reinterpret_cast<uint64_t>(&chain_entry);
+        op.args[1] = reinterpret_cast<uint64_t>(ch);
+        op.callback = chain_done;
+        op.cb_arg = ch;
+        op_slot *s = c.new_slot(op);
+        if (c.punt(s, false) == 0) return 0;
+        c.abandon_slot(s);
+    }
+    // No ring entry, no room or no memory: finish the chain on the caller
+    // rather than lose it.
+    delete ch;
+    if (go_async) {
+        std::lock_guard lk(st->mu);
+        --st->inflight;
+    }
+    run_chain(run, /*may_block=*/true);
+    return reinterpret_cast<long>(run.last);
+}
+
+long reg(context &c, syslet_uatom **ring, unsigned n) noexcept {
+    if (!ring || n == 0) return -EINVAL;
+    syslet_state *st = state_of(c);
+    if (!st) return -ENOMEM;
+    std::lock_guard lk(st->mu);
+    if (st->inflight) return -EBUSY;
+    st->ring = ring;
+    st->n = n;
+    st->head = 0;
+    return 0;
+}
+
+long wait(context &c, unsigned long min) noexcept {
+    syslet_state *st = state_of(c);
+    if (!st) return -ENOMEM;
+    std::unique_lock lk(st->mu);
+    if (!st->ring) return -ENXIO;
+    if (min > st->n) return -EINVAL;
+    for (;;) {
+        const unsigned have = st->nonnull_locked();
+        if (have >= min) return have;
+        if (have + st->inflight < min) return -EDEADLK;  // could never be satisfied
+        st->cv.wait(lk);
+    }
+}
+
+asys_ctx *default_ctx() noexcept {
+    static std::mutex mu;
+    static asys_ctx *ctx = nullptr;
+    static uint64_t gen = 0;
+    std::lock_guard lk(mu);
+    const uint64_t now = g_fork_generation.load(std::memory_order_relaxed);
+    if (!ctx || gen != now) {  // after fork(), the parent's context is dead here
+        asys_ctx *c = nullptr;
+        if (asys_ctx_create(nullptr, &c) != 0) return nullptr;
+        ctx = c;
+        gen = now;
+    }
+    return ctx;
+}
+
+}  // namespace
+}  // namespace asys::internal
+
+using asys::internal::context;
+
+#define ASYS_SYSLET_CTX(h)                              \
+    int err_ = 0;                                       \
+    context *c = context::from_handle((h), &err_);      \
+    if (!c) return err_
+
+extern "C" {
+
+unsigned long umem_add(unsigned long *ptr, unsigned long inc) { return *ptr += inc; }
+
+long asys_async_exec(asys_ctx *ctx, struct syslet_uatom *atom) {
+    ASYS_SYSLET_CTX(ctx);
+    return asys::internal::exec(*c, atom);
+}
+
+long asys_async_register(asys_ctx *ctx, struct syslet_uatom **ring, unsigned int nr_entries) {
+    ASYS_SYSLET_CTX(ctx);
+    return asys::internal::reg(*c, ring, nr_entries);
+}
+
+long asys_async_wait(asys_ctx *ctx, unsigned long min_events) {
+    ASYS_SYSLET_CTX(ctx);
+    return asys::internal::wait(*c, min_events);
+}
+
+int asys_syslet_step_limit(asys_ctx *ctx, unsigned long max_steps) {
+    ASYS_SYSLET_CTX(ctx);
+    auto *st = asys::internal::state_of(*c);
+    if (!st) return -ENOMEM;
+    std::lock_guard lk(st->mu);
+    st->step_limit = max_steps;
+    return 0;
+}
+
+asys_ctx *asys_syslet_default_ctx(void) { return asys::internal::default_ctx(); }
+
+long async_exec(struct syslet_uatom *atom) {
+    asys_ctx *c = asys::internal::default_ctx();
+    return c ? asys_async_exec(c, atom) : -ENOMEM;
+}
+
+long async_register(struct syslet_uatom **ring, unsigned int nr_entries) {
+    asys_ctx *c = asys::internal::default_ctx();
+    return c ? asys_async_register(c, ring, nr_entries) : -ENOMEM;
+}
+
+long async_wait(unsigned long min_events) {
+    asys_ctx *c = asys::internal::default_ctx();
+    return c ? asys_async_wait(c, min_events) : -ENOMEM;
+}
+
+}  // extern "C"

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <malloc.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <liburing.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -25,6 +26,7 @@
 #include <fmt/core.h>
 
 #include "asys/asys.h"
+#include "asys/syslet.h"
 
 namespace {
 
@@ -208,6 +210,64 @@ void m_libuv(workload &w, size_t s, size_t n) {
         uv_run(g_loop, UV_RUN_DEFAULT);
         uv_fs_req_cleanup(&req);
     }
+}
+
+// ------------------------------------------------------------- syslets
+// A chain of N cached pread atoms (offsets fed through arg_ptr) vs N plain
+// preads; and N getppid atoms vs N getppid calls (the bare per-atom cost).
+template <unsigned N>
+struct pread_chain {
+    syslet_uatom a[N];
+    unsigned long fd, bufp, len = 4096, off[N];
+    long ret[N];
+    explicit pread_chain(workload &w) : fd(static_cast<unsigned long>(w.fd)), bufp(reinterpret_cast<unsigned long>(w.buf[0])) {
+        for (unsigned k = 0; k < N; ++k) {
+            a[k] = syslet_uatom{};
+            a[k].nr = SYS_pread64;
+            a[k].ret_ptr = &ret[k];
+            a[k].arg_ptr[0] = &fd;
+            a[k].arg_ptr[1] = &bufp;
+            a[k].arg_ptr[2] = &len;
+            a[k].arg_ptr[3] = &off[k];
+            a[k].next = k + 1 < N ? &a[k + 1] : nullptr;
+        }
+    }
+};
+
+asys_ctx *g_buffered_ctx;  // ASYS_CTX_NO_ODIRECT: chains skip the read guard
+
+template <unsigned N, bool Buffered = false>
+void m_chain_pread(workload &w, size_t s, size_t n) {
+    static pread_chain<N> *c = new pread_chain<N>(w);
+    asys_ctx *ctx = Buffered ? g_buffered_ctx : g_ctx;
+    for (size_t i = s; i < s + n; i += N) {
+        for (unsigned k = 0; k < N; ++k) c->off[k] = static_cast<unsigned long>(off_at(w, i + k));
+        if (asys_async_exec(ctx, c->a) != reinterpret_cast<long>(&c->a[N - 1])) die("chain", EIO);
+    }
+}
+
+template <unsigned N>
+void m_plain_pread(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i)
+        if (pread(w.fd, w.buf[0], 4096, off_at(w, i)) != 4096) die("pread", errno);
+}
+
+template <unsigned N>
+void m_chain_getppid(workload &, size_t s, size_t n) {
+    static syslet_uatom *a = [] {
+        auto *v = new syslet_uatom[N]();
+        for (unsigned k = 0; k < N; ++k) {
+            v[k].nr = SYS_getppid;
+            v[k].next = k + 1 < N ? &v[k + 1] : nullptr;
+        }
+        return v;
+    }();
+    for (size_t i = s; i < s + n; i += N)
+        if (asys_async_exec(g_ctx, a) != reinterpret_cast<long>(&a[N - 1])) die("chain", EIO);
+}
+
+void m_plain_getppid(workload &, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) syscall(SYS_getppid);
 }
 
 // ------------------------------------------------------ head-of-line test
@@ -564,6 +624,9 @@ int main(int argc, char **argv) {
     asys_params pool_only{};
     pool_only.backend = ASYS_BACKEND_POOL;
     if (int rc = asys_ctx_create(&pool_only, &g_pool_ctx); rc < 0) die("asys_ctx_create", -rc);
+    asys_params buffered{};
+    buffered.flags = ASYS_CTX_NO_ODIRECT;
+    if (int rc = asys_ctx_create(&buffered, &g_buffered_ctx); rc < 0) die("asys_ctx_create", -rc);
     asys_info info{};
     asys_ctx_info(g_ctx, &info);
     bool have_uring = io_uring_queue_init(64, &g_ring, 0) == 0;
@@ -583,6 +646,12 @@ int main(int argc, char **argv) {
         {"io_uring batch x32", "liburing, raw", m_uring_batch32, 32},
         {"glibc POSIX AIO", "aio_read + aio_suspend", m_posix_aio},
         {"libuv uv_fs_read", "threadpool, QD1", m_libuv},
+        {"getppid", "baseline for the atom cost", m_plain_getppid},
+        {"syslet 16 x getppid", "one chain per 16 calls", m_chain_getppid<16>, 16},
+        {"syslet 1 x pread", "chain of 1 cached read atom", m_chain_pread<1>},
+        {"syslet 4 x pread", "chain of 4", m_chain_pread<4>, 4},
+        {"syslet 16 x pread", "chain of 16", m_chain_pread<16>, 16},
+        {"syslet 16 x pread NO_ODIRECT", "chain of 16, context without O_DIRECT", m_chain_pread<16, true>, 16},
     };
     if (!have_uring)
         ms.erase(std::remove_if(ms.begin(), ms.end(),
@@ -599,11 +668,11 @@ int main(int argc, char **argv) {
     const double base = median(ms[0].ns);
     fmt::print("asys-bench: cached 4 KiB random reads, {} MiB file on {}, {} interleaved rounds "
                "(median)\n\n", o.size_mib, o.file, o.rounds);
-    fmt::print("{:<24} {:>10} {:>8}   {}\n", "method", "ns/op", "x pread", "note");
-    fmt::print("{:-<24} {:->10} {:->8}   {:-<30}\n", "", "", "", "");
+    fmt::print("{:<30} {:>10} {:>8}   {}\n", "method", "ns/op", "x pread", "note");
+    fmt::print("{:-<30} {:->10} {:->8}   {:-<30}\n", "", "", "", "");
     for (auto &m : ms) {
         double med = median(m.ns);
-        fmt::print("{:<24} {:>10.0f} {:>8.2f}   {}\n", m.name, med, med / base, m.note);
+        fmt::print("{:<30} {:>10.0f} {:>8.2f}   {}\n", m.name, med, med / base, m.note);
     }
     if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
     asys_stats pst;
@@ -709,6 +778,7 @@ int main(int argc, char **argv) {
 
     asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);
     asys_ctx_destroy(g_pool_ctx, ASYS_DESTROY_DRAIN);
+    asys_ctx_destroy(g_buffered_ctx, ASYS_DESTROY_DRAIN);
     if (have_uring) io_uring_queue_exit(&g_ring);
     uv_loop_close(g_loop);
     close(w.fd);

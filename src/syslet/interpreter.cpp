@@ -29,7 +29,7 @@ int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
 enum class atom_outcome { ran, refused, would_block };
 
 // Runs one atom; *res gets its result unless it would block.
-atom_outcome run_atom(syslet_uatom &at, bool may_block, long *res) noexcept {
+atom_outcome run_atom(syslet_uatom &at, bool may_block, bool buffered, long *res) noexcept {
     if (at.flags & ~SYSLET__ALL) {
         *res = -EINVAL;
         return atom_outcome::refused;
@@ -68,7 +68,7 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, long *res) noexcept {
     for (int i = 0; i < 6; ++i) op.args[i] = a[i];
     if (nr == SYS_recvfrom || nr == SYS_sendto) op.args[4] = op.args[5] = 0;
     long r = 0;
-    switch (try_inline(op, /*buffered=*/false, &r)) {
+    switch (try_inline(op, buffered, &r)) {
         case attempt::done:
         case attempt::partial:  // a short read is a valid read result
             *res = r;
@@ -96,7 +96,7 @@ chain_status run_chain(chain_run &run, bool may_block) noexcept {
             return chain_status::ended;
         }
         long res = 0;
-        const atom_outcome o = run_atom(at, may_block, &res);
+        const atom_outcome o = run_atom(at, may_block, run.buffered, &res);
         if (o == atom_outcome::would_block) return chain_status::would_block;
         ++run.steps;
         if (at.ret_ptr) *at.ret_ptr = res;

@@ -13,6 +13,7 @@ struct chain_run {
     syslet_uatom *last = nullptr;  ///< the last atom that ran (or was refused)
     uint64_t steps = 0;            ///< atoms run so far
     uint64_t step_limit = 0;       ///< 0: none
+    bool buffered = false;         ///< the context asserts no O_DIRECT fds (no read guard)
 };
 
 enum class chain_status {

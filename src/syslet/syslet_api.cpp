@@ -80,6 +80,7 @@ long exec(context &c, syslet_uatom *atom) noexcept {
     if (!st) return -ENOMEM;
     chain_run run;
     run.cur = atom;
+    run.buffered = c.ctx_flags() & ASYS_CTX_NO_ODIRECT;
     {
         std::lock_guard lk(st->mu);
         run.step_limit = st->step_limit;

@@ -3,11 +3,13 @@
  * a punted read through the eventfd, a denied syscall. Prints "N passed, N
  * failed" and exits non-zero on failure. */
 #include <asys/asys.h>
+#include <asys/syslet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/syscall.h>
+#include <string.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -51,6 +53,19 @@ int main(void)
     asys_prep_syscall(&op, SYS_execve, args);
     CHECK(asys_submit(ctx, &op) == -EPERM);
     CHECK(asys_syscall_allowed(SYS_getpid) == 0);
+
+    /* syslet.h from C: a one-atom umem_add chain runs synchronously */
+    unsigned long v = 40, two = 2, *vp = &v;
+    long r = 0;
+    struct syslet_uatom a;
+    memset(&a, 0, sizeof a);
+    a.nr = __NR_umem_add;
+    a.ret_ptr = &r;
+    a.arg_ptr[0] = (unsigned long *)&vp;
+    a.arg_ptr[1] = &two;
+    a.private = &v; /* the C spelling of the seed's field */
+    CHECK(asys_async_exec(ctx, &a) == (long)&a);
+    CHECK(r == 42 && v == 42);
 
     struct asys_info info;
     CHECK(asys_ctx_info(ctx, &info) == 0);

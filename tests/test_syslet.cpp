@@ -281,6 +281,50 @@ TEST_F(Syslet, StepLimitStopsARunawayLoop) {
     EXPECT_EQ(r, -ELOOP);
 }
 
+// A running chain (its worker blocked in read on an empty pipe) and a queued
+// one (behind it, on the only worker) are both cancelled: each posts its last
+// atom with -ECANCELED, and the atoms after it never run.
+TEST(SysletCancel, RunningAndQueuedChains) {
+    asys_params p = pool_params(1);
+    ctx_guard ctx(&p);
+    syslet_uatom *ring[4] = {};
+    ASSERT_EQ(asys_async_register(ctx, ring, 4), 0);
+    const pid_t tid = worker_tid(ctx);
+    pipe_pair pp;
+    char b;
+    unsigned long fdv = static_cast<unsigned long>(pp.r), bufp = reinterpret_cast<unsigned long>(&b), one = 1;
+    unsigned long marker = 0, *mp = &marker;
+    long r[2][2];
+    syslet_uatom c[2][2];
+    for (int k = 0; k < 2; ++k) {
+        c[k][0] = atom(SYS_read, 0, &r[k][0]);
+        c[k][0].arg_ptr[0] = &fdv;
+        c[k][0].arg_ptr[1] = &bufp;
+        c[k][0].arg_ptr[2] = &one;
+        c[k][0].next = &c[k][1];
+        c[k][1] = atom(__NR_umem_add, 0, &r[k][1]);
+        c[k][1].arg_ptr[0] = UL(&mp);
+        c[k][1].arg_ptr[1] = &one;
+        r[k][0] = r[k][1] = 7;
+    }
+    ASSERT_EQ(asys_async_exec(ctx, c[0]), 0);
+    ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "chain 0 runs on the worker";
+    ASSERT_EQ(asys_async_exec(ctx, c[1]), 0);  // queued behind it
+    EXPECT_EQ(asys_async_cancel(ctx, c[1]), 0) << "queued";
+    EXPECT_EQ(asys_async_cancel(ctx, c[0]), -EALREADY) << "running: interrupted";
+    ASSERT_EQ(asys_async_wait(ctx, 2), 2);
+    EXPECT_EQ(r[0][0], -ECANCELED);
+    EXPECT_EQ(r[1][0], -ECANCELED);
+    EXPECT_EQ(marker, 0u) << "no atom after a cancelled one ran";
+    EXPECT_EQ(r[0][1], 7);
+    bool saw[2] = {};
+    for (auto *e : ring)
+        for (int k = 0; k < 2; ++k) saw[k] |= e == &c[k][0];
+    EXPECT_TRUE(saw[0] && saw[1]) << "each chain posted its cancelled atom";
+    EXPECT_EQ(asys_async_cancel(ctx, c[0]), -ENOENT) << "no longer in flight";
+    EXPECT_EQ(asys_async_cancel(ctx, nullptr), -EINVAL);
+}
+
 TEST(SysletNoRing, WouldBlockWithoutARingIsENXIO) {
     ctx_guard c;
     pipe_pair pp;

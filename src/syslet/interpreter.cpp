@@ -87,8 +87,15 @@ bool stops(unsigned long flags, long r) noexcept {
 }  // namespace
 
 chain_status run_chain(chain_run &run, bool may_block) noexcept {
+    auto is_cancelled = [&] { return run.cancelled && run.cancelled->load(std::memory_order_acquire); };
     while (run.cur) {
         syslet_uatom &at = *run.cur;
+        if (is_cancelled()) {
+            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;  // not run
+            run.last = &at;
+            run.cur = nullptr;
+            return chain_status::ended;
+        }
         if (run.step_limit && run.steps >= run.step_limit) {
             if (at.ret_ptr) *at.ret_ptr = -ELOOP;  // not run: the limit ends the chain here
             run.last = &at;
@@ -99,6 +106,12 @@ chain_status run_chain(chain_run &run, bool may_block) noexcept {
         const atom_outcome o = run_atom(at, may_block, run.buffered, &res);
         if (o == atom_outcome::would_block) return chain_status::would_block;
         ++run.steps;
+        if (res == -EINTR && is_cancelled()) {  // the cancel interrupted this call
+            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;
+            run.last = &at;
+            run.cur = nullptr;
+            return chain_status::ended;
+        }
         if (at.ret_ptr) *at.ret_ptr = res;
         run.last = &at;
         if (o == atom_outcome::refused) {

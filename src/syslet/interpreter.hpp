@@ -2,6 +2,7 @@
 // arg_ptr at the moment each atom runs, testing stop flags, following next
 // (which may point backwards), and stopping where an atom would block.
 #pragma once
+#include <atomic>
 #include <cstdint>
 
 #include "asys/syslet.h"
@@ -14,6 +15,9 @@ struct chain_run {
     uint64_t steps = 0;            ///< atoms run so far
     uint64_t step_limit = 0;       ///< 0: none
     bool buffered = false;         ///< the context asserts no O_DIRECT fds (no read guard)
+    /// Set by asys_async_cancel: the chain ends before its next atom (which
+    /// gets -ECANCELED), or at an atom whose call the cancel interrupted.
+    const std::atomic<bool> *cancelled = nullptr;
 };
 
 enum class chain_status {

@@ -16,6 +16,8 @@
 namespace asys::internal {
 namespace {
 
+struct async_chain;
+
 struct syslet_state final : extension {
     std::mutex mu;
     std::condition_variable cv;
@@ -23,6 +25,7 @@ struct syslet_state final : extension {
     unsigned n = 0, head = 0;
     unsigned inflight = 0;          ///< async chains not yet posted
     uint64_t step_limit = 0;
+    async_chain *chains = nullptr;  ///< async chains in flight (guarded by mu)
 
     // Entries are reset to NULL by the consumer with plain stores; read them
     // atomically (relaxed: a stale non-NULL only delays a post or a wake).
@@ -36,7 +39,15 @@ struct syslet_state final : extension {
 struct async_chain {
     syslet_state *st;
     chain_run run;
+    syslet_uatom *head;                ///< what async_exec was given: the cancel key
+    std::atomic<bool> cancelled{false};
+    async_chain *prev = nullptr, *next = nullptr;  ///< st->chains (guarded by st->mu)
 };
+
+void unlink_locked(syslet_state *st, async_chain *ch) noexcept {
+    if (ch->prev) ch->prev->next = ch->next; else st->chains = ch->next;
+    if (ch->next) ch->next->prev = ch->prev;
+}
 
 syslet_state *state_of(context &c) {
     return c.syslet_state<syslet_state>([] { return new (std::nothrow) syslet_state; });
@@ -48,8 +59,9 @@ long chain_entry(uint64_t arg) noexcept {
     return 0;
 }
 
-void post(syslet_state *st, syslet_uatom *last) noexcept {
+void post(syslet_state *st, async_chain *ch, syslet_uatom *last) noexcept {
     std::lock_guard lk(st->mu);
+    unlink_locked(st, ch);
     // Reservation at async_exec guarantees a NULL entry exists.
     for (unsigned k = 0; k < st->n; ++k) {
         const unsigned i = (st->head + k) % st->n;
@@ -70,7 +82,7 @@ void chain_done(const asys_cqe *cqe, void *arg) noexcept {
         if (ch->run.cur->ret_ptr) *ch->run.cur->ret_ptr = -ECANCELED;
         ch->run.last = ch->run.cur;
     }
-    post(ch->st, ch->run.last);
+    post(ch->st, ch, ch->run.last);
     delete ch;
 }
 
@@ -97,10 +109,26 @@ long exec(context &c, syslet_uatom *atom) noexcept {
             go_async = true;
         }
     }
-    auto *ch = go_async ? new (std::nothrow) async_chain{st, run} : nullptr;
+    async_chain *ch = nullptr;
+    if (go_async) {
+        ch = new (std::nothrow) async_chain;
+        if (ch) {
+            ch->st = st;
+            ch->run = run;
+            ch->run.cancelled = &ch->cancelled;
+            ch->head = atom;
+        }
+    }
     if (ch && c.reserve_room(false) == 0) {
+        {
+            std::lock_guard lk(st->mu);  // cancellable from now on
+            ch->next = st->chains;
+            if (st->chains) st->chains->prev = ch;
+            st->chains = ch;
+        }
         asys_op op{};
         op.opcode = kOpCall;
+        op.user_data = reinterpret_cast<uint64_t>(atom);
         op.args[0] = reinterpret_cast<uint64_t>(&chain_entry);
         op.args[1] = reinterpret_cast<uint64_t>(ch);
         op.callback = chain_done;
@@ -108,6 +136,8 @@ long exec(context &c, syslet_uatom *atom) noexcept {
         op_slot *s = c.new_slot(op);
         if (c.punt(s, false) == 0) return 0;
         c.abandon_slot(s);
+        std::lock_guard lk(st->mu);
+        unlink_locked(st, ch);
     }
     // No ring entry, no room or no memory: finish the chain on the caller
     // rather than lose it.
@@ -144,6 +174,26 @@ long wait(context &c, unsigned long min) noexcept {
         if (have + st->inflight < min) return -EDEADLK;  // could never be satisfied
         st->cv.wait(lk);
     }
+}
+
+long cancel_chain(context &c, syslet_uatom *head) noexcept {
+    if (!head) return -EINVAL;
+    syslet_state *st = state_of(c);
+    if (!st) return -ENOMEM;
+    bool found = false;
+    {
+        std::lock_guard lk(st->mu);
+        for (async_chain *ch = st->chains; ch; ch = ch->next)
+            if (ch->head == head) {
+                ch->cancelled.store(true, std::memory_order_release);
+                found = true;
+            }
+    }
+    if (!found) return -ENOENT;
+    // Queued: completes now with -ECANCELED; running: its worker is
+    // interrupted, and the chain stops at its next atom boundary anyway.
+    const int rc = c.cancel(reinterpret_cast<uint64_t>(head));
+    return rc == -ENOENT ? -EALREADY : rc;  // gone from the pool: it is finishing
 }
 
 asys_ctx *default_ctx() noexcept {
@@ -197,6 +247,11 @@ int asys_syslet_step_limit(asys_ctx *ctx, unsigned long max_steps) {
     std::lock_guard lk(st->mu);
     st->step_limit = max_steps;
     return 0;
+}
+
+long asys_async_cancel(asys_ctx *ctx, struct syslet_uatom *head) {
+    ASYS_SYSLET_CTX(ctx);
+    return asys::internal::cancel_chain(*c, head);
 }
 
 asys_ctx *asys_syslet_default_ctx(void) { return asys::internal::default_ctx(); }

@@ -26,6 +26,11 @@ constexpr uint64_t kTagIgnore = 3;  ///< cancel-all and other internal CQEs
 constexpr uint8_t kOpFtruncate = 55;  // IORING_OP_FTRUNCATE (6.9), newer than liburing 2.3
 
 struct cancel_req {
+    /// Set (release) before the cancel SQE is submitted, read (acquire) by
+    /// the reaper before it touches the request. The kernel already orders
+    /// the SQE before its CQE; this makes the ordering visible to TSan, which
+    /// cannot see through io_uring's shared rings.
+    std::atomic<bool> armed{false};
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
@@ -346,6 +351,7 @@ unsigned uring_backend::drain_locked() noexcept {
             }
             case kTagCancel: {
                 auto *c = reinterpret_cast<cancel_req *>(ud & ~kTagMask);
+                (void)c->armed.load(std::memory_order_acquire);
                 std::lock_guard cl(c->mu);
                 c->res = res;
                 c->done = true;
@@ -387,6 +393,7 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
             std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
             if (!r) break;
             s->cancel.store(1, std::memory_order_relaxed);
+            r->armed.store(true, std::memory_order_release);
             io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(s), 0);
             io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
             ++pending_submit_;

@@ -318,10 +318,10 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     return s;
 }
 
-void context::abandon_slot(op_slot *slot) noexcept {
+void context::abandon_slot(op_slot *slot, bool keep_room) noexcept {
     slab_.free(slot);
     inflight_.fetch_sub(1);
-    release_room(1);
+    if (!keep_room) release_room(1);
 }
 
 void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {

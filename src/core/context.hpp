@@ -52,8 +52,9 @@ public:
     /// one slot per unit of room).
     op_slot *new_slot(const asys_op &op) noexcept;
 
-    /// Undoes new_slot() + reserve_room() for a slot no backend took.
-    void abandon_slot(op_slot *slot) noexcept;
+    /// Undoes new_slot() (and reserve_room(), unless keep_room) for a slot
+    /// no backend took.
+    void abandon_slot(op_slot *slot, bool keep_room = false) noexcept;
 
     void complete(op_slot *slot, long res, uint32_t path) noexcept override;
     /// An op that finished inline but must still post a cqe / callback.

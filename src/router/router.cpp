@@ -91,8 +91,11 @@ int route(context &c, const asys_op &op) noexcept {
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
     if (rc) {
-        c.abandon_slot(s);
-        if (a == attempt::partial) return finish_inline(c, op, res, false);
+        // Bytes already read inline are never dropped: deliver the short
+        // count now, keeping the room for its cqe if it needs one.
+        const bool partial = a == attempt::partial;
+        c.abandon_slot(s, /*keep_room=*/partial && reserved);
+        if (partial) return finish_inline(c, op, res, reserved);
         return rc;
     }
     (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);

@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -136,6 +137,49 @@ TEST_F(FastPath, PartlyCachedReadReturnsTheFullCount) {
     ASSERT_EQ(asys_submit(ctx_, &op), ASYS_DONE);
     EXPECT_GE(res, static_cast<long>(kCachedPart));
     EXPECT_LT(res, static_cast<long>(kSize));
+    close(fd);
+}
+
+// A partly cached read that cannot be punted (ATOMIC, the only worker busy)
+// delivers its short count inline — and, with no ret_ptr, through a
+// completion entry, so the bytes already read are never lost.
+TEST(FastPathAtomic, PartialReadThatCannotPuntIsDeliveredInline) {
+    asys_params p = pool_params(1);
+    ctx_guard ctx(&p);
+    const pid_t tid = worker_tid(ctx);
+    pipe_pair pp;
+    char b;
+    asys_op busy;
+    asys_prep_read(&busy, pp.r, &b, 1);
+    busy.flags = ASYS_F_ASYNC;
+    busy.user_data = 1;
+    ASSERT_EQ(asys_submit(ctx, &busy), 0);
+    ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "the only worker is busy";
+
+    temp_dir d;
+    constexpr size_t kSize = 256 * 1024, kCachedPart = 64 * 1024;
+    int fd = make_file(d.file("p"), kSize);
+    drop_cache(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    std::vector<char> warm(kCachedPart), buf(kSize);
+    ASSERT_EQ(pread(fd, warm.data(), kCachedPart, 0), static_cast<ssize_t>(kCachedPart));
+    if (!cached(fd, 0, kCachedPart) || cached(fd, kSize - 4096, 4096))
+        GTEST_SKIP() << "SKIPPED: could not build a partly cached file here";
+    asys_op op;
+    asys_prep_pread(&op, fd, buf.data(), kSize, 0);
+    op.flags = ASYS_F_ATOMIC;
+    op.user_data = 2;  // no ret_ptr: the result must come as an entry
+    ASSERT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    asys_cqe cqe;
+    ASSERT_EQ(asys_peek(ctx, &cqe, 1), 1);
+    EXPECT_EQ(cqe.user_data, 2u);
+    EXPECT_GE(cqe.res, static_cast<long>(kCachedPart));
+    EXPECT_LT(cqe.res, static_cast<long>(kSize));
+    check_pattern(buf.data(), static_cast<size_t>(cqe.res), 0);
+    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].user_data, 1u);
     close(fd);
 }
 

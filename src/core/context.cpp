@@ -133,7 +133,7 @@ int context::init(const asys_params &p) noexcept {
     inflight_.store(0, std::memory_order_relaxed);
     for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
                     &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
-                    &cnt.cancelled, &cnt.rejected_full})
+                    &cnt.cancelled, &cnt.rejected_full, &cnt.ring_retried})
         a->store(0, std::memory_order_relaxed);
     int rc = slab_.init(p.max_inflight);
     if (rc) return rc;
@@ -337,6 +337,13 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 }
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
+    // The ring reports EINTR for a call a signal interrupted in the kernel
+    // (not one we cancelled): run it again on the pool, which retries EINTR.
+    if (res == -EINTR && path == ASYS_PATH_URING && !slot->cancel.load(std::memory_order_relaxed) &&
+        pool_->punt(slot, false) == 0) {
+        cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
     (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
@@ -422,6 +429,7 @@ int context::stats(asys_stats *o) noexcept {
     o->rejected_full = r(cnt.rejected_full);
     o->workers = pool_->threads();
     o->inflight = inflight_.load(std::memory_order_relaxed);
+    o->ring_retried = r(cnt.ring_retried);
     return 0;
 }
 

@@ -25,7 +25,8 @@ struct counters {
     // relaxed everywhere: statistics only, read as a snapshot. "submitted"
     // is derived (inline + punted), so the hot path bumps one counter.
     std::atomic<uint64_t> done_inline{0}, punted_probe{0}, punted_direct{0},
-        completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0};
+        completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0},
+        ring_retried{0};
 };
 
 /// State a layer above the core keeps per context (syslets), created on

@@ -18,6 +18,18 @@ extern std::atomic<int> syscall_errno;
 /// Next N io_uring setups fail with EPERM.
 extern std::atomic<int> uring_setup_failures;
 
+/// Next N inline probes (the nonblocking attempt on the caller's thread)
+/// see -probe_errno instead of running their system call. EINTR and EAGAIN
+/// must send the op to a backend untouched; other errors are the op's result.
+extern std::atomic<int> probe_failures;
+extern std::atomic<int> probe_errno;
+
+/// Next N io_uring completions of ops report -ring_errno instead of their
+/// result. EINTR (not from a cancel) must be retried on the pool; other
+/// errors are delivered as the op's result.
+extern std::atomic<int> ring_failures;
+extern std::atomic<int> ring_errno;
+
 inline bool take(std::atomic<int> &counter) noexcept {
     int n = counter.load(std::memory_order_relaxed);
     while (n > 0)
@@ -33,6 +45,17 @@ inline bool fail_uring_setup() noexcept { return take(uring_setup_failures); }
 inline long injected_syscall_error() noexcept {
     if (syscall_failures.load(std::memory_order_relaxed) == 0) return 0;  // the common case
     return take(syscall_failures) ? -static_cast<long>(syscall_errno.load(std::memory_order_relaxed)) : 0;
+}
+
+/// 0, or the -errno the next inline probe must see (one relaxed load when unset).
+inline long injected_probe_error() noexcept {
+    if (probe_failures.load(std::memory_order_relaxed) == 0) return 0;
+    return take(probe_failures) ? -static_cast<long>(probe_errno.load(std::memory_order_relaxed)) : 0;
+}
+/// 0, or the -errno the next ring completion must report.
+inline long injected_ring_error() noexcept {
+    if (ring_failures.load(std::memory_order_relaxed) == 0) return 0;
+    return take(ring_failures) ? -static_cast<long>(ring_errno.load(std::memory_order_relaxed)) : 0;
 }
 
 }  // namespace asys::internal::fault

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 
+#include "core/fault.hpp"
 #include "core/opcodes.hpp"
 #include "core/raw_syscall.hpp"
 
@@ -17,6 +18,14 @@ namespace asys::internal {
 namespace {
 
 constexpr unsigned kMaxProbeIov = 32;
+
+// Every probe's system call goes through here (fault injection for tests:
+// one relaxed load when unset).
+inline long probe_syscall(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+                          uint64_t a5) noexcept {
+    if (long injected = fault::injected_probe_error()) return injected;
+    return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
+}
 
 // True if the short count `got` at a regular file's position ends at EOF,
 // so the result is final. Only runs on the (rare) short path.
@@ -99,10 +108,10 @@ attempt probe_read(const asys_op &op, bool buffered, long *res) noexcept {
             ++cnt;
         }
     }
-    long r = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(iov),
+    long r = probe_syscall(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(iov),
                           cnt, static_cast<uint64_t>(off), 0,
                           static_cast<uint64_t>(rwf | RWF_NOWAIT));
-    if (r == -EAGAIN) return attempt::would_block;
+    if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     // EOPNOTSUPP: no nowait support (ttys, some filesystems); EINVAL: direct
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
@@ -117,18 +126,18 @@ attempt probe_read(const asys_op &op, bool buffered, long *res) noexcept {
 attempt probe_recv(const asys_op &op, long *res) noexcept {
     const auto flags = static_cast<int>(op.args[3]);
     if (flags & MSG_WAITALL) return attempt::not_tried;
-    long r = raw_syscall6(SYS_recvfrom, op.args[0], op.args[1], op.args[2],
+    long r = probe_syscall(SYS_recvfrom, op.args[0], op.args[1], op.args[2],
                           static_cast<uint64_t>(flags | MSG_DONTWAIT), 0, 0);
-    if (r == -EAGAIN) return attempt::would_block;
+    if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     *res = r;
     return attempt::done;
 }
 
 attempt probe_send(const asys_op &op, long *res) noexcept {
     const auto flags = static_cast<int>(op.args[3]);
-    long r = raw_syscall6(SYS_sendto, op.args[0], op.args[1], op.args[2],
+    long r = probe_syscall(SYS_sendto, op.args[0], op.args[1], op.args[2],
                           static_cast<uint64_t>(flags | MSG_DONTWAIT), 0, 0);
-    if (r == -EAGAIN) return attempt::would_block;
+    if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     *res = r;
     if (r > 0 && static_cast<uint64_t>(r) < op.args[2] && !(flags & MSG_DONTWAIT))
         return attempt::partial;  // a blocking send would have sent it all
@@ -141,9 +150,9 @@ attempt probe_open(const asys_op &op, long *res) noexcept {
     struct open_how how {};
     how.flags = flags;
     how.resolve = RESOLVE_CACHED;
-    long r = raw_syscall6(SYS_openat2, op.args[0], op.args[1], reinterpret_cast<uint64_t>(&how),
+    long r = probe_syscall(SYS_openat2, op.args[0], op.args[1], reinterpret_cast<uint64_t>(&how),
                           sizeof how, 0, 0);
-    if (r == -EAGAIN) return attempt::would_block;
+    if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     if (r == -ENOSYS || r == -EINVAL || r == -E2BIG) return attempt::not_tried;
     *res = r;
     return attempt::done;
@@ -152,9 +161,9 @@ attempt probe_open(const asys_op &op, long *res) noexcept {
 attempt probe_poll(const asys_op &op, long *res) noexcept {
     struct pollfd pfd{static_cast<int>(op.args[0]), static_cast<short>(op.args[1]), 0};
     struct timespec zero{0, 0};
-    long r = raw_syscall6(SYS_ppoll, reinterpret_cast<uint64_t>(&pfd), 1,
+    long r = probe_syscall(SYS_ppoll, reinterpret_cast<uint64_t>(&pfd), 1,
                           reinterpret_cast<uint64_t>(&zero), 0, 0, 0);
-    if (r == 0 && static_cast<int64_t>(op.args[2]) != 0) return attempt::would_block;
+    if (r == -EINTR || (r == 0 && static_cast<int64_t>(op.args[2]) != 0)) return attempt::would_block;
     *res = r > 0 ? static_cast<unsigned short>(pfd.revents) : r;
     return attempt::done;
 }

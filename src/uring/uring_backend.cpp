@@ -345,6 +345,7 @@ unsigned uring_backend::drain_locked() noexcept {
                 if (s->opcode == ASYS_OP_POLL && r == -ECANCELED &&
                     !s->cancel.load(std::memory_order_relaxed))
                     r = 0;
+                if (long injected = fault::injected_ring_error()) r = injected;  // tests only
                 sink_.complete(s, r, ASYS_PATH_URING);
                 ++n;
                 break;

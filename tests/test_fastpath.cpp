@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "asys/syslet.h"
 #include "helpers.hpp"
 
 using namespace asys_test;
@@ -262,6 +263,66 @@ TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
     ASSERT_EQ(asys_ctx_stats(ctx_, &st), 0);
     EXPECT_EQ(st.done_inline, 3u);
     EXPECT_EQ(st.punted_probe + st.punted_direct, 3u);
+    free(mem);
+}
+
+// Inside one chain, a read atom that went through the O_DIRECT guard lets
+// the next read atom on the same fd skip it (the guard costs ~30-250 ns per
+// read). Any other atom forgets that: here dup3 swaps an O_DIRECT file onto
+// the fd mid-chain, and the next read must still not reach the device on
+// the caller's thread (the chain goes async there).
+TEST_F(FastPath, ChainForgetsTheGuardHintAfterANonReadAtom) {
+    std::string bpath = dir_.file("buffered"), dpath = dir_.file("direct");
+    close(make_file(bpath, 65536));
+    close(make_file(dpath, 65536));
+    int probe = open(dpath.c_str(), O_RDONLY | O_DIRECT);
+    if (probe < 0) GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
+    close(probe);
+    syslet_uatom *ring[4] = {};
+    ASSERT_EQ(asys_async_register(ctx_, ring, 4), 0);
+    void *mem = nullptr;
+    ASSERT_EQ(posix_memalign(&mem, 4096, 3 * 4096), 0);
+    char *buf = static_cast<char *>(mem);
+    const int num = 77, dnum = 78;
+    ASSERT_EQ(open_at_number(bpath, O_RDONLY, num), num);
+    char warm[4096];
+    ASSERT_EQ(pread(num, warm, sizeof warm, 8192), 4096);
+    ASSERT_EQ(open_at_number(dpath, O_RDONLY | O_DIRECT, dnum), dnum);
+    drop_cache(dnum);
+
+    unsigned long fdv = num, dfdv = dnum, zero = 0, len = 4096, off = 8192;
+    unsigned long b0 = reinterpret_cast<unsigned long>(buf), b1 = b0 + 4096, b2 = b0 + 8192;
+    long r[4] = {-1, -1, -1, -1};
+    syslet_uatom a[4] = {};
+    auto pread_atom = [&](syslet_uatom &at, unsigned long *bp, long *ret) {
+        at.nr = SYS_pread64;
+        at.flags = SYSLET_STOP_ON_NEGATIVE;
+        at.ret_ptr = ret;
+        at.arg_ptr[0] = &fdv;
+        at.arg_ptr[1] = bp;
+        at.arg_ptr[2] = &len;
+        at.arg_ptr[3] = &off;
+    };
+    pread_atom(a[0], &b0, &r[0]);  // buffered, cached: guard passes, hint set
+    pread_atom(a[1], &b1, &r[1]);  // same fd: guard skipped
+    a[2].nr = SYS_dup3;            // fd 77 becomes the O_DIRECT file
+    a[2].ret_ptr = &r[2];
+    a[2].arg_ptr[0] = &dfdv;
+    a[2].arg_ptr[1] = &fdv;
+    a[2].arg_ptr[2] = &zero;
+    pread_atom(a[3], &b2, &r[3]);  // must not read the device inline
+    for (int i = 0; i < 3; ++i) a[i].next = &a[i + 1];
+
+    EXPECT_EQ(asys_async_exec(ctx_, a), 0) << "the read after dup3 went async, not inline";
+    EXPECT_EQ(asys_async_wait(ctx_, 1), 1);
+    EXPECT_EQ(ring[0], &a[3]);
+    EXPECT_EQ(r[0], 4096);
+    EXPECT_EQ(r[1], 4096);
+    EXPECT_EQ(r[2], num);
+    EXPECT_EQ(r[3], 4096);
+    for (int i = 0; i < 3; ++i) check_pattern(buf + i * 4096, 4096, 8192);
+    close(num);
+    close(dnum);
     free(mem);
 }
 

@@ -21,6 +21,7 @@ extern "C" {
 #endif
 
 struct timespec; /* <time.h> declares it only with POSIX features enabled */
+struct syslet_uatom; /* <asys/syslet.h> */
 
 #if defined(__GNUC__)
 #define ASYS_API __attribute__((visibility("default")))
@@ -63,6 +64,8 @@ enum asys_opcode {
     ASYS_OP_SEND,        /* fd, buf, len, msg_flags                         */
     ASYS_OP_POLL,        /* fd, events, timeout_ms (-1: none) → revents     */
     ASYS_OP_SYSCALL,     /* any syscall: op.nr, args[0..5]                  */
+    ASYS_OP_CHAIN,       /* a syslet chain: head atom, struct syslet_uatom **
+                            last_out (may be NULL) → the last atom's result */
     ASYS_OP__COUNT
 };
 
@@ -252,6 +255,16 @@ static inline void asys_prep_syscall(struct asys_op *op, long nr, const uint64_t
     asys_prep__(op, ASYS_OP_SYSCALL, args[0], args[1], args[2], args[3], args[4], args[5]);
     op->nr = nr;
 }
+/* Runs the syslet chain starting at `head` (see <asys/syslet.h>) as one op:
+ * atoms run on the caller until one would block, the rest on the pool. The
+ * op's result is the result of the chain's last atom; *last_out (if not
+ * NULL) receives that atom's address. With ASYS_F_NOWAIT, or ASYS_F_ATOMIC
+ * and no idle worker, or no room, submit returns -EAGAIN after the atoms
+ * that did not block ran, and *last_out is the first atom that did not run:
+ * submit a chain from it to resume. */
+static inline void asys_prep_chain(struct asys_op *op, struct syslet_uatom *head,
+                                   struct syslet_uatom **last_out)
+{ asys_prep__(op, ASYS_OP_CHAIN, ASYS_U64(head), ASYS_U64(last_out), 0, 0, 0, 0); }
 #if defined(__cplusplus) && defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

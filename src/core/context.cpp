@@ -1,5 +1,7 @@
 #include "core/context.hpp"
 
+#include "core/opcodes.hpp"
+
 #include <pthread.h>
 #include <unistd.h>
 
@@ -131,6 +133,7 @@ int context::init(const asys_params &p) noexcept {
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
+    chain_step_limit.store(0, std::memory_order_relaxed);
     for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
                     &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
                     &cnt.cancelled, &cnt.rejected_full, &cnt.ring_retried})
@@ -344,6 +347,8 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }
+    // A chain cancelled before a worker ran it: its next atom records that.
+    if (slot->opcode == ASYS_OP_CHAIN && slot->args[0]) chain_not_run(slot->args, res);
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
     (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)

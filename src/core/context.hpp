@@ -76,6 +76,9 @@ public:
     unsigned ctx_flags() const noexcept { return flags_; }
 
     counters cnt;
+    /// Syslet chains: atoms one chain may run (0: no limit). Relaxed: a
+    /// setting, read once per chain.
+    std::atomic<uint64_t> chain_step_limit{0};
 
     /// The syslet layer's per-context state: created by `make` on first use
     /// (thread-safe), destroyed after the context drained.

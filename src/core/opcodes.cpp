@@ -33,6 +33,7 @@ const opcode_info kOpcodes[ASYS_OP__COUNT] = {
     /* SEND      */ {"send", SYS_sendto, 4, op_class::send},
     /* POLL      */ {"poll", -1, 3, op_class::poll},
     /* SYSCALL   */ {"syscall", -1, 6, op_class::syscall},
+    /* CHAIN     */ {"chain", -1, 2, op_class::chain},
 };
 
 bool syscall_never_blocks(long nr) noexcept {

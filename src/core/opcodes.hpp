@@ -1,5 +1,6 @@
 // The opcode table: what each asys opcode runs and how the router treats it.
 #pragma once
+#include <atomic>
 #include <cstdint>
 
 #include "asys/asys.h"
@@ -16,6 +17,7 @@ enum class op_class : uint8_t {
     poll,          ///< poll: inline probe with a zero timeout
     syscall,       ///< generic: never_blocks if the number is in that set
     backend,       ///< no useful probe: straight to a backend
+    chain,         ///< a syslet chain: the router runs it (see syslet/chain_op)
 };
 
 struct opcode_info {
@@ -35,6 +37,16 @@ using call_fn = long (*)(uint64_t);
 
 /// True if a generic syscall number is in the "never blocks" set.
 bool syscall_never_blocks(long nr) noexcept;
+
+/// ASYS_OP_CHAIN on a worker (defined by the syslet layer). args: [0] the
+/// next atom to run (cleared when the chain ends), [1] last_out, [2] atoms
+/// run so far, [3] step limit. `cancel` is the slot's cancel flag. Returns
+/// the last atom's result; never -EINTR.
+long execute_chain(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel) noexcept;
+/// A chain op that completes without having run on a worker (cancelled
+/// while queued, or an injected fault): its next atom gets `res` through its
+/// ret_ptr and becomes *last_out.
+void chain_not_run(const uint64_t (&args)[6], long res) noexcept;
 
 /// Runs the op's system call on the calling thread, blocking if it blocks.
 /// Returns the result or -errno.

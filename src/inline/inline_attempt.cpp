@@ -61,7 +61,7 @@ bool short_is_final(int fd, bool positional, int64_t off, long got) noexcept {
 // The guard is skipped when the request is already not 512-aligned (direct
 // I/O refuses it anyway) or the caller asserted a buffered fd. Cost here:
 // ~30-40 ns per read (two segments lose the kernel's single-buffer path).
-attempt probe_read(const asys_op &op, bool buffered, long *res) noexcept {
+attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buffered) noexcept {
     const int fd = static_cast<int>(op.args[0]);
     const bool vectored = op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV;
     int64_t off = -1;  // -1: the file position (read, readv, preadv at -1)
@@ -116,7 +116,10 @@ attempt probe_read(const asys_op &op, bool buffered, long *res) noexcept {
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
     if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::not_tried;
-    if (first_byte && r > 0) *first_byte = scratch[1];
+    if (first_byte && r > 0) {
+        *first_byte = scratch[1];
+        if (proved_buffered) *proved_buffered = true;
+    }
     *res = r;
     if (r <= 0 || static_cast<uint64_t>(r) == total) return attempt::done;
     if ((rwf & RWF_NOWAIT) || short_is_final(fd, positional, off, r)) return attempt::done;
@@ -170,7 +173,7 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 
 }  // namespace
 
-attempt try_inline(const asys_op &op, bool buffered, long *res) noexcept {
+attempt try_inline(const asys_op &op, bool buffered, long *res, bool *proved_buffered) noexcept {
     switch (kOpcodes[op.opcode].cls) {
         case op_class::never_blocks:
             *res = execute_op(op.opcode, op.nr, op.args);
@@ -179,12 +182,13 @@ attempt try_inline(const asys_op &op, bool buffered, long *res) noexcept {
             if (!syscall_never_blocks(op.nr)) return attempt::not_tried;
             *res = execute_op(op.opcode, op.nr, op.args);
             return attempt::done;
-        case op_class::read: return probe_read(op, buffered, res);
+        case op_class::read: return probe_read(op, buffered, res, proved_buffered);
         case op_class::recv: return probe_recv(op, res);
         case op_class::send: return probe_send(op, res);
         case op_class::open: return probe_open(op, res);
         case op_class::poll: return probe_poll(op, res);
-        case op_class::backend: return attempt::not_tried;
+        case op_class::backend:
+        case op_class::chain: return attempt::not_tried;
     }
     return attempt::not_tried;
 }

@@ -14,6 +14,10 @@ enum class attempt : unsigned char {
 
 /// Never blocks (beyond what a cached syscall costs). Thread-safe.
 /// `buffered`: the caller asserted the fd is not O_DIRECT (ASYS_F_BUFFERED).
-attempt try_inline(const asys_op &op, bool buffered, long *res) noexcept;
+/// `proved_buffered` (optional) is set when a read's O_DIRECT guard was
+/// applied and the kernel transferred bytes through it: at that moment the
+/// fd was not in direct mode.
+attempt try_inline(const asys_op &op, bool buffered, long *res,
+                   bool *proved_buffered = nullptr) noexcept;
 
 }  // namespace asys::internal

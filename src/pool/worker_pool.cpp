@@ -301,6 +301,7 @@ namespace {
 // Runs the op; if part of it already completed inline (a short read), runs
 // only the remainder and returns the total.
 long run_slot(op_slot &s) noexcept {
+    if (s.opcode == ASYS_OP_CHAIN) return execute_chain(s.args, &s.cancel);  // atoms retry EINTR
     if (long injected = fault::injected_syscall_error()) return injected;
     if (s.done == 0) return execute_op(s.opcode, s.nr, s.args);
     uint64_t a[6] = {s.args[0], s.args[1], s.args[2], s.args[3], s.args[4], s.args[5]};

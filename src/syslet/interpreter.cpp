@@ -29,7 +29,7 @@ int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
 enum class atom_outcome { ran, refused, would_block };
 
 // Runs one atom; *res gets its result unless it would block.
-atom_outcome run_atom(syslet_uatom &at, bool may_block, bool buffered, long *res) noexcept {
+atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *res) noexcept {
     if (at.flags & ~SYSLET__ALL) {
         *res = -EINVAL;
         return atom_outcome::refused;
@@ -49,12 +49,20 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, bool buffered, long *res
         *res = static_cast<long>(*p);
         return atom_outcome::ran;
     }
+    // A read atom keeps the guard hint only for the fd it proved; anything
+    // else may change what an fd number refers to.
+    const bool is_read = nr == SYS_read || nr == SYS_pread64 || nr == SYS_readv;
+    const long hint = run.guard_proved_fd;
+    run.guard_proved_fd = -1;
     if (int allowed = syscall_allowed(nr); allowed != 0) {
         *res = allowed;  // -EPERM (denied) or -ENOSYS (unknown)
         return atom_outcome::refused;
     }
     if (may_block || (at.flags & SYSLET_SYNC)) {
-        *res = raw_syscall(nr, a);
+        // A stray interrupt (a cancel signal meant for an earlier op) is
+        // retried; one that a cancel of this chain sent ends it (see below).
+        do *res = raw_syscall(nr, a);
+        while (*res == -EINTR && !(run.cancelled && run.cancelled->load(std::memory_order_acquire)));
         return atom_outcome::ran;
     }
     if (syscall_never_blocks(nr) || nr == SYS_close) {
@@ -68,10 +76,13 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, bool buffered, long *res
     for (int i = 0; i < 6; ++i) op.args[i] = a[i];
     if (nr == SYS_recvfrom || nr == SYS_sendto) op.args[4] = op.args[5] = 0;
     long r = 0;
-    switch (try_inline(op, buffered, &r)) {
+    bool proved = false;
+    const bool skip_guard = run.buffered || (is_read && static_cast<long>(a[0]) == hint);
+    switch (try_inline(op, skip_guard, &r, &proved)) {
         case attempt::done:
         case attempt::partial:  // a short read is a valid read result
             *res = r;
+            if (is_read && (proved || skip_guard) && r > 0) run.guard_proved_fd = static_cast<long>(a[0]);
             return atom_outcome::ran;
         default:
             return atom_outcome::would_block;
@@ -93,27 +104,31 @@ chain_status run_chain(chain_run &run, bool may_block) noexcept {
         if (is_cancelled()) {
             if (at.ret_ptr) *at.ret_ptr = -ECANCELED;  // not run
             run.last = &at;
+            run.last_res = -ECANCELED;
             run.cur = nullptr;
             return chain_status::ended;
         }
         if (run.step_limit && run.steps >= run.step_limit) {
             if (at.ret_ptr) *at.ret_ptr = -ELOOP;  // not run: the limit ends the chain here
             run.last = &at;
+            run.last_res = -ELOOP;
             run.cur = nullptr;
             return chain_status::ended;
         }
         long res = 0;
-        const atom_outcome o = run_atom(at, may_block, run.buffered, &res);
+        const atom_outcome o = run_atom(at, may_block, run, &res);
         if (o == atom_outcome::would_block) return chain_status::would_block;
         ++run.steps;
         if (res == -EINTR && is_cancelled()) {  // the cancel interrupted this call
             if (at.ret_ptr) *at.ret_ptr = -ECANCELED;
             run.last = &at;
+            run.last_res = -ECANCELED;
             run.cur = nullptr;
             return chain_status::ended;
         }
         if (at.ret_ptr) *at.ret_ptr = res;
         run.last = &at;
+        run.last_res = res;
         if (o == atom_outcome::refused) {
             run.cur = nullptr;
             break;

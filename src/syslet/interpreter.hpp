@@ -15,9 +15,18 @@ struct chain_run {
     uint64_t steps = 0;            ///< atoms run so far
     uint64_t step_limit = 0;       ///< 0: none
     bool buffered = false;         ///< the context asserts no O_DIRECT fds (no read guard)
+    /// An fd this run just read through the O_DIRECT guard (bytes came back
+    /// buffered), or -1. Consecutive read atoms on it skip the guard; any
+    /// other atom (except umem_add) forgets it, since it might close, dup2
+    /// or fcntl the fd. Lives for one run on one thread: no fd-reuse hazard
+    /// beyond another thread swapping the fd mid-chain, which costs at worst
+    /// one direct read on the caller, never a wrong result.
+    long guard_proved_fd = -1;
     /// Set by asys_async_cancel: the chain ends before its next atom (which
     /// gets -ECANCELED), or at an atom whose call the cancel interrupted.
-    const std::atomic<bool> *cancelled = nullptr;
+    /// (The pool's per-slot cancel flag for ASYS_OP_CHAIN ops.)
+    const std::atomic<uint8_t> *cancelled = nullptr;
+    long last_res = 0;             ///< the result of `last`
 };
 
 enum class chain_status {

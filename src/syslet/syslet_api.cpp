@@ -24,7 +24,6 @@ struct syslet_state final : extension {
     syslet_uatom **ring = nullptr;  ///< the user's ring (guarded by mu)
     unsigned n = 0, head = 0;
     unsigned inflight = 0;          ///< async chains not yet posted
-    uint64_t step_limit = 0;
     async_chain *chains = nullptr;  ///< async chains in flight (guarded by mu)
 
     // Entries are reset to NULL by the consumer with plain stores; read them
@@ -40,7 +39,7 @@ struct async_chain {
     syslet_state *st;
     chain_run run;
     syslet_uatom *head;                ///< what async_exec was given: the cancel key
-    std::atomic<bool> cancelled{false};
+    std::atomic<uint8_t> cancelled{0};
     async_chain *prev = nullptr, *next = nullptr;  ///< st->chains (guarded by st->mu)
 };
 
@@ -93,10 +92,7 @@ long exec(context &c, syslet_uatom *atom) noexcept {
     chain_run run;
     run.cur = atom;
     run.buffered = c.ctx_flags() & ASYS_CTX_NO_ODIRECT;
-    {
-        std::lock_guard lk(st->mu);
-        run.step_limit = st->step_limit;
-    }
+    run.step_limit = c.chain_step_limit.load(std::memory_order_relaxed);
     if (run_chain(run, /*may_block=*/false) == chain_status::ended)
         return reinterpret_cast<long>(run.last);
 
@@ -185,7 +181,7 @@ long cancel_chain(context &c, syslet_uatom *head) noexcept {
         std::lock_guard lk(st->mu);
         for (async_chain *ch = st->chains; ch; ch = ch->next)
             if (ch->head == head) {
-                ch->cancelled.store(true, std::memory_order_release);
+                ch->cancelled.store(1, std::memory_order_release);
                 found = true;
             }
     }
@@ -242,10 +238,7 @@ long asys_async_wait(asys_ctx *ctx, unsigned long min_events) {
 
 int asys_syslet_step_limit(asys_ctx *ctx, unsigned long max_steps) {
     ASYS_SYSLET_CTX(ctx);
-    auto *st = asys::internal::state_of(*c);
-    if (!st) return -ENOMEM;
-    std::lock_guard lk(st->mu);
-    st->step_limit = max_steps;
+    c->chain_step_limit.store(max_steps, std::memory_order_relaxed);
     return 0;
 }
 

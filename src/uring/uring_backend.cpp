@@ -48,7 +48,7 @@ constexpr uint8_t kRingOp[ASYS_OP__COUNT] = {
     /* MKDIRAT */ IORING_OP_MKDIRAT, /* FALLOCATE */ IORING_OP_FALLOCATE,
     /* FTRUNCATE */ kOpFtruncate, /* ACCEPT */ IORING_OP_ACCEPT, /* CONNECT */ IORING_OP_CONNECT,
     /* RECV */ IORING_OP_RECV, /* SEND */ IORING_OP_SEND, /* POLL */ IORING_OP_POLL_ADD,
-    /* SYSCALL */ 0xff,
+    /* SYSCALL */ 0xff, /* CHAIN */ 0xff,
 };
 
 void prep(io_uring_sqe *sqe, const op_slot &s) noexcept {

@@ -1,0 +1,258 @@
+// ASYS_OP_CHAIN: a syslet chain submitted as one asys op. It finishes
+// inline when no atom blocks, continues on the pool from the first atom that
+// would (whichever backend the context has: the ring never takes chains),
+// completes through every channel (ret_ptr, cqe, callback), stops with
+// -EAGAIN where NOWAIT says so (resumable from *last_out), and cancels.
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "asys/syslet.h"
+#include "helpers.hpp"
+
+using namespace asys_test;
+
+namespace {
+
+#define UL(p) reinterpret_cast<unsigned long *>(p)
+
+syslet_uatom atom(unsigned long nr, unsigned long flags = 0, long *ret = nullptr) {
+    syslet_uatom a{};
+    a.nr = nr;
+    a.flags = flags;
+    a.ret_ptr = ret;
+    return a;
+}
+
+/// getppid -> read(fd, buf, 1) -> umem_add(&counter, 1)
+struct read_chain {
+    unsigned long fdv, bufp, one = 1, counter = 0, *cp = &counter;
+    char b = 0;
+    long r[3] = {7, 7, 7};
+    syslet_uatom a[3];
+    explicit read_chain(int fd) : fdv(static_cast<unsigned long>(fd)), bufp(reinterpret_cast<unsigned long>(&b)) {
+        a[0] = atom(SYS_getppid, SYSLET_STOP_ON_NEGATIVE, &r[0]);
+        a[0].next = &a[1];
+        a[1] = atom(SYS_read, SYSLET_STOP_ON_NON_POSITIVE, &r[1]);
+        a[1].arg_ptr[0] = &fdv;
+        a[1].arg_ptr[1] = &bufp;
+        a[1].arg_ptr[2] = &one;
+        a[1].next = &a[2];
+        a[2] = atom(__NR_umem_add, 0, &r[2]);
+        a[2].arg_ptr[0] = UL(&cp);
+        a[2].arg_ptr[1] = &one;
+    }
+};
+
+TEST(ChainOp, FinishesInlineWhenNothingBlocks) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    ASSERT_EQ(write(pp.w, "x", 1), 1);
+    read_chain c(pp.r);
+    syslet_uatom *last = nullptr;
+    long res = -1;
+    asys_op op;
+    asys_prep_chain(&op, c.a, &last);
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(last, &c.a[2]);
+    EXPECT_EQ(res, 1) << "the last atom's result";
+    EXPECT_EQ(c.r[0], getppid());
+    EXPECT_EQ(c.r[1], 1);
+    EXPECT_EQ(c.b, 'x');
+    EXPECT_EQ(c.counter, 1u);
+    EXPECT_EQ(stats(ctx).done_inline, 1u);
+}
+
+TEST(ChainOp, ContinuesOnThePoolFromTheAtomThatWouldBlock) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    read_chain c(pp.r);
+    syslet_uatom *last = nullptr;
+    long res = -1;
+    asys_op op;
+    asys_prep_chain(&op, c.a, &last);
+    op.ret_ptr = &res;
+    op.user_data = 42;
+    ASSERT_EQ(asys_submit(ctx, &op), 0) << "the read would block: the caller goes on";
+    EXPECT_EQ(c.r[0], getppid()) << "the atom before it ran inline";
+    EXPECT_EQ(c.r[1], 7) << "the blocking atom has not run on the caller";
+    ASSERT_EQ(write(pp.w, "y", 1), 1);
+    auto e = reap(ctx, 1);
+    ASSERT_EQ(e.size(), 1u);
+    EXPECT_EQ(e[0].user_data, 42u);
+    EXPECT_EQ(e[0].opcode, static_cast<uint32_t>(ASYS_OP_CHAIN));
+    EXPECT_EQ(e[0].path, static_cast<uint32_t>(ASYS_PATH_POOL));
+    EXPECT_EQ(e[0].res, 1);
+    EXPECT_EQ(res, 1);
+    EXPECT_EQ(last, &c.a[2]);
+    EXPECT_EQ(c.b, 'y');
+    EXPECT_EQ(c.counter, 1u);
+    EXPECT_EQ(stats(ctx).punted_probe, 1u);
+}
+
+TEST(ChainOp, StopFlagEndsTheOpWithThatAtomsResult) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    close(pp.w);
+    pp.w = -1;  // EOF: read returns 0, STOP_ON_NON_POSITIVE ends the chain
+    read_chain c(pp.r);
+    syslet_uatom *last = nullptr;
+    long res = -1;
+    asys_op op;
+    asys_prep_chain(&op, c.a, &last);
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(last, &c.a[1]);
+    EXPECT_EQ(res, 0);
+    EXPECT_EQ(c.counter, 0u);
+}
+
+TEST(ChainOp, CallbackDelivery) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    read_chain c(pp.r);
+    struct got {
+        std::atomic<int> n{0};
+        asys_cqe cqe{};
+    } g;
+    asys_op op;
+    asys_prep_chain(&op, c.a, nullptr);
+    op.callback = [](const asys_cqe *e, void *arg) {
+        auto *gg = static_cast<got *>(arg);
+        gg->cqe = *e;
+        gg->n.fetch_add(1);
+        gg->n.notify_all();
+    };
+    op.cb_arg = &g;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    g.n.wait(0);
+    EXPECT_EQ(g.n.load(), 1);
+    EXPECT_EQ(g.cqe.res, 1);
+    EXPECT_EQ(g.cqe.opcode, static_cast<uint32_t>(ASYS_OP_CHAIN));
+    asys_cqe extra;
+    EXPECT_EQ(asys_peek(ctx, &extra, 1), 0) << "a callback replaces the cqe";
+}
+
+TEST(ChainOp, NowaitStopsWhereItWouldBlockAndResumes) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    read_chain c(pp.r);
+    syslet_uatom *last = nullptr;
+    long res = -1;
+    asys_op op;
+    asys_prep_chain(&op, c.a, &last);
+    op.ret_ptr = &res;
+    op.flags = ASYS_F_NOWAIT;
+    EXPECT_EQ(asys_submit(ctx, &op), -EAGAIN);
+    EXPECT_EQ(last, &c.a[1]) << "the first atom that did not run";
+    EXPECT_EQ(c.r[0], getppid()) << "atoms before it ran and cannot be undone";
+    EXPECT_EQ(c.r[1], 7);
+    EXPECT_EQ(res, -1) << "no result: the op was not accepted";
+    ASSERT_EQ(write(pp.w, "w", 1), 1);
+    asys_prep_chain(&op, last, &last);  // resume from there
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(last, &c.a[2]);
+    EXPECT_EQ(c.b, 'w');
+    EXPECT_EQ(c.counter, 1u);
+    asys_cqe extra;
+    EXPECT_EQ(asys_peek(ctx, &extra, 1), 0);
+}
+
+TEST(ChainOp, AsyncFlagSkipsTheInlineRunAndSyncRunsAllOnTheCaller) {
+    ctx_guard ctx;
+    pipe_pair pp;
+    ASSERT_EQ(write(pp.w, "ab", 2), 2);
+    read_chain c(pp.r);
+    syslet_uatom *last = nullptr;
+    asys_op op;
+    asys_prep_chain(&op, c.a, &last);
+    op.flags = ASYS_F_ASYNC;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    auto e = reap(ctx, 1);
+    ASSERT_EQ(e.size(), 1u);
+    EXPECT_EQ(e[0].path, static_cast<uint32_t>(ASYS_PATH_POOL));
+    EXPECT_EQ(stats(ctx).punted_direct, 1u);
+    EXPECT_EQ(c.b, 'a');
+    read_chain s(pp.r);
+    asys_prep_chain(&op, s.a, &last);
+    op.flags = ASYS_F_SYNC;
+    long res = -1;
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(s.b, 'b');
+    EXPECT_EQ(res, 1);
+}
+
+TEST(ChainOp, CancelQueuedAndRunning) {
+    asys_params p = pool_params(1);
+    ctx_guard ctx(&p);
+    const pid_t tid = worker_tid(ctx);
+    pipe_pair pp;
+    read_chain c0(pp.r), c1(pp.r);
+    syslet_uatom *last[2] = {};
+    long res[2] = {-1, -1};
+    read_chain *cs[2] = {&c0, &c1};
+    for (int k = 0; k < 2; ++k) {
+        asys_op op;
+        asys_prep_chain(&op, cs[k]->a, &last[k]);
+        op.ret_ptr = &res[k];
+        op.user_data = 100 + static_cast<uint64_t>(k);
+        ASSERT_EQ(asys_submit(ctx, &op), 0);
+        if (k == 0) ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "chain 0 runs on the worker";
+    }
+    EXPECT_EQ(asys_cancel(ctx, 101), 0) << "queued";
+    EXPECT_EQ(asys_cancel(ctx, 100), -EALREADY) << "running: interrupted";
+    auto e = reap(ctx, 2);
+    ASSERT_EQ(e.size(), 2u);
+    for (auto &x : e) EXPECT_EQ(x.res, -ECANCELED);
+    for (int k = 0; k < 2; ++k) {
+        EXPECT_EQ(res[k], -ECANCELED);
+        EXPECT_EQ(cs[k]->r[1], -ECANCELED) << "the atom that was cut short or never ran";
+        EXPECT_EQ(last[k], &cs[k]->a[1]);
+        EXPECT_EQ(cs[k]->counter, 0u) << "nothing after it ran";
+    }
+}
+
+TEST(ChainOp, StepLimitAndDeniedCallsApply) {
+    ctx_guard ctx;
+    ASSERT_EQ(asys_syslet_step_limit(ctx, 10), 0);
+    unsigned long v = 0, *vp = &v, one = 1;
+    long r = 0;
+    syslet_uatom loop = atom(__NR_umem_add, 0, &r);
+    loop.arg_ptr[0] = UL(&vp);
+    loop.arg_ptr[1] = &one;
+    loop.next = &loop;  // forever
+    long res = 0;
+    asys_op op;
+    asys_prep_chain(&op, &loop, nullptr);
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(res, -ELOOP);
+    EXPECT_EQ(v, 10u);
+    syslet_uatom deny = atom(SYS_fork, 0, &r);
+    asys_prep_chain(&op, &deny, nullptr);
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(res, -EPERM);
+}
+
+TEST(ChainOp, BadInput) {
+    ctx_guard ctx;
+    asys_op op;
+    asys_prep_chain(&op, nullptr, nullptr);
+    EXPECT_EQ(asys_submit(ctx, &op), -EFAULT);
+    syslet_uatom a = atom(SYS_getppid);
+    asys_prep_chain(&op, &a, nullptr);
+    op.args[2] = 1;  // internal state: must be zero
+    EXPECT_EQ(asys_submit(ctx, &op), -EINVAL);
+    asys_prep_chain(&op, &a, nullptr);
+    op.nr = SYS_getppid;
+    EXPECT_EQ(asys_submit(ctx, &op), -EINVAL);
+    EXPECT_STREQ(asys_opcode_name(ASYS_OP_CHAIN), "chain");
+}
+
+}  // namespace

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix and builds examples/cat_async.c
-# against it twice: with pkg-config and with CMake's find_package(asys).
+# against it twice: with pkg-config and with CMake's find_package(asys); and
+# the C++ example examples/chain_cat.cpp with pkg-config (the installed C++
+# headers are self-contained).
 set -euo pipefail
 bin=$1 src=$2
 tmp=$(mktemp -d)
@@ -14,6 +16,14 @@ if cc -std=c99 -Wall -Wextra -pedantic -Werror "$src/examples/cat_async.c" \
   pass=$((pass + 1))
 else
   echo "FAILED: pkg-config build"; fail=$((fail + 1))
+fi
+if c++ -std=c++20 -Wall -Wextra -pedantic -Werror "$src/examples/chain_cat.cpp" \
+     $(pkg-config --cflags --libs asys) -Wl,-rpath,"$tmp/prefix/lib" -o "$tmp/cc" &&
+   [ "$("$tmp/cc" "$src/README.md" | head -c 6)" = "# asys" ] &&
+   cmp -s <("$tmp/cc" "$src/README.md") "$src/README.md"; then
+  pass=$((pass + 1))
+else
+  echo "FAILED: C++ pkg-config build (chain_cat)"; fail=$((fail + 1))
 fi
 mkdir -p "$tmp/user"
 cat > "$tmp/user/CMakeLists.txt" <<EOF2

@@ -26,6 +26,7 @@
 #include <fmt/core.h>
 
 #include "asys/asys.h"
+#include "asys/chain.hpp"
 #include "asys/syslet.h"
 
 namespace {
@@ -243,6 +244,44 @@ void m_chain_pread(workload &w, size_t s, size_t n) {
     for (size_t i = s; i < s + n; i += N) {
         for (unsigned k = 0; k < N; ++k) c->off[k] = static_cast<unsigned long>(off_at(w, i + k));
         if (asys_async_exec(ctx, c->a) != reinterpret_cast<long>(&c->a[N - 1])) die("chain", EIO);
+    }
+}
+
+// The same chain as one ASYS_OP_CHAIN op. ASYNC: skip the inline run, so
+// the chain goes to io_uring as linked SQEs (g_ctx) or to the pool
+// interpreter (g_pool_ctx); the op's completion is waited for.
+template <unsigned N, bool Pool>
+void m_chain_op_async(workload &w, size_t s, size_t n) {
+    static pread_chain<N> *c = new pread_chain<N>(w);
+    asys_ctx *ctx = Pool ? g_pool_ctx : g_ctx;
+    for (size_t i = s; i < s + n; i += N) {
+        for (unsigned k = 0; k < N; ++k) c->off[k] = static_cast<unsigned long>(off_at(w, i + k));
+        asys_op op;
+        asys_prep_chain(&op, c->a, nullptr);
+        op.flags = ASYS_F_ASYNC | ASYS_F_CQE_ALWAYS;
+        if (asys_submit(ctx, &op) != 0) die("chain op", EIO);
+        asys_cqe e;
+        if (asys_wait(ctx, 1, nullptr, &e, 1) != 1 || e.res != 4096) die("chain op wait", EIO);
+    }
+}
+
+// The C++ builder: asys::chain::run() of N preads (offsets in chain_vars).
+template <unsigned N>
+void m_cpp_chain(workload &w, size_t s, size_t n) {
+    struct built {
+        asys::chain c;
+        std::vector<asys::chain_var<off_t>> off;
+        explicit built(workload &wl) {
+            for (unsigned k = 0; k < N; ++k) {
+                off.push_back(c.var<off_t>(0));
+                c.pread(wl.fd, wl.buf[0], 4096, off.back());
+            }
+        }
+    };
+    static built *b = new built(w);
+    for (size_t i = s; i < s + n; i += N) {
+        for (unsigned k = 0; k < N; ++k) b->off[k].set(off_at(w, i + k));
+        if (b->c.run(g_ctx).value_or(-1) != 4096) die("asys::chain", EIO);
     }
 }
 
@@ -480,6 +519,99 @@ double direct_asys(direct_bench &d, double ms, unsigned backend, uint32_t flags 
     return static_cast<double>(done) / secs;
 }
 
+// 32 chains of 4 O_DIRECT reads in flight (a chain starts again when it
+// ends): raw liburing with linked SQEs vs asys chain ops (auto: the chain's
+// remainder becomes linked SQEs) vs the interpreter on the pool.
+constexpr unsigned kChains = 32, kChainLen = 4;
+
+double direct_chains_raw(direct_bench &d, double ms) {
+    io_uring ring;
+    if (io_uring_queue_init(kChains * kChainLen * 2, &ring, 0) < 0) return 0;
+    auto queue = [&](unsigned c) {
+        for (unsigned k = 0; k < kChainLen; ++k) {
+            io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            io_uring_prep_read(sqe, d.fd, d.bufs + (c * kChainLen + k) * 4096, 4096, static_cast<__u64>(d.next()));
+            if (k + 1 < kChainLen) sqe->flags |= IOSQE_IO_LINK;
+            io_uring_sqe_set_data64(sqe, c * kChainLen + k);
+        }
+    };
+    for (unsigned c = 0; c < kChains; ++c) queue(c);
+    io_uring_submit(&ring);
+    size_t done = 0;
+    const auto t0 = clk::now();
+    const auto end = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double, std::milli>(ms));
+    while (clk::now() < end) {
+        io_uring_cqe *cqe;
+        if (io_uring_wait_cqe(&ring, &cqe) < 0) break;
+        const auto ud = static_cast<unsigned>(cqe->user_data);
+        if (cqe->res != 4096) die("raw linked O_DIRECT read", cqe->res < 0 ? -cqe->res : EIO);
+        io_uring_cqe_seen(&ring, cqe);
+        ++done;
+        if (ud % kChainLen == kChainLen - 1) {
+            queue(ud / kChainLen);
+            io_uring_submit(&ring);
+        }
+    }
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    io_uring_queue_exit(&ring);
+    return static_cast<double>(done) / secs;
+}
+
+double direct_chains_asys(direct_bench &d, double ms, unsigned backend) {
+    asys_params p{};
+    p.backend = backend;
+    asys_ctx *ctx;
+    if (asys_ctx_create(&p, &ctx) < 0) return 0;
+    struct one_chain {
+        syslet_uatom a[kChainLen];
+        unsigned long fd, len = 4096, buf[kChainLen], off[kChainLen];
+        long ret[kChainLen];
+    };
+    std::vector<one_chain> ch(kChains);
+    auto submit = [&](unsigned c) {
+        one_chain &x = ch[c];
+        for (unsigned k = 0; k < kChainLen; ++k) x.off[k] = static_cast<unsigned long>(d.next());
+        asys_op op;
+        asys_prep_chain(&op, x.a, nullptr);
+        op.user_data = c;
+        op.flags = ASYS_F_CQE_ALWAYS;
+        if (int rc = asys_submit(ctx, &op); rc < 0) die("asys chain submit", -rc);
+    };
+    for (unsigned c = 0; c < kChains; ++c) {
+        one_chain &x = ch[c];
+        x.fd = static_cast<unsigned long>(d.fd);
+        for (unsigned k = 0; k < kChainLen; ++k) {
+            x.buf[k] = reinterpret_cast<unsigned long>(d.bufs + (c * kChainLen + k) * 4096);
+            x.a[k] = syslet_uatom{};
+            x.a[k].nr = SYS_pread64;
+            x.a[k].flags = SYSLET_STOP_ON_NEGATIVE;
+            x.a[k].ret_ptr = &x.ret[k];
+            x.a[k].arg_ptr[0] = &x.fd;
+            x.a[k].arg_ptr[1] = &x.buf[k];
+            x.a[k].arg_ptr[2] = &x.len;
+            x.a[k].arg_ptr[3] = &x.off[k];
+            x.a[k].next = k + 1 < kChainLen ? &x.a[k + 1] : nullptr;
+        }
+        submit(c);
+    }
+    size_t done = 0;
+    const auto t0 = clk::now();
+    const auto end = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double, std::milli>(ms));
+    asys_cqe cqes[kChains];
+    while (clk::now() < end) {
+        int n = asys_wait(ctx, 1, nullptr, cqes, kChains);
+        if (n < 0) die("asys_wait", -n);
+        for (int i = 0; i < n; ++i) {
+            if (cqes[i].res != 4096) die("asys chain O_DIRECT read", cqes[i].res < 0 ? static_cast<int>(-cqes[i].res) : EIO);
+            done += kChainLen;
+            submit(static_cast<unsigned>(cqes[i].user_data));
+        }
+    }
+    double secs = std::chrono::duration<double>(clk::now() - t0).count();
+    asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN);
+    return static_cast<double>(done) / secs;
+}
+
 // ------------------------------------------------------------- scale
 // 100,000 reads in flight on one pipe, released together: threads and the
 // library's heap per op (mallinfo2 delta while they are all in flight).
@@ -651,7 +783,12 @@ int main(int argc, char **argv) {
         {"syslet 1 x pread", "chain of 1 cached read atom", m_chain_pread<1>},
         {"syslet 4 x pread", "chain of 4", m_chain_pread<4>, 4},
         {"syslet 16 x pread", "chain of 16", m_chain_pread<16>, 16},
+        {"syslet 1 x pread NO_ODIRECT", "chain of 1, context without O_DIRECT", m_chain_pread<1, true>},
+        {"syslet 4 x pread NO_ODIRECT", "chain of 4, context without O_DIRECT", m_chain_pread<4, true>, 4},
         {"syslet 16 x pread NO_ODIRECT", "chain of 16, context without O_DIRECT", m_chain_pread<16, true>, 16},
+        {"asys::chain 16 x pread", "C++ builder, run(): one ASYS_OP_CHAIN", m_cpp_chain<16>, 16},
+        {"chain op 4 x pread ASYNC", "forced async: io_uring linked SQEs", m_chain_op_async<4, false>, 4},
+        {"chain op 4 x pread ASYNC pool", "forced async: pool interpreter", m_chain_op_async<4, true>, 4},
     };
     if (!have_uring)
         ms.erase(std::remove_if(ms.begin(), ms.end(),
@@ -739,7 +876,7 @@ int main(int argc, char **argv) {
         if (d.fd < 0) die("open O_DIRECT " + path, errno);
         d.blocks = dsize / 4096;
         void *mem = nullptr;
-        if (posix_memalign(&mem, 4096, kQD * 4096) != 0) die("posix_memalign", ENOMEM);
+        if (posix_memalign(&mem, 4096, kChains * kChainLen * 4096) != 0) die("posix_memalign", ENOMEM);
         d.bufs = static_cast<char *>(mem);
         constexpr double kMs = 1200;
         std::vector<double> raw, ring, ring_async, pool;
@@ -760,6 +897,23 @@ int main(int argc, char **argv) {
         fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (io_uring, ASYNC flag)", best(ring_async),
                    rb > 0 ? best(ring_async) / rb : 0);
         fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (pool backend)", best(pool), rb > 0 ? best(pool) / rb : 0);
+
+        std::vector<double> craw, cring, cpool;
+        constexpr double kChainMs = 800;
+        for (int r = 0; r < 2; ++r) {  // interleaved
+            craw.push_back(have_uring ? direct_chains_raw(d, kChainMs) : 0);
+            cring.push_back(have_uring ? direct_chains_asys(d, kChainMs, ASYS_BACKEND_AUTO) : 0);
+            cpool.push_back(direct_chains_asys(d, kChainMs, ASYS_BACKEND_POOL));
+        }
+        const double cb = best(craw);
+        fmt::print("\nO_DIRECT chains: {} chains of {} linked 4 KiB random reads in flight (reads/s, best of 2 "
+                   "interleaved runs of {:.1f} s)\n\n", kChains, kChainLen, kChainMs / 1000);
+        fmt::print("{:<28} {:>10} {:>14}\n", "method", "reads/s", "x raw links");
+        fmt::print("{:-<28} {:->10} {:->14}\n", "", "", "");
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "raw liburing IO_LINK", cb, 1.0);
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys chain (io_uring links)", best(cring), cb > 0 ? best(cring) / cb : 0);
+        fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys chain (pool interp.)", best(cpool), cb > 0 ? best(cpool) / cb : 0);
+        if (!have_uring) fmt::print("(io_uring unavailable here: its rows are 0)\n");
         free(mem);
         close(d.fd);
     }

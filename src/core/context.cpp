@@ -1,5 +1,6 @@
 #include "core/context.hpp"
 
+#include "core/linked_ops.hpp"
 #include "core/opcodes.hpp"
 
 #include <pthread.h>
@@ -159,12 +160,23 @@ int context::init(const asys_params &p) noexcept {
 }
 
 int context::punt(op_slot *slot, bool atomic) noexcept {
+    if (slot->opcode == ASYS_OP_CHAIN && slot->args[4]) {
+        // A chain the syslet layer turned into a linked ring sequence.
+        auto *lo = reinterpret_cast<linked_ops *>(slot->args[4]);
+        if (uring_ && uring_->punt_linked(slot, lo) == 0) return 0;
+        slot->args[4] = 0;  // no room in the ring: the pool interprets it
+        delete lo;
+    }
     if (uring_ && uring_->supports(*slot)) {
         int rc = uring_->punt(slot, atomic);
         if (rc == 0) return 0;
         // Ring full or refusing: the pool can run anything.
     }
     return pool_->punt(slot, atomic);
+}
+
+bool context::ring_runs(uint32_t opcode) const noexcept {
+    return uring_ && uring_->supports_opcode(opcode);
 }
 
 int context::cancel(uint64_t user_data) noexcept {
@@ -346,6 +358,15 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         pool_->punt(slot, false) == 0) {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
+    }
+    if (slot->opcode == ASYS_OP_CHAIN && slot->args[4]) {
+        // A chain's linked ring sequence finished: the syslet layer writes
+        // the atoms' results; a link that a short transfer broke continues
+        // on the pool from the next atom.
+        if (!chain_linked_done(slot->args, &slot->cancel, &res)) {
+            if (pool_->punt(slot, false) == 0) return;
+            res = -EAGAIN;
+        }
     }
     // A chain cancelled before a worker ran it: its next atom records that.
     if (slot->opcode == ASYS_OP_CHAIN && slot->args[0]) chain_not_run(slot->args, res);

@@ -69,6 +69,8 @@ public:
     /// else the pool. 0 or -EAGAIN (ATOMIC and nothing free).
     int punt(op_slot *slot, bool atomic) noexcept;
     int cancel(uint64_t user_data) noexcept;
+    /// Whether punted ops of this opcode can go to the ring.
+    bool ring_runs(uint32_t opcode) const noexcept;
     int info(asys_info *out) noexcept;
     void plug() noexcept;
     void unplug() noexcept;

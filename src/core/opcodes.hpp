@@ -48,6 +48,12 @@ long execute_chain(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel) noex
 /// ret_ptr and becomes *last_out.
 void chain_not_run(const uint64_t (&args)[6], long res) noexcept;
 
+/// A chain op whose linked ring sequence (args[4]: linked_ops) finished:
+/// writes the atoms' results and frees the sequence. Returns true when the
+/// chain is over (*res: the op's result, args[0] cleared, *last_out set);
+/// false when it must continue on the pool from args[0].
+bool chain_linked_done(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel, long *res) noexcept;
+
 /// Runs the op's system call on the calling thread, blocking if it blocks.
 /// Returns the result or -errno.
 long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;

@@ -1,7 +1,14 @@
 // ASYS_OP_CHAIN on the pool: the part of a chain that runs on a worker, and
 // the bookkeeping for a chain op that completes without running there.
-#include <cerrno>
+#include "syslet/chain_op.hpp"
 
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <new>
+
+#include "core/context.hpp"
+#include "core/linked_ops.hpp"
 #include "core/opcodes.hpp"
 #include "syslet/interpreter.hpp"
 
@@ -23,6 +30,117 @@ void chain_not_run(const uint64_t (&args)[6], long res) noexcept {
     auto *at = reinterpret_cast<syslet_uatom *>(args[0]);
     if (at->ret_ptr) *at->ret_ptr = res;
     if (args[1]) *reinterpret_cast<syslet_uatom **>(args[1]) = at;
+}
+
+}  // namespace asys::internal
+
+// ----------------------------------------------- io_uring links for chains
+
+namespace asys::internal {
+namespace {
+
+// The asys opcode a linkable atom maps to, or -1.
+int linkable_opcode(unsigned long nr) noexcept {
+    switch (nr) {
+        case SYS_read: return ASYS_OP_READ;
+        case SYS_pread64: return ASYS_OP_PREAD;
+        case SYS_write: return ASYS_OP_WRITE;
+        case SYS_pwrite64: return ASYS_OP_PWRITE;
+        case SYS_fsync: return ASYS_OP_FSYNC;
+        case SYS_fdatasync: return ASYS_OP_FDATASYNC;
+        default: return -1;
+    }
+}
+
+bool transfers(uint32_t opcode) noexcept {
+    return opcode == ASYS_OP_READ || opcode == ASYS_OP_PREAD || opcode == ASYS_OP_WRITE ||
+           opcode == ASYS_OP_PWRITE;
+}
+
+}  // namespace
+
+linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint64_t step_limit) noexcept {
+    syslet_uatom *atoms[linked_ops::kMax];
+    unsigned n = 0;
+    for (syslet_uatom *at = cur; at; at = at->next) {
+        if (n == linked_ops::kMax) return nullptr;  // long (or looping): the interpreter
+        for (unsigned j = 0; j < n; ++j)
+            if (atoms[j] == at) return nullptr;  // a loop
+        if (at->flags & ~(SYSLET_STOP_ON_NEGATIVE | SYSLET_ASYNC)) return nullptr;
+        const int op = linkable_opcode(at->nr);
+        if (op < 0 || !c.ring_runs(static_cast<uint32_t>(op))) return nullptr;
+        // No data flow: an argument fed by an earlier atom's result must be
+        // read when that atom has run, which linked SQEs cannot do.
+        for (unsigned i = 0; i < 6; ++i)
+            for (unsigned j = 0; j < n; ++j)
+                if (at->arg_ptr[i] && at->arg_ptr[i] == reinterpret_cast<unsigned long *>(atoms[j]->ret_ptr))
+                    return nullptr;
+        atoms[n++] = at;
+    }
+    if (n == 0 || (step_limit && steps + n > step_limit)) return nullptr;
+    auto *lo = new (std::nothrow) linked_ops;
+    if (!lo) return nullptr;
+    lo->n = n;
+    for (unsigned k = 0; k < n; ++k) {
+        syslet_uatom *at = atoms[k];
+        linked_entry &e = lo->e[k];
+        e.opcode = static_cast<uint32_t>(linkable_opcode(at->nr));
+        e.hard = !(at->flags & SYSLET_STOP_ON_NEGATIVE);
+        e.tag = at;
+        e.res = 0;
+        for (unsigned i = 0; i < 6; ++i) e.args[i] = at->arg_ptr[i] ? *at->arg_ptr[i] : 0;
+        const bool positional = e.opcode == ASYS_OP_PREAD || e.opcode == ASYS_OP_PWRITE;
+        // The ring takes a 32-bit length, and offset -1 means "the file
+        // position" there but EINVAL for pread: leave those to the interpreter.
+        if ((transfers(e.opcode) && e.args[2] > 0x7ffff000u) ||
+            (positional && static_cast<int64_t>(e.args[3]) < 0)) {
+            delete lo;
+            return nullptr;
+        }
+    }
+    return lo;
+}
+
+bool chain_linked_done(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel, long *res) noexcept {
+    auto *lo = reinterpret_cast<linked_ops *>(args[4]);
+    args[4] = 0;
+    const bool cancelled = cancel && cancel->load(std::memory_order_relaxed);
+    uint64_t steps = args[2];
+    syslet_uatom *last = nullptr, *resume = nullptr;
+    long last_res = 0;
+    bool broken = false;  // the link after the previous entry was cut
+    for (unsigned k = 0; k < lo->n; ++k) {
+        const linked_entry &e = lo->e[k];
+        auto *at = static_cast<syslet_uatom *>(e.tag);
+        long r = e.res;
+        if (broken || (cancelled && (r == -ECANCELED || r == -EINTR))) {
+            if (broken && !cancelled) {
+                resume = at;  // cut by a short transfer: the chain goes on
+                break;
+            }
+            r = -ECANCELED;  // cancelled: cut short, or never ran
+            if (at->ret_ptr) *at->ret_ptr = r;
+            last = at;
+            last_res = r;
+            break;
+        }
+        if (at->ret_ptr) *at->ret_ptr = r;
+        last = at;
+        last_res = r;
+        ++steps;
+        if ((at->flags & SYSLET_STOP_ON_NEGATIVE) && r < 0) break;
+        broken = !e.hard && (r < 0 || (transfers(e.opcode) && r != static_cast<long>(e.args[2])));
+    }
+    delete lo;
+    if (resume) {
+        args[0] = reinterpret_cast<uint64_t>(resume);
+        args[2] = steps;
+        return false;
+    }
+    args[0] = 0;
+    if (args[1]) *reinterpret_cast<syslet_uatom **>(args[1]) = last;
+    *res = last_res;
+    return true;
 }
 
 }  // namespace asys::internal

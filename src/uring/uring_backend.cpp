@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/fault.hpp"
+#include "core/linked_ops.hpp"
 #include "core/raw_syscall.hpp"
 
 namespace asys::internal {
@@ -22,6 +23,7 @@ namespace {
 constexpr uint64_t kTagMask = 7;
 constexpr uint64_t kTagCancel = 2;  ///< points to a cancel_req
 constexpr uint64_t kTagIgnore = 3;  ///< cancel-all and other internal CQEs
+constexpr uint64_t kTagLink = 4;    ///< points to a linked_entry
 
 constexpr uint8_t kOpFtruncate = 55;  // IORING_OP_FTRUNCATE (6.9), newer than liburing 2.3
 
@@ -51,11 +53,10 @@ constexpr uint8_t kRingOp[ASYS_OP__COUNT] = {
     /* SYSCALL */ 0xff, /* CHAIN */ 0xff,
 };
 
-void prep(io_uring_sqe *sqe, const op_slot &s) noexcept {
-    const uint64_t *a = s.args;
+void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
     const int fd = static_cast<int>(a[0]);
     void *p1 = reinterpret_cast<void *>(a[1]);
-    switch (s.opcode) {
+    switch (opcode) {
         case ASYS_OP_NOP: io_uring_prep_nop(sqe); break;
         case ASYS_OP_READ: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), ~0ull); break;
         case ASYS_OP_PREAD: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), a[3]); break;
@@ -115,6 +116,8 @@ void prep(io_uring_sqe *sqe, const op_slot &s) noexcept {
         default: io_uring_prep_nop(sqe); break;  // unreachable: supports() refused it
     }
 }
+
+void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.args); }
 
 }  // namespace
 
@@ -298,6 +301,49 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     return 0;
 }
 
+bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
+    return opcode < 63 && (supported_ & (uint64_t{1} << opcode));
+}
+
+int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
+    if (lo->n == 0 || lo->n > linked_ops::kMax) return -EINVAL;
+    int rc = 0;
+    {
+        std::lock_guard lk(sq_mu_);
+        if (inring_count_ + lo->n >= cq_entries_) return -EAGAIN;
+        if (io_uring_sq_space_left(&ring_) < lo->n && pending_submit_) submit_locked();
+        if (io_uring_sq_space_left(&ring_) < lo->n) return -EAGAIN;
+        io_uring_sqe *sqes[linked_ops::kMax];
+        for (unsigned k = 0; k < lo->n; ++k) {
+            linked_entry &e = lo->e[k];
+            e.owner = lo;
+            sqes[k] = io_uring_get_sqe(&ring_);  // space checked above
+            prep(sqes[k], e.opcode, e.args);
+            if (k + 1 < lo->n) sqes[k]->flags |= e.hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK;
+            io_uring_sqe_set_data64(sqes[k], reinterpret_cast<uint64_t>(&e) | kTagLink);
+        }
+        lo->slot = slot;
+        lo->done = 0;
+        track_locked(slot);
+        inring_count_ += lo->n - 1;  // one CQE per entry
+        pending_submit_ += lo->n;
+        if (plugged_ == 0) {
+            rc = submit_locked();
+            if (rc < 0) {
+                for (unsigned k = 0; k < lo->n; ++k) {  // take the SQEs back
+                    io_uring_prep_nop(sqes[k]);
+                    io_uring_sqe_set_data64(sqes[k], kTagIgnore);
+                }
+                untrack_locked(slot);
+                inring_count_ -= lo->n - 1;
+                return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
+            }
+        }
+    }
+    if (cq_ready()) reap();
+    return 0;
+}
+
 void uring_backend::plug() noexcept {
     std::lock_guard lk(sq_mu_);
     ++plugged_;
@@ -350,6 +396,21 @@ unsigned uring_backend::drain_locked() noexcept {
                 ++n;
                 break;
             }
+            case kTagLink: {
+                auto *e = reinterpret_cast<linked_entry *>(ud & ~kTagMask);
+                linked_ops *lo = e->owner;
+                e->res = res;
+                if (++lo->done < lo->n) break;  // cq_mu_ held: no other reaper
+                op_slot *s = lo->slot;
+                {
+                    std::lock_guard sl(sq_mu_);
+                    untrack_locked(s);
+                    inring_count_ -= lo->n - 1;
+                }
+                sink_.complete(s, 0, ASYS_PATH_URING);  // the builder reads lo
+                ++n;
+                break;
+            }
             case kTagCancel: {
                 auto *c = reinterpret_cast<cancel_req *>(ud & ~kTagMask);
                 (void)c->armed.load(std::memory_order_acquire);
@@ -389,16 +450,23 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
         std::lock_guard lk(sq_mu_);
         for (op_slot *s = inring_; s; s = s->next) {
             if (s->user_data != user_data) continue;
-            io_uring_sqe *sqe = get_sqe_locked();
-            if (!sqe) break;
-            std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
-            if (!r) break;
             s->cancel.store(1, std::memory_order_relaxed);
-            r->armed.store(true, std::memory_order_release);
-            io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(s), 0);
-            io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
-            ++pending_submit_;
-            reqs.push_back(std::move(r));
+            // A linked sequence: aim at every entry (finished ones answer
+            // -ENOENT; cancelling a waiting one breaks the link after it).
+            auto *lo = s->opcode == ASYS_OP_CHAIN ? reinterpret_cast<linked_ops *>(s->args[4]) : nullptr;
+            const unsigned targets = lo ? lo->n : 1;
+            for (unsigned k = 0; k < targets; ++k) {
+                io_uring_sqe *sqe = get_sqe_locked();
+                if (!sqe) break;
+                std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
+                if (!r) break;
+                r->armed.store(true, std::memory_order_release);
+                io_uring_prep_cancel64(sqe, lo ? reinterpret_cast<uint64_t>(&lo->e[k]) | kTagLink
+                                               : reinterpret_cast<uint64_t>(s), 0);
+                io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
+                ++pending_submit_;
+                reqs.push_back(std::move(r));
+            }
         }
         if (reqs.empty()) return -ENOENT;
         submit_locked();

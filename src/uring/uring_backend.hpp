@@ -20,6 +20,8 @@
 
 namespace asys::internal {
 
+struct linked_ops;
+
 class uring_backend final : public backend {
 public:
     explicit uring_backend(completion_sink &sink) noexcept : sink_(sink) {}
@@ -35,6 +37,11 @@ public:
     unsigned iowq_limit() const noexcept { return iowq_limit_; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;
+    /// Submits a sequence as linked SQEs for one slot (see linked_ops.hpp);
+    /// the slot completes (res 0) once every entry has its result. 0 or
+    /// -EAGAIN (no room: the caller runs it elsewhere).
+    int punt_linked(op_slot *slot, linked_ops *lo) noexcept;
+    bool supports_opcode(uint32_t opcode) const noexcept;
     int cancel(uint64_t user_data) noexcept override;
     void cancel_all() noexcept override;
     void stop() noexcept override;

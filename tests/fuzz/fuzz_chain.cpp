@@ -1,5 +1,9 @@
-// libFuzzer target: random syslet atom graphs through the chain interpreter
-// (asys_async_exec), under ASan/UBSan. Atoms are drawn from a safe set of
+// libFuzzer target: random syslet atom graphs through the chain interpreter,
+// under ASan/UBSan, submitted three ways (chosen by the input): the seed's
+// asys_async_exec, ASYS_OP_CHAIN, and ASYS_OP_CHAIN with ASYS_F_ASYNC, which
+// turns plain sequences of reads and writes into linked io_uring SQEs (a
+// byte of the input biases graphs toward such sequences; random pread
+// offsets make short reads that cut the link and resume on the pool). Atoms are drawn from a safe set of
 // calls (umem_add, getpid/getppid, read from /dev/zero, write to /dev/null,
 // pread of a small file, a denied call, an unknown number) so that arbitrary
 // graphs cannot harm the machine; flags, next links (forwards, backwards,
@@ -102,18 +106,47 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 a.arg_ptr[0] = &file_fd;
                 a.arg_ptr[1] = &bufp;
                 a.arg_ptr[2] = &len;
-                a.arg_ptr[3] = &off;
+                a.arg_ptr[3] = (byte(b + 4) & 2) ? &vals[byte(b + 5) % kAtoms] : &off;
                 break;
             case 6: a.nr = SYS_fork; break;  // denied: -EPERM, the chain stops
             default: a.nr = 2000; break;     // unknown: -ENOSYS
         }
     }
     atoms[kAtoms].nr = SYS_getpid;
-
-    const long r = asys_async_exec(e.ctx, &atoms[0]);
+    const uint8_t how = byte(kAtoms * 6) % 3;
+    if (byte(kAtoms * 6 + 1) & 1) {  // a plain sequence: what io_uring links take
+        for (int k = 0; k < kAtoms; ++k) {
+            atoms[k].flags &= SYSLET_STOP_ON_NEGATIVE | SYSLET_ASYNC;
+            atoms[k].next = k + 1 < kAtoms && (byte(kAtoms * 6 + 2 + k) & 3) ? &atoms[k + 1] : nullptr;
+        }
+    }
     auto in_graph = [&](const void *p) {
         return p >= static_cast<const void *>(&atoms[0]) && p <= static_cast<const void *>(&atoms[kAtoms]);
     };
+
+    if (how != 0) {
+        syslet_uatom *last = nullptr;
+        long res = 0;
+        asys_op op;
+        asys_prep_chain(&op, &atoms[0], &last);
+        op.ret_ptr = &res;
+        op.user_data = 77;
+        if (how == 2) op.flags = ASYS_F_ASYNC;
+        const int rc = asys_submit(e.ctx, &op);
+        check(rc == ASYS_DONE || rc == 0, "a chain op is accepted");
+        if (rc == 0) {
+            asys_cqe cqe;
+            check(asys_wait(e.ctx, 1, nullptr, &cqe, 1) == 1, "one completion");
+            check(cqe.user_data == 77 && cqe.opcode == ASYS_OP_CHAIN && cqe.res == res, "its cqe");
+            asys_cqe extra;
+            check(asys_peek(e.ctx, &extra, 1) == 0, "exactly one");
+        }
+        check(last && in_graph(last), "*last_out is an atom of the graph");
+        if (last->ret_ptr) check(*last->ret_ptr == res, "the op's result is the last atom's");
+        return 0;
+    }
+
+    const long r = asys_async_exec(e.ctx, &atoms[0]);
     if (r == 0) {
         check(asys_async_wait(e.ctx, 1) == 1, "an async chain posts exactly one entry");
         syslet_uatom *last = nullptr;

@@ -1,0 +1,32 @@
+// A short sequence of ops submitted to io_uring as linked SQEs on behalf of
+// one op slot (today: the asynchronous part of a syslet chain that is a
+// plain sequence of ring-supported calls). The backend fills in each
+// entry's result and completes the slot once every entry has its CQE; the
+// layer that built the sequence interprets the results.
+#pragma once
+#include <cstdint>
+
+#include "core/op_slot.hpp"
+
+namespace asys::internal {
+
+struct linked_ops;
+
+struct alignas(8) linked_entry {
+    linked_ops *owner;
+    uint32_t opcode;    ///< asys opcode (ring-supported)
+    uint8_t hard;       ///< IOSQE_IO_HARDLINK (continue after a failure)
+    uint64_t args[6];   ///< read when the sequence is built
+    long res;           ///< the entry's CQE result
+    void *tag;          ///< the builder's (the syslet atom)
+};
+
+struct linked_ops {
+    static constexpr unsigned kMax = 16;
+    op_slot *slot = nullptr;
+    unsigned n = 0;
+    unsigned done = 0;  ///< CQEs seen (under the backend's CQ lock)
+    linked_entry e[kMax];
+};
+
+}  // namespace asys::internal

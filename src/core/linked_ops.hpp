@@ -4,6 +4,7 @@
 // entry's result and completes the slot once every entry has its CQE; the
 // layer that built the sequence interprets the results.
 #pragma once
+#include <atomic>
 #include <cstdint>
 
 #include "core/op_slot.hpp"
@@ -13,7 +14,11 @@ namespace asys::internal {
 struct linked_ops;
 
 struct alignas(8) linked_entry {
-    linked_ops *owner;
+    /// Stored (release) by the submitter after the whole sequence is
+    /// filled in; the reaper loads it (acquire) from the CQE's entry. The
+    /// kernel already orders SQE before CQE; this makes that visible to
+    /// TSan, which cannot see through io_uring's shared rings.
+    std::atomic<linked_ops *> owner;
     uint32_t opcode;    ///< asys opcode (ring-supported)
     uint8_t hard;       ///< IOSQE_IO_HARDLINK (continue after a failure)
     uint64_t args[6];   ///< read when the sequence is built

@@ -314,16 +314,16 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
         if (io_uring_sq_space_left(&ring_) < lo->n && pending_submit_) submit_locked();
         if (io_uring_sq_space_left(&ring_) < lo->n) return -EAGAIN;
         io_uring_sqe *sqes[linked_ops::kMax];
+        lo->slot = slot;
+        lo->done = 0;
+        for (unsigned k = 0; k < lo->n; ++k) lo->e[k].owner.store(lo, std::memory_order_release);
         for (unsigned k = 0; k < lo->n; ++k) {
             linked_entry &e = lo->e[k];
-            e.owner = lo;
             sqes[k] = io_uring_get_sqe(&ring_);  // space checked above
             prep(sqes[k], e.opcode, e.args);
             if (k + 1 < lo->n) sqes[k]->flags |= e.hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK;
             io_uring_sqe_set_data64(sqes[k], reinterpret_cast<uint64_t>(&e) | kTagLink);
         }
-        lo->slot = slot;
-        lo->done = 0;
         track_locked(slot);
         inring_count_ += lo->n - 1;  // one CQE per entry
         pending_submit_ += lo->n;
@@ -398,7 +398,7 @@ unsigned uring_backend::drain_locked() noexcept {
             }
             case kTagLink: {
                 auto *e = reinterpret_cast<linked_entry *>(ud & ~kTagMask);
-                linked_ops *lo = e->owner;
+                linked_ops *lo = e->owner.load(std::memory_order_acquire);
                 e->res = res;
                 if (++lo->done < lo->n) break;  // cq_mu_ held: no other reaper
                 op_slot *s = lo->slot;

@@ -1,6 +1,7 @@
 // Randomised exactly-once stress: several threads submit random ops (inline
-// and async NOPs, reads on a pipe that may never be satisfied, with a
-// callback or a completion entry), a thread cancels random ids, a thread
+// and async NOPs, reads on a pipe that may never be satisfied, syslet chain
+// ops — a pipe read then a /dev/zero read, which the ring runs as linked
+// SQEs — with a callback or a completion entry), a thread cancels random ids, a thread
 // reaps with random wait/peek, and each round ends with a random destroy
 // (DRAIN after releasing the readers, or CANCEL). Every accepted op must be
 // completed exactly once: ret_ptr written, one callback, at most one entry
@@ -14,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "asys/syslet.h"
 #include "helpers.hpp"
 
 using namespace asys_test;
@@ -36,6 +38,9 @@ struct round_state {
             kind[i] = 0;
         }
     }
+    // Chain ops: two atoms per id (pipe read, then /dev/zero read).
+    std::unique_ptr<syslet_uatom[]> atoms{new syslet_uatom[2 * kMax]};
+    std::unique_ptr<unsigned long[]> bufp{new unsigned long[kMax]};
     void note(uint64_t id) {
         if (notified[id].fetch_add(1) != 0) doubled.fetch_add(1);
     }
@@ -52,6 +57,8 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
     static char sink[round_state::kMax];
     std::atomic<bool> stop{false};
     std::atomic<unsigned> reads{0};
+    const int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    unsigned long rfd = static_cast<unsigned long>(pp.r), zfd = static_cast<unsigned long>(zero), one = 1;
 
     auto submitter = [&](uint64_t s) {
         std::mt19937_64 r(s);
@@ -62,6 +69,19 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
             const unsigned what = static_cast<unsigned>(r() % 10);
             if (what < 3) {
                 asys_prep_read(&op, pp.r, &sink[id], 1);
+            } else if (what == 9) {
+                syslet_uatom *a = &st.atoms[2 * id];
+                st.bufp[id] = reinterpret_cast<unsigned long>(&sink[id]);
+                for (int k = 0; k < 2; ++k) {
+                    a[k] = syslet_uatom{};
+                    a[k].nr = SYS_read;
+                    a[k].flags = SYSLET_STOP_ON_NEGATIVE;
+                    a[k].arg_ptr[0] = k == 0 ? &rfd : &zfd;
+                    a[k].arg_ptr[1] = &st.bufp[id];
+                    a[k].arg_ptr[2] = &one;
+                }
+                a[0].next = &a[1];
+                asys_prep_chain(&op, a, nullptr);
             } else {
                 asys_prep_nop(&op, id);
                 if (what < 7) op.flags = ASYS_F_ASYNC;
@@ -84,7 +104,7 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
                 continue;
             }
             st.kind[id] = cb ? 3 : 2;
-            if (what < 3) reads.fetch_add(1);
+            if (what < 3 || what == 9) reads.fetch_add(1);
         }
     };
     std::vector<std::thread> ts;
@@ -140,6 +160,7 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
         asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL);
     }
 
+    close(zero);
     unsigned bad = st.doubled.load();
     const unsigned total = std::min(st.next_id.load(), round_state::kMax);
     for (unsigned id = 0; id < total; ++id) {
@@ -166,7 +187,9 @@ TEST(Chaos, RandomMixesCompleteEveryOpExactlyOnce) {
     } while (std::chrono::steady_clock::now() < end);
     printf("chaos: %u rounds, %u ops accepted, %u violations\n", rounds, accepted, bad);
     EXPECT_EQ(bad, 0u);
-    EXPECT_GE(accepted, rounds * 3000u) << "most ops must be accepted for the test to mean anything";
+    // Blocked readers fill the context (room 1024), so many submits get -EAGAIN;
+    // at least 2,000 of the 9,000 tries per round must be accepted to mean much.
+    EXPECT_GE(accepted, rounds * 2000u) << "too few ops accepted for the test to mean anything";
 }
 
 }  // namespace

@@ -10,20 +10,12 @@
 
 #include "asys/syslet.h"
 #include "helpers.hpp"
+#include "syslet_helpers.hpp"
 
 using namespace asys_test;
 
 namespace {
 
-#define UL(p) reinterpret_cast<unsigned long *>(p)
-
-syslet_uatom atom(unsigned long nr, unsigned long flags = 0, long *ret = nullptr) {
-    syslet_uatom a{};
-    a.nr = nr;
-    a.flags = flags;
-    a.ret_ptr = ret;
-    return a;
-}
 
 /// getppid -> read(fd, buf, 1) -> umem_add(&counter, 1)
 struct read_chain {
@@ -45,6 +37,16 @@ struct read_chain {
     }
 };
 
+/// A chain op over `c`: *last and *res receive the last atom and result.
+asys_op chain_op(read_chain &c, syslet_uatom **last, long *res, uint32_t flags = 0, uint64_t user_data = 0) {
+    asys_op op;
+    asys_prep_chain(&op, c.a, last);
+    op.ret_ptr = res;
+    op.flags = flags;
+    op.user_data = user_data;
+    return op;
+}
+
 TEST(ChainOp, FinishesInlineWhenNothingBlocks) {
     ctx_guard ctx;
     pipe_pair pp;
@@ -52,9 +54,7 @@ TEST(ChainOp, FinishesInlineWhenNothingBlocks) {
     read_chain c(pp.r);
     syslet_uatom *last = nullptr;
     long res = -1;
-    asys_op op;
-    asys_prep_chain(&op, c.a, &last);
-    op.ret_ptr = &res;
+    asys_op op = chain_op(c, &last, &res);
     EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
     EXPECT_EQ(last, &c.a[2]);
     EXPECT_EQ(res, 1) << "the last atom's result";
@@ -71,10 +71,7 @@ TEST(ChainOp, ContinuesOnThePoolFromTheAtomThatWouldBlock) {
     read_chain c(pp.r);
     syslet_uatom *last = nullptr;
     long res = -1;
-    asys_op op;
-    asys_prep_chain(&op, c.a, &last);
-    op.ret_ptr = &res;
-    op.user_data = 42;
+    asys_op op = chain_op(c, &last, &res, 0, 42);
     ASSERT_EQ(asys_submit(ctx, &op), 0) << "the read would block: the caller goes on";
     EXPECT_EQ(c.r[0], getppid()) << "the atom before it ran inline";
     // (c.r[1] is not read here: the worker writes it once the pipe has data,
@@ -101,9 +98,7 @@ TEST(ChainOp, StopFlagEndsTheOpWithThatAtomsResult) {
     read_chain c(pp.r);
     syslet_uatom *last = nullptr;
     long res = -1;
-    asys_op op;
-    asys_prep_chain(&op, c.a, &last);
-    op.ret_ptr = &res;
+    asys_op op = chain_op(c, &last, &res);
     EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
     EXPECT_EQ(last, &c.a[1]);
     EXPECT_EQ(res, 0);
@@ -143,10 +138,7 @@ TEST(ChainOp, NowaitStopsWhereItWouldBlockAndResumes) {
     read_chain c(pp.r);
     syslet_uatom *last = nullptr;
     long res = -1;
-    asys_op op;
-    asys_prep_chain(&op, c.a, &last);
-    op.ret_ptr = &res;
-    op.flags = ASYS_F_NOWAIT;
+    asys_op op = chain_op(c, &last, &res, ASYS_F_NOWAIT);
     EXPECT_EQ(asys_submit(ctx, &op), -EAGAIN);
     EXPECT_EQ(last, &c.a[1]) << "the first atom that did not run";
     EXPECT_EQ(c.r[0], getppid()) << "atoms before it ran and cannot be undone";

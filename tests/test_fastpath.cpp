@@ -208,6 +208,17 @@ TEST_F(FastPath, EofIsNotWouldBlock) {
     close(fd);
 }
 
+// Creates two 64 KiB pattern files; false if `dpath` cannot be opened with
+// O_DIRECT here (errno says why).
+bool make_buffered_and_direct(const std::string &bpath, const std::string &dpath) {
+    close(make_file(bpath, 65536));
+    close(make_file(dpath, 65536));
+    int probe = open(dpath.c_str(), O_RDONLY | O_DIRECT);
+    if (probe < 0) return false;
+    close(probe);
+    return true;
+}
+
 // Opens `path` with O_DIRECT at exactly descriptor number `num`.
 int open_at_number(const std::string &path, int flags, int num) {
     int fd = open(path.c_str(), flags | O_CLOEXEC);
@@ -226,11 +237,8 @@ int open_at_number(const std::string &path, int flags, int num) {
 // read: with cached pages such a read may complete inline, from the cache.)
 TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
     std::string bpath = dir_.file("buffered"), dpath = dir_.file("direct");
-    close(make_file(bpath, 65536));
-    close(make_file(dpath, 65536));
-    int probe = open(dpath.c_str(), O_RDONLY | O_DIRECT);
-    if (probe < 0) GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
-    close(probe);
+    if (!make_buffered_and_direct(bpath, dpath))
+        GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
     void *mem = nullptr;
     ASSERT_EQ(posix_memalign(&mem, 4096, 4096), 0);
     char *buf = static_cast<char *>(mem);
@@ -273,11 +281,8 @@ TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
 // the caller's thread (the chain goes async there).
 TEST_F(FastPath, ChainForgetsTheGuardHintAfterANonReadAtom) {
     std::string bpath = dir_.file("buffered"), dpath = dir_.file("direct");
-    close(make_file(bpath, 65536));
-    close(make_file(dpath, 65536));
-    int probe = open(dpath.c_str(), O_RDONLY | O_DIRECT);
-    if (probe < 0) GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
-    close(probe);
+    if (!make_buffered_and_direct(bpath, dpath))
+        GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
     syslet_uatom *ring[4] = {};
     ASSERT_EQ(asys_async_register(ctx_, ring, 4), 0);
     void *mem = nullptr;

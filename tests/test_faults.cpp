@@ -47,6 +47,34 @@ struct cached_file {
     }
 };
 
+/// Submits N async ops made by `prep(op, i)` and checks that each one is
+/// delivered exactly once with -err (through ret_ptr and one entry), on
+/// `path` when it is not 0.
+template <class Prep>
+void expect_each_fails_once(asys_ctx *ctx, int N, int err, Prep prep, uint32_t path = 0) {
+    std::vector<long> res(static_cast<size_t>(N));
+    for (int i = 0; i < N; ++i) {
+        asys_op op;
+        prep(op, i);
+        op.flags = ASYS_F_ASYNC;
+        op.ret_ptr = &res[i];
+        op.user_data = static_cast<uint64_t>(i);
+        ASSERT_EQ(asys_submit(ctx, &op), 0);
+    }
+    auto c = reap(ctx, static_cast<unsigned>(N));
+    ASSERT_EQ(c.size(), static_cast<size_t>(N));
+    std::vector<int> seen(static_cast<size_t>(N));
+    for (auto &e : c) {
+        ++seen[e.user_data];
+        EXPECT_EQ(e.res, -err);
+        if (path) EXPECT_EQ(e.path, path);
+        EXPECT_EQ(res[e.user_data], -err);
+    }
+    for (int i = 0; i < N; ++i) EXPECT_EQ(seen[static_cast<size_t>(i)], 1) << i;
+    asys_cqe extra;
+    EXPECT_EQ(asys_peek(ctx, &extra, 1), 0) << "exactly one completion each";
+}
+
 TEST(Faults, EintrIsRetried) {
     fault_reset g;
     asys_params p = pool_params(1);
@@ -70,26 +98,7 @@ TEST(Faults, ErrorsAreDeliveredExactlyOnce) {
         constexpr int N = 50;
         fault::syscall_errno = err;
         fault::syscall_failures = N;
-        long res[N];
-        for (int i = 0; i < N; ++i) {
-            asys_op op;
-            asys_prep_nop(&op, i);
-            op.flags = ASYS_F_ASYNC;
-            op.ret_ptr = &res[i];
-            op.user_data = static_cast<uint64_t>(i);
-            ASSERT_EQ(asys_submit(ctx, &op), 0);
-        }
-        auto c = reap(ctx, N);
-        ASSERT_EQ(c.size(), static_cast<size_t>(N));
-        std::vector<int> seen(N);
-        for (auto &e : c) {
-            ++seen[e.user_data];
-            EXPECT_EQ(e.res, -err);
-            EXPECT_EQ(res[e.user_data], -err);
-        }
-        for (int i = 0; i < N; ++i) EXPECT_EQ(seen[i], 1) << i;
-        asys_cqe extra;
-        EXPECT_EQ(asys_peek(ctx, &extra, 1), 0);
+        expect_each_fails_once(ctx, N, err, [](asys_op &op, int i) { asys_prep_nop(&op, i); });
         // The next op runs for real again.
         asys_op op;
         asys_prep_nop(&op, 5);
@@ -246,32 +255,14 @@ TEST(Faults, RingErrorsAreDeliveredExactlyOnce) {
     if (int rc = ring_available(p); rc != 0)
         GTEST_SKIP() << "SKIPPED LOUDLY: io_uring unavailable here (" << strerror(-rc) << ")";
     ctx_guard ctx(&p);
+    static char buf[512];
     for (int err : {EAGAIN, EIO, ENOMEM}) {
         constexpr int N = 20;
         fault::ring_errno = err;
         fault::ring_failures = N;
-        long res[N];
-        char buf[N][512];
-        for (int i = 0; i < N; ++i) {
-            asys_op op;
-            asys_prep_pread(&op, f.fd, buf[i], sizeof buf[i], 0);
-            op.flags = ASYS_F_ASYNC;
-            op.ret_ptr = &res[i];
-            op.user_data = static_cast<uint64_t>(i);
-            ASSERT_EQ(asys_submit(ctx, &op), 0);
-        }
-        auto c = reap(ctx, N);
-        ASSERT_EQ(c.size(), static_cast<size_t>(N));
-        std::vector<int> seen(N);
-        for (auto &e : c) {
-            ++seen[e.user_data];
-            EXPECT_EQ(e.res, -err);
-            EXPECT_EQ(e.path, static_cast<uint32_t>(ASYS_PATH_URING));
-            EXPECT_EQ(res[e.user_data], -err);
-        }
-        for (int i = 0; i < N; ++i) EXPECT_EQ(seen[i], 1) << i;
-        asys_cqe extra;
-        EXPECT_EQ(asys_peek(ctx, &extra, 1), 0);
+        expect_each_fails_once(
+            ctx, N, err, [&](asys_op &op, int) { asys_prep_pread(&op, f.fd, buf, sizeof buf, 0); },
+            ASYS_PATH_URING);
         EXPECT_EQ(stats(ctx).ring_retried, 0u) << "only EINTR is re-run";
     }
 }

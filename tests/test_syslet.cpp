@@ -11,20 +11,12 @@
 
 #include "asys/syslet.h"
 #include "helpers.hpp"
+#include "syslet_helpers.hpp"
 
 using namespace asys_test;
 
 namespace {
 
-#define UL(p) reinterpret_cast<unsigned long *>(p)
-
-syslet_uatom atom(unsigned long nr, unsigned long flags = 0, long *ret = nullptr) {
-    syslet_uatom a{};
-    a.nr = nr;
-    a.flags = flags;
-    a.ret_ptr = ret;
-    return a;
-}
 
 class Syslet : public ::testing::Test {
 protected:

@@ -90,6 +90,20 @@ TEST(Faults, EintrIsRetried) {
     EXPECT_EQ(asys_peek(ctx, &extra, 1), 0) << "exactly one completion";
 }
 
+// Found by fuzz_validate: a NOP whose value is -EINTR was retried forever
+// (the pool took it for an interrupted call, and the ring re-ran it there).
+TEST(Faults, ANopValueOfEintrIsNotAnInterrupt) {
+    for (unsigned backend : {unsigned{ASYS_BACKEND_POOL}, unsigned{ASYS_BACKEND_AUTO}}) {
+        asys_params p = params(2, 0, 0, backend);
+        ctx_guard ctx(&p);
+        asys_op op;
+        asys_prep_nop(&op, -EINTR);
+        op.flags = ASYS_F_ASYNC;
+        EXPECT_EQ(run(ctx, op), -EINTR) << "backend " << backend;
+        EXPECT_EQ(stats(ctx).ring_retried, 0u);
+    }
+}
+
 TEST(Faults, ErrorsAreDeliveredExactlyOnce) {
     fault_reset g;
     asys_params p = pool_params(2);

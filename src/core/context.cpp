@@ -354,8 +354,9 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // The ring reports EINTR for a call a signal interrupted in the kernel
     // (not one we cancelled): run it again on the pool, which retries EINTR.
-    if (res == -EINTR && path == ASYS_PATH_URING && !slot->cancel.load(std::memory_order_relaxed) &&
-        pool_->punt(slot, false) == 0) {
+    // (A NOP's result is the caller's value, even -EINTR.)
+    if (res == -EINTR && path == ASYS_PATH_URING && slot->opcode != ASYS_OP_NOP &&
+        !slot->cancel.load(std::memory_order_relaxed) && pool_->punt(slot, false) == 0) {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }

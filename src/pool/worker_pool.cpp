@@ -159,7 +159,8 @@ void worker_pool::loop(worker &w) noexcept {
         long res;
         for (;;) {
             res = run_slot(*s);
-            if (res != -EINTR) break;
+            // A NOP's result is the caller's value, even -EINTR: no retry.
+            if (res != -EINTR || s->opcode == ASYS_OP_NOP) break;
             if (s->cancel.load(std::memory_order_relaxed)) {
                 res = -ECANCELED;
                 break;

@@ -3,6 +3,7 @@
 //     documented rules (known opcode and flags, zero reserved fields, no nr
 //     outside ASYS_OP_SYSCALL, a syscall number that is in range and not on
 //     the deny list — checked against an independent list here).
+//     A CHAIN op has a head atom and zero internal-state args.
 //  2. asys_syscall_allowed() answers only 0, -EPERM or -ENOSYS.
 //  3. Accepted NOP ops (with any flag combination) go through the real router
 //     of a live context and complete exactly once.
@@ -68,6 +69,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         } else {
             check(op.nr == 0, "nr only on ASYS_OP_SYSCALL");
         }
+        if (op.opcode == ASYS_OP_CHAIN)
+            check(op.args[0] && !op.args[2] && !op.args[3] && !op.args[4] && !op.args[5],
+                  "a chain op has a head and no internal state");
     }
     if (op.opcode == ASYS_OP_SYSCALL && denied_reference(op.nr)) {
         check(rc != 0, "a denied syscall is never accepted");

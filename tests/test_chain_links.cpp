@@ -233,6 +233,41 @@ TEST_P(ChainLinks, CancelAChainWaitingOnAPipe) {
     EXPECT_EQ(last, &at[0]);
 }
 
+// The seed's async_exec takes the same road: its asynchronous remainder is a
+// chain op keyed by the head atom, linked on the ring when it qualifies.
+TEST_P(ChainLinks, AsyncExecRemainderIsLinkedToo) {
+    syslet_uatom *entries[2] = {};
+    ASSERT_EQ(asys_async_register(ctx_, entries, 2), 0);
+    pipe_pair in, out;
+    char b = 0;
+    unsigned long rfd = static_cast<unsigned long>(in.r), wfd = static_cast<unsigned long>(out.w),
+                  bp = reinterpret_cast<unsigned long>(&b), one = 1;
+    long r[2] = {kUnset, kUnset};
+    syslet_uatom at[2] = {};
+    for (int k = 0; k < 2; ++k) {
+        at[k].flags = SYSLET_STOP_ON_NEGATIVE;
+        at[k].ret_ptr = &r[k];
+        at[k].arg_ptr[0] = k == 0 ? &rfd : &wfd;
+        at[k].arg_ptr[1] = &bp;
+        at[k].arg_ptr[2] = &one;
+    }
+    at[0].nr = SYS_read;
+    at[1].nr = SYS_write;
+    at[0].next = &at[1];
+    ASSERT_EQ(asys_async_exec(ctx_, at), 0) << "empty pipe: the chain goes async";
+    ASSERT_EQ(write(in.w, "k", 1), 1);
+    ASSERT_EQ(asys_async_wait(ctx_, 1), 1);
+    EXPECT_EQ(entries[0], &at[1]);
+    EXPECT_EQ(r[0], 1);
+    EXPECT_EQ(r[1], 1);
+    char got = 0;
+    EXPECT_EQ(read(out.r, &got, 1), 1);
+    EXPECT_EQ(got, 'k');
+    const asys_stats st = stats(ctx_);
+    EXPECT_EQ(st.completed_uring, ring() ? 1u : 0u);
+    EXPECT_EQ(st.completed_pool, ring() ? 0u : 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ChainLinks, ::testing::Values(ASYS_BACKEND_URING, ASYS_BACKEND_POOL),
                          [](const auto &info) { return info.param == ASYS_BACKEND_URING ? "ring" : "pool"; });
 

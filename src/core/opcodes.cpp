@@ -69,8 +69,6 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
         }
         case ASYS_OP_SYSCALL:
             return raw_syscall(nr, a);
-        case kOpCall:
-            return reinterpret_cast<call_fn>(a[0])(a[1]);
         default: {
             const opcode_info &oi = kOpcodes[opcode];
             uint64_t v[6] = {};

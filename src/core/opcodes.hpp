@@ -29,12 +29,6 @@ struct opcode_info {
 
 extern const opcode_info kOpcodes[ASYS_OP__COUNT];
 
-/// Internal opcode (never accepted from users: validate_op refuses it): a
-/// worker calls args[0] as `long (*)(uint64_t)` with args[1]. Layers above
-/// the core (syslet chains) use it to run their own code on the pool.
-constexpr uint32_t kOpCall = ASYS_OP__COUNT;
-using call_fn = long (*)(uint64_t);
-
 /// True if a generic syscall number is in the "never blocks" set.
 bool syscall_never_blocks(long nr) noexcept;
 

@@ -160,7 +160,7 @@ void worker_pool::loop(worker &w) noexcept {
         for (;;) {
             res = run_slot(*s);
             // A NOP's result is the caller's value, even -EINTR: no retry.
-            if (res != -EINTR || s->opcode == ASYS_OP_NOP) break;
+            if (res != -EINTR || (s->opcode == ASYS_OP_NOP && res == static_cast<long>(s->args[0]))) break;
             if (s->cancel.load(std::memory_order_relaxed)) {
                 res = -ECANCELED;
                 break;

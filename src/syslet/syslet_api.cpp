@@ -1,7 +1,8 @@
 // The syslet API: async_exec / async_register / async_wait / umem_add and
 // their asys_* forms. A chain runs inline until an atom would block; the rest
-// runs on the context's pool as an internal call op, and its last atom is
-// posted into the registered completion ring (never over a non-NULL entry).
+// continues as an ASYS_OP_CHAIN slot (on the pool, or as linked io_uring SQEs
+// when it is a plain sequence), and its last atom is posted into the
+// registered completion ring (never over a non-NULL entry).
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "asys/syslet.h"
 #include "core/context.hpp"
 #include "core/opcodes.hpp"
+#include "syslet/chain_op.hpp"
 #include "syslet/interpreter.hpp"
 
 namespace asys::internal {
@@ -37,9 +39,8 @@ struct syslet_state final : extension {
 
 struct async_chain {
     syslet_state *st;
-    chain_run run;
     syslet_uatom *head;                ///< what async_exec was given: the cancel key
-    std::atomic<uint8_t> cancelled{0};
+    syslet_uatom *last = nullptr;      ///< the chain op's *last_out
     async_chain *prev = nullptr, *next = nullptr;  ///< st->chains (guarded by st->mu)
 };
 
@@ -50,12 +51,6 @@ void unlink_locked(syslet_state *st, async_chain *ch) noexcept {
 
 syslet_state *state_of(context &c) {
     return c.syslet_state<syslet_state>([] { return new (std::nothrow) syslet_state; });
-}
-
-long chain_entry(uint64_t arg) noexcept {
-    auto *ch = reinterpret_cast<async_chain *>(arg);
-    run_chain(ch->run, /*may_block=*/true);
-    return 0;
 }
 
 void post(syslet_state *st, async_chain *ch, syslet_uatom *last) noexcept {
@@ -75,13 +70,11 @@ void post(syslet_state *st, async_chain *ch, syslet_uatom *last) noexcept {
     st->cv.notify_all();
 }
 
-void chain_done(const asys_cqe *cqe, void *arg) noexcept {
+void chain_done(const asys_cqe *, void *arg) noexcept {
+    // The chain op wrote *last_out (ch->last) before its completion: the
+    // atom that ended it, or the one a cancel kept from running.
     auto *ch = static_cast<async_chain *>(arg);
-    if (cqe->res == -ECANCELED && ch->run.cur) {  // cancelled before it ran
-        if (ch->run.cur->ret_ptr) *ch->run.cur->ret_ptr = -ECANCELED;
-        ch->run.last = ch->run.cur;
-    }
-    post(ch->st, ch, ch->run.last);
+    post(ch->st, ch, ch->last);
     delete ch;
 }
 
@@ -110,8 +103,6 @@ long exec(context &c, syslet_uatom *atom) noexcept {
         ch = new (std::nothrow) async_chain;
         if (ch) {
             ch->st = st;
-            ch->run = run;
-            ch->run.cancelled = &ch->cancelled;
             ch->head = atom;
         }
     }
@@ -122,14 +113,17 @@ long exec(context &c, syslet_uatom *atom) noexcept {
             if (st->chains) st->chains->prev = ch;
             st->chains = ch;
         }
+        // The rest of the chain as an ASYS_OP_CHAIN slot, keyed by the head
+        // atom (asys_async_cancel cancels it like asys_cancel).
         asys_op op{};
-        op.opcode = kOpCall;
+        asys_prep_chain(&op, run.cur, &ch->last);
         op.user_data = reinterpret_cast<uint64_t>(atom);
-        op.args[0] = reinterpret_cast<uint64_t>(&chain_entry);
-        op.args[1] = reinterpret_cast<uint64_t>(ch);
         op.callback = chain_done;
         op.cb_arg = ch;
         op_slot *s = c.new_slot(op);
+        s->args[2] = run.steps;
+        s->args[3] = run.step_limit;
+        s->args[4] = reinterpret_cast<uint64_t>(link_chain(c, run.cur, run.steps, run.step_limit));
         if (c.punt(s, false) == 0) return 0;
         c.abandon_slot(s);
         std::lock_guard lk(st->mu);
@@ -180,10 +174,7 @@ long cancel_chain(context &c, syslet_uatom *head) noexcept {
     {
         std::lock_guard lk(st->mu);
         for (async_chain *ch = st->chains; ch; ch = ch->next)
-            if (ch->head == head) {
-                ch->cancelled.store(1, std::memory_order_release);
-                found = true;
-            }
+            if (ch->head == head) found = true;
     }
     if (!found) return -ENOENT;
     // Queued: completes now with -ECANCELED; running: its worker is

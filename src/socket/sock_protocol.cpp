@@ -1,0 +1,53 @@
+#include "socket/sock_protocol.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+namespace asys::internal {
+
+int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out) noexcept {
+    *out = sock_request{};
+    if (!buf || n < sizeof(asys_sock_msg)) return -EBADMSG;
+    std::memcpy(&out->h, buf, sizeof out->h);
+    const asys_sock_msg &h = out->h;
+    if (h.magic != ASYS_SOCK_MAGIC || h.version != ASYS_SOCK_VERSION) return -EPROTO;
+    if (h.type == 0 || h.type >= ASYS_SOCK__REQUESTS) return -EBADMSG;
+    const size_t extra = n - sizeof h;
+    // Only REGISTER carries an fd, and exactly one.
+    if ((h.type == ASYS_SOCK_REGISTER) != (nfds == 1) || nfds > 1) return -EBADMSG;
+    // Only WRITE carries a payload, of exactly len bytes.
+    if (h.type == ASYS_SOCK_WRITE) {
+        if (h.len > ASYS_SOCK_MAX_IO) return -EMSGSIZE;
+        if (extra != h.len) return -EBADMSG;
+        out->payload = buf + sizeof h;
+        out->payload_len = extra;
+    } else if (extra != 0) {
+        return -EBADMSG;
+    }
+    if (h.type != ASYS_SOCK_TIMER && h.res != 0) return -EBADMSG;
+    switch (h.type) {
+        case ASYS_SOCK_READ:
+            if (h.len > ASYS_SOCK_MAX_IO) return -EMSGSIZE;
+            [[fallthrough]];
+        case ASYS_SOCK_WRITE:
+            if (h.offset < -1) return -EINVAL;
+            return 0;
+        case ASYS_SOCK_TIMER:
+            if (h.res < 0) return -EINVAL;
+            [[fallthrough]];
+        case ASYS_SOCK_REGISTER:
+        case ASYS_SOCK_UNREGISTER:
+        case ASYS_SOCK_FSYNC:
+        case ASYS_SOCK_FDATASYNC:
+            if (h.len != 0 || (h.type != ASYS_SOCK_TIMER && h.offset != 0)) return -EBADMSG;
+            if (h.type == ASYS_SOCK_TIMER && h.offset != 0) return -EBADMSG;
+            return 0;
+        case ASYS_SOCK_CANCEL:  // offset: the cookie to cancel
+            if (h.len != 0) return -EBADMSG;
+            return 0;
+        default:
+            return -EBADMSG;
+    }
+}
+
+}  // namespace asys::internal

@@ -1,0 +1,357 @@
+#include "socket/sock_server.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+#include "asys/socket.h"
+#include "socket/sock_protocol.hpp"
+
+namespace asys::internal {
+
+std::atomic<int> g_sock_servers{0};
+
+namespace {
+
+constexpr unsigned kMaxFdsPerMsg = 8;  // more are received (and closed) but refused
+
+class sock_server;
+
+/// One request in flight: its header, its buffer (READ data, WRITE data,
+/// the timer's 8 bytes) and the op's result.
+struct request {
+    sock_server *srv = nullptr;
+    asys_sock_msg h{};
+    long res = 0;
+    int timer_fd = -1;
+    uint32_t handle = UINT32_MAX;  ///< a registered fd it uses (refcounted)
+    std::unique_ptr<uint8_t[]> buf;
+    request *next_done = nullptr;
+};
+
+class sock_server {
+public:
+    sock_server(asys_ctx *ctx, int fd, int efd) : ctx_(ctx), fd_(fd), efd_(efd) {}
+    ~sock_server() {
+        for (int fd : handles_)
+            if (fd >= 0) ::close(fd);
+        ::close(fd_);
+        ::close(efd_);
+    }
+    sock_server(const sock_server &) = delete;
+    sock_server &operator=(const sock_server &) = delete;
+    bool ok() const noexcept { return rx_ != nullptr; }
+    void run() noexcept;
+
+private:
+    static void on_done(const asys_cqe *, void *arg) noexcept;
+    void handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept;
+    void submit(request *r, const asys_op &op) noexcept;
+    void reply(const asys_sock_msg &req, long res, const void *payload = nullptr, size_t len = 0) noexcept;
+    void finish(request *r) noexcept;
+    void drain_done() noexcept;
+    int handle_fd(uint32_t h) const noexcept {
+        return h < handles_.size() ? handles_[h] : -1;
+    }
+
+    asys_ctx *ctx_;
+    int fd_, efd_;
+    bool hung_up_ = false;
+    std::unique_ptr<uint8_t[]> rx_{new (std::nothrow) uint8_t[sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO]};
+    std::vector<int> handles_;        ///< handle -> fd (-1: free)
+    std::vector<unsigned> refs_;      ///< handle -> requests in flight using it
+    std::unordered_map<request *, uint64_t> inflight_;  ///< server thread only
+
+    std::mutex mu_;                   ///< guards done_ (callbacks run on other threads)
+    request *done_ = nullptr;
+};
+
+void sock_server::on_done(const asys_cqe *, void *arg) noexcept {
+    auto *r = static_cast<request *>(arg);
+    sock_server *s = r->srv;
+    // The wake is written under the lock: the server cannot take this
+    // request (and perhaps exit, closing the eventfd) before it is done.
+    std::lock_guard lk(s->mu_);
+    r->next_done = s->done_;
+    s->done_ = r;
+    uint64_t one = 1;
+    (void)!::write(s->efd_, &one, sizeof one);
+}
+
+void sock_server::reply(const asys_sock_msg &req, long res, const void *payload, size_t len) noexcept {
+    if (hung_up_) return;
+    asys_sock_msg m = req;
+    m.magic = ASYS_SOCK_MAGIC;
+    m.version = ASYS_SOCK_VERSION;
+    m.type = ASYS_SOCK_DONE;
+    m.res = res;
+    m.len = static_cast<uint32_t>(len);
+    struct iovec iov[2] = {{&m, sizeof m}, {const_cast<void *>(payload), len}};
+    struct msghdr mh {};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = len ? 2 : 1;
+    // Blocking: a client that does not read its replies stops this server
+    // (and only it) from reading more requests.
+    while (::sendmsg(fd_, &mh, MSG_NOSIGNAL) < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EMSGSIZE && mh.msg_iovlen == 2) {  // a send buffer set smaller than a record
+            m.res = -EMSGSIZE;
+            m.len = 0;
+            mh.msg_iovlen = 1;
+            continue;
+        }
+        hung_up_ = true;  // EPIPE, ECONNRESET: the client is gone
+        return;
+    }
+}
+
+void sock_server::submit(request *r, const asys_op &op_in) noexcept {
+    asys_op op = op_in;
+    op.user_data = reinterpret_cast<uint64_t>(r);
+    op.ret_ptr = &r->res;
+    op.callback = on_done;
+    op.cb_arg = r;
+    const int rc = asys_submit(ctx_, &op);
+    if (rc == 0) {  // in flight: on_done will hand it back
+        inflight_.emplace(r, r->h.cookie);
+        if (r->handle != UINT32_MAX) ++refs_[r->handle];
+        return;
+    }
+    if (rc != ASYS_DONE) r->res = rc;  // refused (-EAGAIN, -EBADF after destroy, ...)
+    r->handle = UINT32_MAX;
+    finish(r);
+}
+
+void sock_server::finish(request *r) noexcept {
+    long res = r->res;
+    const void *payload = nullptr;
+    size_t len = 0;
+    if (r->h.type == ASYS_SOCK_READ && res > 0) {
+        payload = r->buf.get();
+        len = static_cast<size_t>(res);
+    }
+    if (r->h.type == ASYS_SOCK_TIMER) {
+        res = res == 8 ? 0 : res;
+        if (r->timer_fd >= 0) ::close(r->timer_fd);
+    }
+    reply(r->h, res, payload, len);
+    delete r;
+}
+
+void sock_server::drain_done() noexcept {
+    uint64_t v;
+    (void)!::read(efd_, &v, sizeof v);
+    request *list;
+    {
+        std::lock_guard lk(mu_);
+        list = done_;
+        done_ = nullptr;
+    }
+    while (list) {
+        request *r = list;
+        list = r->next_done;
+        inflight_.erase(r);
+        if (r->handle != UINT32_MAX) --refs_[r->handle];
+        finish(r);
+    }
+}
+
+void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept {
+    sock_request q;
+    int rc = truncated ? -EMSGSIZE : parse_request(rx_.get(), n, nfds, &q);
+    if (truncated && n >= sizeof q.h) std::memcpy(&q.h, rx_.get(), sizeof q.h);  // echo the cookie
+    if (rc == 0 && nfds > kMaxFdsPerMsg) rc = -EBADMSG;
+    const asys_sock_msg &h = q.h;
+    if (rc == 0 && h.type == ASYS_SOCK_REGISTER) {
+        uint32_t slot = 0;
+        while (slot < handles_.size() && handles_[slot] >= 0) ++slot;
+        if (slot == ASYS_SOCK_MAX_HANDLES) {
+            rc = -EMFILE;
+        } else {
+            if (slot == handles_.size()) {
+                handles_.push_back(-1);
+                refs_.push_back(0);
+            }
+            handles_[slot] = fds[0];
+            nfds = 0;  // kept
+            reply(h, slot);
+            return;
+        }
+    }
+    for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);  // not kept
+    if (rc) return reply(h, rc);
+
+    if (h.type == ASYS_SOCK_CANCEL) {
+        const uint64_t cookie = static_cast<uint64_t>(h.offset);
+        for (auto &[r, c] : inflight_)
+            if (c == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
+        return reply(h, -ENOENT);
+    }
+    if (h.type == ASYS_SOCK_UNREGISTER) {
+        const int fd = handle_fd(h.handle);
+        if (fd < 0) return reply(h, -EBADF);
+        if (refs_[h.handle]) return reply(h, -EBUSY);  // requests in flight use it
+        ::close(fd);
+        handles_[h.handle] = -1;
+        return reply(h, 0);
+    }
+    if (inflight_.size() >= ASYS_SOCK_MAX_INFLIGHT) return reply(h, -EAGAIN);
+
+    std::unique_ptr<request> r(new (std::nothrow) request);
+    if (!r) return reply(h, -ENOMEM);
+    r->srv = this;
+    r->h = h;
+    asys_op op{};
+    if (h.type == ASYS_SOCK_TIMER) {
+        r->timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        r->buf.reset(new (std::nothrow) uint8_t[8]);
+        if (r->timer_fd < 0 || !r->buf) {
+            const int err = r->timer_fd < 0 ? errno : ENOMEM;
+            if (r->timer_fd >= 0) ::close(r->timer_fd);
+            return reply(h, -err);
+        }
+        const int64_t ns = h.res > 0 ? h.res : 1;  // 0 would disarm the timer
+        struct itimerspec its {};
+        its.it_value.tv_sec = ns / 1000000000;
+        its.it_value.tv_nsec = ns % 1000000000;
+        ::timerfd_settime(r->timer_fd, 0, &its, nullptr);
+        asys_prep_read(&op, r->timer_fd, r->buf.get(), 8);
+        return submit(r.release(), op);
+    }
+    const int fd = handle_fd(h.handle);
+    if (fd < 0) return reply(h, -EBADF);
+    r->handle = h.handle;
+    switch (h.type) {
+        case ASYS_SOCK_READ:
+        case ASYS_SOCK_WRITE:
+            r->buf.reset(new (std::nothrow) uint8_t[h.len ? h.len : 1]);
+            if (!r->buf) return reply(h, -ENOMEM);
+            if (h.type == ASYS_SOCK_READ) {
+                if (h.offset >= 0) asys_prep_pread(&op, fd, r->buf.get(), h.len, h.offset);
+                else asys_prep_read(&op, fd, r->buf.get(), h.len);
+            } else {
+                std::memcpy(r->buf.get(), q.payload, q.payload_len);
+                if (h.offset >= 0) asys_prep_pwrite(&op, fd, r->buf.get(), h.len, h.offset);
+                else asys_prep_write(&op, fd, r->buf.get(), h.len);
+            }
+            break;
+        case ASYS_SOCK_FSYNC: asys_prep_fsync(&op, fd); break;
+        default: asys_prep_fdatasync(&op, fd); break;
+    }
+    submit(r.release(), op);
+}
+
+void sock_server::run() noexcept {
+    while (!hung_up_ || !inflight_.empty()) {
+        struct pollfd p[2] = {{efd_, POLLIN, 0}, {hung_up_ ? -1 : fd_, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) continue;  // EINTR
+        if (p[0].revents & POLLIN) drain_done();
+        if (hung_up_ || !(p[1].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMsg)];
+        struct iovec iov{rx_.get(), sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO};
+        struct msghdr mh {};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        const ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        int fds[kMaxFdsPerMsg + 1];
+        unsigned nfds = 0;
+        if (n >= 0)
+            for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+                const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; ++i) {
+                    int f;
+                    std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                    if (nfds < kMaxFdsPerMsg) fds[nfds++] = f;
+                    else ::close(f);
+                }
+            }
+        if (n == 0) {
+            // An empty record reads as 0 bytes, like the end of the stream:
+            // only a hang-up tells them apart.
+            struct pollfd h{fd_, POLLRDHUP, 0};
+            if (::poll(&h, 1, 0) == 0 || !(h.revents & (POLLRDHUP | POLLHUP))) {
+                sock_request none;
+                reply(none.h, -EBADMSG);
+                continue;
+            }
+        }
+        if (n <= 0) {  // the client closed (or failed): cancel what is in flight
+            for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
+            hung_up_ = true;
+            for (auto &[r, c] : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
+            continue;
+        }
+        if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry
+            for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
+            sock_request q;
+            (void)parse_request(rx_.get(), static_cast<size_t>(n), 0, &q);
+            reply(q.h, -EBADMSG);
+            continue;
+        }
+        handle_message(static_cast<size_t>(n), fds, nfds, (mh.msg_flags & MSG_TRUNC) != 0);
+    }
+}
+
+void *server_main(void *arg) noexcept {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);  // process signals go elsewhere
+    auto *s = static_cast<sock_server *>(arg);
+    s->run();
+    delete s;
+    g_sock_servers.fetch_sub(1);
+    g_sock_servers.notify_all();
+    return nullptr;
+}
+
+}  // namespace
+
+int start_sock_server(asys_ctx *ctx, int fd) noexcept {
+    const int efd = ::eventfd(0, EFD_CLOEXEC);
+    if (efd < 0) {
+        const int err = errno;
+        ::close(fd);
+        return -err;
+    }
+    auto *s = new (std::nothrow) sock_server(ctx, fd, efd);
+    if (!s) {
+        ::close(efd);
+        ::close(fd);
+        return -ENOMEM;
+    }
+    if (!s->ok()) {
+        delete s;  // closes fd and efd
+        return -ENOMEM;
+    }
+    g_sock_servers.fetch_add(1);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    const int rc = pthread_create(&t, &attr, server_main, s);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        delete s;  // closes fd and efd
+        g_sock_servers.fetch_sub(1);
+        return -rc;
+    }
+    return 0;
+}
+
+}  // namespace asys::internal

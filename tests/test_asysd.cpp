@@ -1,0 +1,131 @@
+// asysd: the socket protocol served to other processes. The test starts the
+// daemon on a socket in a temporary directory (it says when it listens),
+// connects, registers a file and reads it through the daemon; a client
+// running as another user is refused (-EACCES, checked with SO_PEERCRED);
+// --max-clients turns extra clients away (-EBUSY); SIGTERM removes the
+// socket and exits 0.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <string>
+
+#include "asys/socket.h"
+#include "helpers.hpp"
+
+using namespace asys_test;
+
+namespace {
+
+struct daemon_proc {
+    pid_t pid = -1;
+    std::string sock;
+    daemon_proc(const std::string &dir, const char *max_clients) : sock(dir + "/asysd.sock") {
+        int out[2];
+        if (pipe2(out, O_CLOEXEC) != 0) return;
+        pid = fork();
+        if (pid == 0) {
+            dup2(out[1], 1);
+            execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
+                  static_cast<char *>(nullptr));
+            _exit(127);
+        }
+        close(out[1]);
+        // Wait for "asysd: listening on ..." (the daemon prints it once the
+        // socket accepts connections).
+        char line[256] = {};
+        size_t got = 0;
+        while (got < sizeof line - 1 && !strchr(line, '\n')) {
+            const ssize_t n = read(out[0], line + got, sizeof line - 1 - got);
+            if (n <= 0) break;
+            got += static_cast<size_t>(n);
+        }
+        close(out[0]);
+        EXPECT_NE(strstr(line, "asysd: listening on"), nullptr) << line;
+    }
+    int stop() {
+        if (pid <= 0) return -1;
+        kill(pid, SIGTERM);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        pid = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    ~daemon_proc() { stop(); }
+};
+
+TEST(Asysd, ServesAFileToAClient) {
+    temp_dir d;
+    daemon_proc daemon(d.path, "8");
+    ASSERT_GT(daemon.pid, 0);
+    const int s = asys_socket_connect(daemon.sock.c_str());
+    ASSERT_GE(s, 0) << strerror(-s);
+    int fd = make_file(d.file("data"), 10000);
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_REGISTER, 1, 0, 0, 0);
+    ASSERT_EQ(asys_sock_send(s, &m, nullptr, 0, fd), 0);
+    ASSERT_EQ(asys_sock_recv(s, &r, nullptr, 0), 0);
+    ASSERT_GE(r.res, 0);
+    close(fd);
+    char buf[1000];
+    asys_sock_prep(&m, ASYS_SOCK_READ, 2, static_cast<uint32_t>(r.res), sizeof buf, 5000);
+    ASSERT_EQ(asys_sock_send(s, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(asys_sock_recv(s, &r, buf, sizeof buf), static_cast<ssize_t>(sizeof buf));
+    EXPECT_EQ(r.cookie, 2u);
+    EXPECT_EQ(r.res, static_cast<int64_t>(sizeof buf));
+    for (size_t i = 0; i < sizeof buf; ++i) ASSERT_EQ(buf[i], pattern(5000 + i)) << i;
+    close(s);
+    EXPECT_EQ(daemon.stop(), 0);
+    struct stat st;
+    EXPECT_NE(lstat(daemon.sock.c_str(), &st), 0) << "the socket is removed on SIGTERM";
+}
+
+TEST(Asysd, RefusesAnotherUser) {
+    if (geteuid() != 0)
+        GTEST_SKIP() << "SKIPPED LOUDLY: running a client as another user needs root; "
+                        "ServesAFileToAClient covers the accepted path";
+    temp_dir d;
+    ASSERT_EQ(chmod(d.path.c_str(), 0755), 0);  // let "nobody" reach the socket
+    daemon_proc daemon(d.path, "8");
+    ASSERT_GT(daemon.pid, 0);
+    const pid_t c = fork();
+    if (c == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+        const int s = asys_socket_connect(daemon.sock.c_str());
+        _exit(s == -EACCES ? 0 : s >= 0 ? 1 : 2);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(c, &st, 0), c);
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 0) << "1: served, 2: another error, 3: setuid failed";
+    const int s = asys_socket_connect(daemon.sock.c_str());
+    EXPECT_GE(s, 0) << "its own user is still served";
+    if (s >= 0) close(s);
+}
+
+TEST(Asysd, MaxClients) {
+    temp_dir d;
+    daemon_proc daemon(d.path, "1");
+    ASSERT_GT(daemon.pid, 0);
+    const int a = asys_socket_connect(daemon.sock.c_str());
+    ASSERT_GE(a, 0);
+    EXPECT_EQ(asys_socket_connect(daemon.sock.c_str()), -EBUSY);
+    close(a);
+}
+
+TEST(Asysd, BadArgumentsAreRefused) {
+    const pid_t c = fork();
+    if (c == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(ASYSD_PATH, "asysd", "--max-clients", "many", static_cast<char *>(nullptr));
+        _exit(127);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(c, &st, 0), c);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    EXPECT_EQ(asys_socket_connect("/nonexistent/asysd.sock"), -ENOENT);
+}
+
+}  // namespace

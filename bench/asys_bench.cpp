@@ -27,6 +27,7 @@
 
 #include "asys/asys.h"
 #include "asys/chain.hpp"
+#include "asys/socket.h"
 #include "asys/syslet.h"
 
 namespace {
@@ -200,6 +201,18 @@ void m_posix_aio(workload &w, size_t s, size_t n) {
 }
 
 uv_loop_t *g_loop;
+
+// One READ request and its reply through an in-process asys socket (the
+// seed-001 protocol: the data travels in the reply), QD1.
+int g_sock = -1;
+void m_socket(workload &w, size_t s, size_t n) {
+    for (size_t i = s; i < s + n; ++i) {
+        asys_sock_msg m;
+        asys_sock_prep(&m, ASYS_SOCK_READ, i, 0, 4096, off_at(w, i));
+        if (asys_sock_send(g_sock, &m, nullptr, 0, -1) != 0) die("asys_sock_send", EIO);
+        if (asys_sock_recv(g_sock, &m, w.buf[0], 4096) != 4096) die("asys_sock_recv", EIO);
+    }
+}
 
 void m_libuv(workload &w, size_t s, size_t n) {
     for (size_t i = s; i < s + n; ++i) {
@@ -759,6 +772,15 @@ int main(int argc, char **argv) {
     asys_params buffered{};
     buffered.flags = ASYS_CTX_NO_ODIRECT;
     if (int rc = asys_ctx_create(&buffered, &g_buffered_ctx); rc < 0) die("asys_ctx_create", -rc);
+    g_sock = asys_socket_open(g_ctx);
+    if (g_sock < 0) die("asys_socket_open", -g_sock);
+    {
+        asys_sock_msg m;
+        asys_sock_prep(&m, ASYS_SOCK_REGISTER, 0, 0, 0, 0);
+        if (asys_sock_send(g_sock, &m, nullptr, 0, w.fd) != 0 || asys_sock_recv(g_sock, &m, nullptr, 0) != 0 ||
+            m.res != 0)
+            die("asys socket register", EIO);
+    }
     asys_info info{};
     asys_ctx_info(g_ctx, &info);
     bool have_uring = io_uring_queue_init(64, &g_ring, 0) == 0;
@@ -778,6 +800,7 @@ int main(int argc, char **argv) {
         {"io_uring batch x32", "liburing, raw", m_uring_batch32, 32},
         {"glibc POSIX AIO", "aio_read + aio_suspend", m_posix_aio},
         {"libuv uv_fs_read", "threadpool, QD1", m_libuv},
+        {"asys socket READ", "seed-001 protocol, in-process, QD1", m_socket},
         {"getppid", "baseline for the atom cost", m_plain_getppid},
         {"syslet 16 x getppid", "one chain per 16 calls", m_chain_getppid<16>, 16},
         {"syslet 1 x pread", "chain of 1 cached read atom", m_chain_pread<1>},
@@ -930,6 +953,7 @@ int main(int argc, char **argv) {
         }
     }
 
+    close(g_sock);
     asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);
     asys_ctx_destroy(g_pool_ctx, ASYS_DESTROY_DRAIN);
     asys_ctx_destroy(g_buffered_ctx, ASYS_DESTROY_DRAIN);

@@ -3,6 +3,7 @@
  * a punted read through the eventfd, a denied syscall. Prints "N passed, N
  * failed" and exits non-zero on failure. */
 #include <asys/asys.h>
+#include <asys/socket.h>
 #include <asys/syslet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +67,16 @@ int main(void)
     a.private = &v; /* the C spelling of the seed's field */
     CHECK(asys_async_exec(ctx, &a) == (long)&a);
     CHECK(r == 42 && v == 42);
+
+    /* The socket protocol from C: a timer of 1 ns through an in-process socket. */
+    int sock = asys_socket_open(ctx);
+    CHECK(sock >= 0);
+    struct asys_sock_msg m, rep;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 9, 0, 0, 0);
+    m.res = 1;
+    CHECK(asys_sock_send(sock, &m, NULL, 0, -1) == 0);
+    CHECK(asys_sock_recv(sock, &rep, NULL, 0) == 0 && rep.cookie == 9 && rep.res == 0);
+    close(sock);
 
     struct asys_info info;
     CHECK(asys_ctx_info(ctx, &info) == 0);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,7 @@ private:
     void reply(const asys_sock_msg &req, long res, const void *payload = nullptr, size_t len = 0) noexcept;
     void finish(request *r) noexcept;
     void drain_done() noexcept;
+    bool receive_one() noexcept;  ///< false: nothing to receive now
     int handle_fd(uint32_t h) const noexcept {
         return h < handles_.size() ? handles_[h] : -1;
     }
@@ -76,6 +78,9 @@ private:
 
     std::mutex mu_;                   ///< guards done_ (callbacks run on other threads)
     request *done_ = nullptr;
+    /// done_ is not empty. Set (release) under mu_ by on_done, cleared when
+    /// the list is taken; the server polls it while spinning.
+    std::atomic<bool> has_done_{false};
 };
 
 void sock_server::on_done(const asys_cqe *, void *arg) noexcept {
@@ -86,6 +91,7 @@ void sock_server::on_done(const asys_cqe *, void *arg) noexcept {
     std::lock_guard lk(s->mu_);
     r->next_done = s->done_;
     s->done_ = r;
+    s->has_done_.store(true, std::memory_order_release);
     uint64_t one = 1;
     (void)!::write(s->efd_, &one, sizeof one);
 }
@@ -151,13 +157,12 @@ void sock_server::finish(request *r) noexcept {
 }
 
 void sock_server::drain_done() noexcept {
-    uint64_t v;
-    (void)!::read(efd_, &v, sizeof v);
     request *list;
     {
         std::lock_guard lk(mu_);
         list = done_;
         done_ = nullptr;
+        has_done_.store(false, std::memory_order_relaxed);
     }
     while (list) {
         request *r = list;
@@ -253,58 +258,80 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     submit(r.release(), op);
 }
 
+bool sock_server::receive_one() noexcept {
+    alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMsg)];
+    struct iovec iov{rx_.get(), sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO};
+    struct msghdr mh {};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    const ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+    int fds[kMaxFdsPerMsg + 1];
+    unsigned nfds = 0;
+    if (n >= 0)
+        for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; ++i) {
+                int f;
+                std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                if (nfds < kMaxFdsPerMsg) fds[nfds++] = f;
+                else ::close(f);
+            }
+        }
+    if (n == 0) {
+        // An empty record reads as 0 bytes, like the end of the stream:
+        // only a hang-up tells them apart.
+        struct pollfd h{fd_, POLLRDHUP, 0};
+        if (::poll(&h, 1, 0) == 0 || !(h.revents & (POLLRDHUP | POLLHUP))) {
+            sock_request none;
+            reply(none.h, -EBADMSG);
+            return true;
+        }
+    }
+    if (n <= 0) {  // the client closed (or failed): cancel what is in flight
+        for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
+        hung_up_ = true;
+        for (auto &[r, c] : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
+        return true;
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry
+        for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
+        sock_request q;
+        (void)parse_request(rx_.get(), static_cast<size_t>(n), 0, &q);
+        reply(q.h, -EBADMSG);
+        return true;
+    }
+    handle_message(static_cast<size_t>(n), fds, nfds, (mh.msg_flags & MSG_TRUNC) != 0);
+    return true;
+}
+
 void sock_server::run() noexcept {
+    // Spin for a while after the last activity before sleeping in poll():
+    // a wake-up costs ~30 us on this project's VMs, a request ~2 us.
+    using clock = std::chrono::steady_clock;
+    constexpr auto kSpin = std::chrono::microseconds(50);
+    auto last = clock::now();
     while (!hung_up_ || !inflight_.empty()) {
+        bool progress = false;
+        if (has_done_.load(std::memory_order_acquire)) {
+            drain_done();
+            progress = true;
+        }
+        if (!hung_up_ && receive_one()) progress = true;
+        if (progress) {
+            last = clock::now();
+            continue;
+        }
+        if (clock::now() - last < kSpin) continue;
         struct pollfd p[2] = {{efd_, POLLIN, 0}, {hung_up_ ? -1 : fd_, POLLIN, 0}};
-        if (::poll(p, 2, -1) < 0) continue;  // EINTR
-        if (p[0].revents & POLLIN) drain_done();
-        if (hung_up_ || !(p[1].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMsg)];
-        struct iovec iov{rx_.get(), sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO};
-        struct msghdr mh {};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof cbuf;
-        const ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        int fds[kMaxFdsPerMsg + 1];
-        unsigned nfds = 0;
-        if (n >= 0)
-            for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-                const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; ++i) {
-                    int f;
-                    std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-                    if (nfds < kMaxFdsPerMsg) fds[nfds++] = f;
-                    else ::close(f);
-                }
-            }
-        if (n == 0) {
-            // An empty record reads as 0 bytes, like the end of the stream:
-            // only a hang-up tells them apart.
-            struct pollfd h{fd_, POLLRDHUP, 0};
-            if (::poll(&h, 1, 0) == 0 || !(h.revents & (POLLRDHUP | POLLHUP))) {
-                sock_request none;
-                reply(none.h, -EBADMSG);
-                continue;
-            }
+        if (::poll(p, 2, -1) > 0 && (p[0].revents & POLLIN)) {
+            uint64_t v;
+            (void)!::read(efd_, &v, sizeof v);  // only a wake-up: has_done_ is the truth
         }
-        if (n <= 0) {  // the client closed (or failed): cancel what is in flight
-            for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
-            hung_up_ = true;
-            for (auto &[r, c] : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
-            continue;
-        }
-        if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry
-            for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
-            sock_request q;
-            (void)parse_request(rx_.get(), static_cast<size_t>(n), 0, &q);
-            reply(q.h, -EBADMSG);
-            continue;
-        }
-        handle_message(static_cast<size_t>(n), fds, nfds, (mh.msg_flags & MSG_TRUNC) != 0);
+        last = clock::now();
     }
 }
 
@@ -323,7 +350,7 @@ void *server_main(void *arg) noexcept {
 }  // namespace
 
 int start_sock_server(asys_ctx *ctx, int fd) noexcept {
-    const int efd = ::eventfd(0, EFD_CLOEXEC);
+    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) {
         const int err = errno;
         ::close(fd);

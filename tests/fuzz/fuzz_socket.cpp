@@ -96,7 +96,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const bool in_range = q0.h.offset == -1 || q0.h.offset <= INT64_MAX - static_cast<int64_t>(q0.h.len);
     if (rc0 == 0 && q0.h.type == ASYS_SOCK_READ && q0.h.handle == 0 && in_range)
-        check(r.res == static_cast<int64_t>(q0.h.len), "/dev/zero reads in full");
+        // A nonblocking read of a character device may stop early (when the
+        // kernel wants to reschedule); read(2) allows any count > 0.
+        check(q0.h.len == 0 ? r.res == 0 : (r.res > 0 && r.res <= static_cast<int64_t>(q0.h.len)),
+              "a /dev/zero read returns data");
     else if (rc0 != 0)
         check(r.res == rc0, "a refused record's reply carries the parser's error");
     return 0;

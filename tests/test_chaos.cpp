@@ -6,7 +6,10 @@
 // (DRAIN after releasing the readers, or CANCEL). Every accepted op must be
 // completed exactly once: ret_ptr written, one callback, at most one entry
 // (entries not reaped before destroy are discarded with the ring, as
-// documented). ASYS_SOAK_SECONDS=N keeps going for N seconds (manual soak).
+// documented). A socket client (docs/socket.md) runs alongside: reads of
+// its own pipe, short timers and cancels of random cookies through an
+// in-process asys socket; every request gets exactly one reply, before the
+// round's destroy. ASYS_SOAK_SECONDS=N keeps going for N seconds (manual soak).
 #include <signal.h>
 
 #include <atomic>
@@ -15,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "asys/socket.h"
 #include "asys/syslet.h"
 #include "helpers.hpp"
 
@@ -123,6 +127,49 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
             for (int i = 0; i < 20 && !stop.load(); ++i) std::this_thread::yield();
         }
     });
+    std::atomic<unsigned> sock_bad{0};
+    std::thread socket_client([&, s = rng()] {
+        std::mt19937_64 r(s);
+        const int sock = asys_socket_open(ctx);
+        pipe_pair own;
+        if (sock < 0) return sock_bad.fetch_add(1000), void();
+        asys_sock_msg m, rep;
+        asys_sock_prep(&m, ASYS_SOCK_REGISTER, 0, 0, 0, 0);
+        if (asys_sock_send(sock, &m, nullptr, 0, own.r) != 0 || asys_sock_recv(sock, &rep, nullptr, 0) != 0 ||
+            rep.res < 0) {
+            close(sock);
+            return sock_bad.fetch_add(1000), void();
+        }
+        const auto h = static_cast<uint32_t>(rep.res);
+        constexpr unsigned kReq = 200;
+        unsigned reads = 0, cancels = 0;
+        for (unsigned c = 1; c <= kReq; ++c) {  // cookies 1..kReq: one request each
+            const unsigned what = static_cast<unsigned>(r() % 4);
+            if (what < 2) {
+                asys_sock_prep(&m, ASYS_SOCK_READ, c, h, 1, -1);
+                ++reads;
+            } else if (what == 2) {
+                asys_sock_prep(&m, ASYS_SOCK_TIMER, c, 0, 0, 0);
+                m.res = static_cast<int64_t>(r() % 100000);
+            } else {
+                asys_sock_prep(&m, ASYS_SOCK_CANCEL, c, 0, 0, static_cast<int64_t>(1 + r() % c));
+                ++cancels;
+            }
+            if (asys_sock_send(sock, &m, nullptr, 0, -1) != 0) sock_bad.fetch_add(1);
+        }
+        // Release every read (cancelled ones leave bytes unread: harmless).
+        std::string bytes(reads, 'x');
+        if (write(own.w, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) sock_bad.fetch_add(1);
+        std::vector<uint8_t> seen(kReq + 1);
+        for (unsigned i = 0; i < kReq; ++i) {
+            char c;
+            const ssize_t n = asys_sock_recv(sock, &rep, &c, 1);
+            if (n < 0 || rep.cookie == 0 || rep.cookie > kReq || seen[rep.cookie]++) sock_bad.fetch_add(1);
+            if (n < 0) break;
+        }
+        (void)cancels;
+        close(sock);
+    });
     std::thread reaper([&, s = rng()] {
         std::mt19937_64 r(s);
         asys_cqe c[64];
@@ -133,6 +180,7 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
         }
     });
     for (auto &t : ts) t.join();
+    socket_client.join();
     stop = true;
     canceller.join();
     feeder.join();
@@ -161,7 +209,7 @@ unsigned chaos_round(uint64_t seed, unsigned *accepted) {
     }
 
     close(zero);
-    unsigned bad = st.doubled.load();
+    unsigned bad = st.doubled.load() + sock_bad.load();
     const unsigned total = std::min(st.next_id.load(), round_state::kMax);
     for (unsigned id = 0; id < total; ++id) {
         const unsigned k = st.kind[id].load();

@@ -4,6 +4,8 @@
 // with their error, and a client that leaves with requests in flight.
 #include "asys/socket.h"
 
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -111,6 +113,35 @@ TEST_F(Socket, TimerFiresNoEarlierThanAsked) {
     EXPECT_EQ(r.cookie, 5u);
     EXPECT_EQ(r.res, 0);
     EXPECT_GE(now_ns() - t0, 20 * 1000 * 1000);
+}
+
+// A signal as an event source: the reply carries its signalfd_siginfo.
+TEST_F(Socket, SignalArrivesAsAReply) {
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &set, &old), 0);  // asys threads block all signals
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_SIGNAL, 21, 0, 0, 0);
+    m.res = SIGUSR2;
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    // The reply can only come after the signal: send it once the request is
+    // in flight (a TIMER behind it proves the server has taken both).
+    EXPECT_EQ(request(ASYS_SOCK_TIMER, 22, 0, 0, 0), 0);
+    ASSERT_EQ(kill(getpid(), SIGUSR2), 0);
+    asys_sock_msg r;
+    signalfd_siginfo si{};
+    ASSERT_EQ(asys_sock_recv(sock_, &r, &si, sizeof si), static_cast<ssize_t>(sizeof si));
+    EXPECT_EQ(r.cookie, 21u);
+    EXPECT_EQ(r.res, SIGUSR2);
+    EXPECT_EQ(si.ssi_signo, static_cast<uint32_t>(SIGUSR2));
+    EXPECT_EQ(si.ssi_pid, static_cast<uint32_t>(getpid()));
+    asys_sock_prep(&m, ASYS_SOCK_SIGNAL, 23, 0, 0, 0);
+    m.res = SIGKILL;
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(asys_sock_recv(sock_, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.res, -EINVAL) << "SIGKILL cannot be waited for";
+    ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
 }
 
 TEST_F(Socket, ManyRequestsInFlightEachAnsweredOnce) {

@@ -16,6 +16,10 @@
  *               payload: len bytes        → res: bytes written
  *   FSYNC, FDATASYNC  handle              → res: 0
  *   TIMER       res: nanoseconds          → res: 0 when it expires
+ *   SIGNAL      res: a signal number      → res: the number when it arrives;
+ *                                           payload: its struct
+ *                                           signalfd_siginfo (block the
+ *                                           signal in your threads first)
  *   CANCEL      cookie of a request       → res: 0 (cancelled while queued),
  *               (in `offset`)               -EALREADY (interrupted), -ENOENT;
  *                                           the cancelled request's own
@@ -59,6 +63,7 @@ enum asys_sock_type {
     ASYS_SOCK_FDATASYNC,
     ASYS_SOCK_TIMER,
     ASYS_SOCK_CANCEL,
+    ASYS_SOCK_SIGNAL,
     ASYS_SOCK__REQUESTS,
     ASYS_SOCK_DONE = 0x80 /* every reply */
 };
@@ -73,7 +78,8 @@ struct asys_sock_msg {
     uint32_t len;      /* READ: bytes wanted; WRITE: payload bytes; reply:
                           payload bytes                                     */
     int64_t  offset;   /* file position, -1: current; CANCEL: the cookie   */
-    int64_t  res;      /* reply: result or -errno; TIMER request: ns; else 0 */
+    int64_t  res;      /* reply: result or -errno; TIMER request: ns;
+                          SIGNAL request: the signal number; else 0        */
 };
 
 #if defined(__cplusplus) && defined(__GNUC__)

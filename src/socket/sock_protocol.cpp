@@ -24,7 +24,7 @@ int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out
     } else if (extra != 0) {
         return -EBADMSG;
     }
-    if (h.type != ASYS_SOCK_TIMER && h.res != 0) return -EBADMSG;
+    if (h.type != ASYS_SOCK_TIMER && h.type != ASYS_SOCK_SIGNAL && h.res != 0) return -EBADMSG;
     switch (h.type) {
         case ASYS_SOCK_READ:
             if (h.len > ASYS_SOCK_MAX_IO) return -EMSGSIZE;
@@ -41,6 +41,10 @@ int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out
         case ASYS_SOCK_FDATASYNC:
             if (h.len != 0 || (h.type != ASYS_SOCK_TIMER && h.offset != 0)) return -EBADMSG;
             if (h.type == ASYS_SOCK_TIMER && h.offset != 0) return -EBADMSG;
+            return 0;
+        case ASYS_SOCK_SIGNAL:  // not SIGKILL or SIGSTOP: they cannot be waited for
+            if (h.res < 1 || h.res > 64 || h.res == 9 || h.res == 19) return -EINVAL;
+            if (h.len != 0 || h.offset != 0) return -EBADMSG;
             return 0;
         case ASYS_SOCK_CANCEL:  // offset: the cookie to cancel
             if (h.len != 0) return -EBADMSG;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -36,7 +37,7 @@ struct request {
     sock_server *srv = nullptr;
     asys_sock_msg h{};
     long res = 0;
-    int timer_fd = -1;
+    int timer_fd = -1;  ///< TIMER: its timerfd; SIGNAL: its signalfd
     uint32_t handle = UINT32_MAX;  ///< a registered fd it uses (refcounted)
     std::unique_ptr<uint8_t[]> buf;
     request *next_done = nullptr;
@@ -148,10 +149,13 @@ void sock_server::finish(request *r) noexcept {
         payload = r->buf.get();
         len = static_cast<size_t>(res);
     }
-    if (r->h.type == ASYS_SOCK_TIMER) {
-        res = res == 8 ? 0 : res;
-        if (r->timer_fd >= 0) ::close(r->timer_fd);
+    if (r->h.type == ASYS_SOCK_TIMER) res = res == 8 ? 0 : res;
+    if (r->h.type == ASYS_SOCK_SIGNAL && res == static_cast<long>(sizeof(signalfd_siginfo))) {
+        payload = r->buf.get();
+        len = sizeof(signalfd_siginfo);
+        res = r->h.res;
     }
+    if (r->timer_fd >= 0) ::close(r->timer_fd);
     reply(r->h, res, payload, len);
     delete r;
 }
@@ -233,6 +237,20 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
         its.it_value.tv_nsec = ns % 1000000000;
         ::timerfd_settime(r->timer_fd, 0, &its, nullptr);
         asys_prep_read(&op, r->timer_fd, r->buf.get(), 8);
+        return submit(r.release(), op);
+    }
+    if (h.type == ASYS_SOCK_SIGNAL) {  // a signalfd read (timer_fd holds the fd)
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, static_cast<int>(h.res));
+        r->timer_fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+        r->buf.reset(new (std::nothrow) uint8_t[sizeof(signalfd_siginfo)]);
+        if (r->timer_fd < 0 || !r->buf) {
+            const int err = r->timer_fd < 0 ? errno : ENOMEM;
+            if (r->timer_fd >= 0) ::close(r->timer_fd);
+            return reply(h, -err);
+        }
+        asys_prep_read(&op, r->timer_fd, r->buf.get(), sizeof(signalfd_siginfo));
         return submit(r.release(), op);
     }
     const int fd = handle_fd(h.handle);

@@ -6,7 +6,8 @@
 //  2. The same record sent to a live in-process server (handle 0 is
 //     /dev/zero, read-write) gets exactly one well-formed reply, and the
 //     server keeps serving. Records the harness cannot let through are
-//     skipped: long timers (a hang by design) and unregistering handle 0.
+//     skipped: long timers and signals (they wait by design) and
+//     unregistering handle 0.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,6 +74,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (h.type == ASYS_SOCK_READ) check(h.len <= ASYS_SOCK_MAX_IO, "read size");
         if (h.type == ASYS_SOCK_READ || h.type == ASYS_SOCK_WRITE) check(h.offset >= -1, "offset");
         if (h.type == ASYS_SOCK_TIMER) check(h.res >= 0, "timer ns");
+        if (h.type == ASYS_SOCK_SIGNAL) check(h.res >= 1 && h.res <= 64 && h.res != 9 && h.res != 19, "signal");
     }
 
     // Through a live server. No fds are sent, so the server sees the record
@@ -83,6 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n > sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO) return 0;  // beyond a record's size
     if (rc0 == 0 && q0.h.type == ASYS_SOCK_TIMER && q0.h.res > 1000000) return 0;
     if (rc0 == 0 && q0.h.type == ASYS_SOCK_UNREGISTER && q0.h.handle == 0) return 0;
+    if (rc0 == 0 && q0.h.type == ASYS_SOCK_SIGNAL) return 0;  // no signal comes: waits forever
     if (send(e.sock, rec, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) return 0;
     static uint8_t payload[ASYS_SOCK_MAX_IO];
     asys_sock_msg r;

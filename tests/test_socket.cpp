@@ -249,4 +249,23 @@ TEST_F(Socket, ClientLeavingWithRequestsInFlightEndsTheServer) {
     EXPECT_EQ(st.inflight, 0u);
 }
 
+// Destroying the context under a live socket is documented as a mistake,
+// but it must stay safe: requests are answered -EBADF.
+TEST(SocketAfterDestroy, RequestsAreAnsweredEbadf) {
+    asys_ctx *ctx = nullptr;
+    ASSERT_EQ(asys_ctx_create(nullptr, &ctx), 0);
+    const int sock = asys_socket_open(ctx);
+    ASSERT_GE(sock, 0);
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 3, 0, 0, 0);
+    m.res = 1;
+    ASSERT_EQ(asys_sock_send(sock, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(asys_sock_recv(sock, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 3u);
+    EXPECT_EQ(r.res, -EBADF);
+    close(sock);
+    EXPECT_EQ(asys_socket_open(ctx), -EBADF);
+}
+
 }  // namespace

@@ -1,8 +1,5 @@
 #include "core/context.hpp"
 
-#include "core/linked_ops.hpp"
-#include "core/opcodes.hpp"
-
 #include <pthread.h>
 #include <unistd.h>
 
@@ -13,6 +10,8 @@
 #include <cstring>
 #include <new>
 
+#include "core/linked_ops.hpp"
+#include "core/opcodes.hpp"
 
 namespace asys::internal {
 
@@ -360,17 +359,18 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }
-    if (slot->opcode == ASYS_OP_CHAIN && slot->args[4]) {
+    if (slot->opcode == ASYS_OP_CHAIN) {
         // A chain's linked ring sequence finished: the syslet layer writes
         // the atoms' results; a link that a short transfer broke continues
         // on the pool from the next atom.
-        if (!chain_linked_done(slot->args, &slot->cancel, &res)) {
+        if (slot->args[4] && !chain_linked_done(slot->args, &slot->cancel, &res)) {
             if (pool_->punt(slot, false) == 0) return;
             res = -EAGAIN;
         }
+        // A chain that ends without running its next atom (cancelled while
+        // queued, or the resume above failed): that atom records it.
+        if (slot->args[0]) chain_not_run(slot->args, res);
     }
-    // A chain cancelled before a worker ran it: its next atom records that.
-    if (slot->opcode == ASYS_OP_CHAIN && slot->args[0]) chain_not_run(slot->args, res);
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
     (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "asys/syslet.h"
+#include "syslet/interpreter.hpp"
 
 namespace asys::internal {
 
@@ -18,5 +19,12 @@ struct linked_ops;
 /// by an earlier atom's result; no loop; at most linked_ops::kMax atoms;
 /// within the step limit. Arguments are read now.
 linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint64_t step_limit) noexcept;
+
+/// Hands the rest of a chain (from run.cur, which would block) to a backend
+/// as an ASYS_OP_CHAIN slot made from `op` (its user_data, ret_ptr, callback
+/// and last_out), whose room the caller reserved: linked SQEs when the rest
+/// qualifies (link_chain), else the pool. 0, or the punt's error (the slot
+/// is then abandoned and its room released).
+int punt_chain_rest(context &c, const asys_op &op, const chain_run &run, bool atomic) noexcept;
 
 }  // namespace asys::internal

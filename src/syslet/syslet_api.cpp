@@ -120,12 +120,7 @@ long exec(context &c, syslet_uatom *atom) noexcept {
         op.user_data = reinterpret_cast<uint64_t>(atom);
         op.callback = chain_done;
         op.cb_arg = ch;
-        op_slot *s = c.new_slot(op);
-        s->args[2] = run.steps;
-        s->args[3] = run.step_limit;
-        s->args[4] = reinterpret_cast<uint64_t>(link_chain(c, run.cur, run.steps, run.step_limit));
-        if (c.punt(s, false) == 0) return 0;
-        c.abandon_slot(s);
+        if (punt_chain_rest(c, op, run, false) == 0) return 0;
         std::lock_guard lk(st->mu);
         unlink_locked(st, ch);
     }

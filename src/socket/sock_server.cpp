@@ -15,7 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "asys/socket.h"
@@ -37,10 +37,16 @@ struct request {
     sock_server *srv = nullptr;
     asys_sock_msg h{};
     long res = 0;
-    int timer_fd = -1;  ///< TIMER: its timerfd; SIGNAL: its signalfd
+    int event_fd = -1;  ///< TIMER: its timerfd; SIGNAL: its signalfd (closed with it)
     uint32_t handle = UINT32_MAX;  ///< a registered fd it uses (refcounted)
     std::unique_ptr<uint8_t[]> buf;
     request *next_done = nullptr;
+    request() = default;
+    request(const request &) = delete;
+    request &operator=(const request &) = delete;
+    ~request() {
+        if (event_fd >= 0) ::close(event_fd);
+    }
 };
 
 class sock_server {
@@ -75,7 +81,7 @@ private:
     std::unique_ptr<uint8_t[]> rx_{new (std::nothrow) uint8_t[sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO]};
     std::vector<int> handles_;        ///< handle -> fd (-1: free)
     std::vector<unsigned> refs_;      ///< handle -> requests in flight using it
-    std::unordered_map<request *, uint64_t> inflight_;  ///< server thread only
+    std::unordered_set<request *> inflight_;  ///< server thread only
 
     std::mutex mu_;                   ///< guards done_ (callbacks run on other threads)
     request *done_ = nullptr;
@@ -132,7 +138,7 @@ void sock_server::submit(request *r, const asys_op &op_in) noexcept {
     op.cb_arg = r;
     const int rc = asys_submit(ctx_, &op);
     if (rc == 0) {  // in flight: on_done will hand it back
-        inflight_.emplace(r, r->h.cookie);
+        inflight_.insert(r);
         if (r->handle != UINT32_MAX) ++refs_[r->handle];
         return;
     }
@@ -155,7 +161,6 @@ void sock_server::finish(request *r) noexcept {
         len = sizeof(signalfd_siginfo);
         res = r->h.res;
     }
-    if (r->timer_fd >= 0) ::close(r->timer_fd);
     reply(r->h, res, payload, len);
     delete r;
 }
@@ -181,7 +186,6 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     sock_request q;
     int rc = truncated ? -EMSGSIZE : parse_request(rx_.get(), n, nfds, &q);
     if (truncated && n >= sizeof q.h) std::memcpy(&q.h, rx_.get(), sizeof q.h);  // echo the cookie
-    if (rc == 0 && nfds > kMaxFdsPerMsg) rc = -EBADMSG;
     const asys_sock_msg &h = q.h;
     if (rc == 0 && h.type == ASYS_SOCK_REGISTER) {
         uint32_t slot = 0;
@@ -204,8 +208,8 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
 
     if (h.type == ASYS_SOCK_CANCEL) {
         const uint64_t cookie = static_cast<uint64_t>(h.offset);
-        for (auto &[r, c] : inflight_)
-            if (c == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
+        for (request *r : inflight_)
+            if (r->h.cookie == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
         return reply(h, -ENOENT);
     }
     if (h.type == ASYS_SOCK_UNREGISTER) {
@@ -223,34 +227,29 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     r->srv = this;
     r->h = h;
     asys_op op{};
-    if (h.type == ASYS_SOCK_TIMER) {
-        r->timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-        r->buf.reset(new (std::nothrow) uint8_t[8]);
-        if (r->timer_fd < 0 || !r->buf) {
-            const int err = r->timer_fd < 0 ? errno : ENOMEM;
-            if (r->timer_fd >= 0) ::close(r->timer_fd);
-            return reply(h, -err);
+    if (h.type == ASYS_SOCK_TIMER || h.type == ASYS_SOCK_SIGNAL) {
+        // A read of the event's own fd (timerfd, signalfd): no thread waits.
+        size_t size = 8;
+        if (h.type == ASYS_SOCK_TIMER) {
+            r->event_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        } else {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, static_cast<int>(h.res));
+            r->event_fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+            size = sizeof(signalfd_siginfo);
         }
-        const int64_t ns = h.res > 0 ? h.res : 1;  // 0 would disarm the timer
-        struct itimerspec its {};
-        its.it_value.tv_sec = ns / 1000000000;
-        its.it_value.tv_nsec = ns % 1000000000;
-        ::timerfd_settime(r->timer_fd, 0, &its, nullptr);
-        asys_prep_read(&op, r->timer_fd, r->buf.get(), 8);
-        return submit(r.release(), op);
-    }
-    if (h.type == ASYS_SOCK_SIGNAL) {  // a signalfd read (timer_fd holds the fd)
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, static_cast<int>(h.res));
-        r->timer_fd = ::signalfd(-1, &set, SFD_CLOEXEC);
-        r->buf.reset(new (std::nothrow) uint8_t[sizeof(signalfd_siginfo)]);
-        if (r->timer_fd < 0 || !r->buf) {
-            const int err = r->timer_fd < 0 ? errno : ENOMEM;
-            if (r->timer_fd >= 0) ::close(r->timer_fd);
-            return reply(h, -err);
+        if (r->event_fd < 0) return reply(h, -errno);
+        r->buf.reset(new (std::nothrow) uint8_t[size]);
+        if (!r->buf) return reply(h, -ENOMEM);
+        if (h.type == ASYS_SOCK_TIMER) {
+            const int64_t ns = h.res > 0 ? h.res : 1;  // 0 would disarm the timer
+            struct itimerspec its {};
+            its.it_value.tv_sec = ns / 1000000000;
+            its.it_value.tv_nsec = ns % 1000000000;
+            ::timerfd_settime(r->event_fd, 0, &its, nullptr);
         }
-        asys_prep_read(&op, r->timer_fd, r->buf.get(), sizeof(signalfd_siginfo));
+        asys_prep_read(&op, r->event_fd, r->buf.get(), size);
         return submit(r.release(), op);
     }
     const int fd = handle_fd(h.handle);
@@ -312,7 +311,7 @@ bool sock_server::receive_one() noexcept {
     if (n <= 0) {  // the client closed (or failed): cancel what is in flight
         for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
         hung_up_ = true;
-        for (auto &[r, c] : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
+        for (request *r : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
         return true;
     }
     if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry

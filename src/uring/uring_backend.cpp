@@ -244,13 +244,29 @@ int uring_backend::submit_locked() noexcept {
     return rc < 0 ? rc : 0;
 }
 
+bool uring_backend::reserve_sqes_locked(unsigned k) noexcept {
+    if (io_uring_sq_space_left(&ring_) < k && pending_submit_) submit_locked();
+    return io_uring_sq_space_left(&ring_) >= k;
+}
+
 io_uring_sqe *uring_backend::get_sqe_locked() noexcept {
-    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
-    if (!sqe && pending_submit_) {
-        submit_locked();
-        sqe = io_uring_get_sqe(&ring_);
+    return reserve_sqes_locked(1) ? io_uring_get_sqe(&ring_) : nullptr;
+}
+
+int uring_backend::submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const *sqes, unsigned n,
+                                               unsigned cqes) noexcept {
+    if (plugged_) return 0;  // unplug() submits
+    const int rc = submit_locked();
+    if (rc >= 0) return 0;
+    // The kernel refused the submission: take the op's SQEs back by turning
+    // them into ignored no-ops, and hand the op back.
+    for (unsigned k = 0; k < n; ++k) {
+        io_uring_prep_nop(sqes[k]);
+        io_uring_sqe_set_data64(sqes[k], kTagIgnore);
     }
-    return sqe;
+    untrack_locked(slot);
+    inring_count_ -= cqes - 1;
+    return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
 }
 
 int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
@@ -267,12 +283,11 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
     const bool timed_poll = slot->opcode == ASYS_OP_POLL && static_cast<int64_t>(slot->args[2]) >= 0;
-    if (timed_poll && io_uring_sq_space_left(&ring_) < 2 && pending_submit_) submit_locked();
-    if (timed_poll && io_uring_sq_space_left(&ring_) < 2) return -EAGAIN;
-    io_uring_sqe *sqe = get_sqe_locked();
-    if (!sqe) return -EAGAIN;
-    prep(sqe, *slot);
-    io_uring_sqe_set_data(sqe, slot);
+    io_uring_sqe *sqes[2];
+    if (!reserve_sqes_locked(timed_poll ? 2 : 1)) return -EAGAIN;
+    sqes[0] = io_uring_get_sqe(&ring_);
+    prep(sqes[0], *slot);
+    io_uring_sqe_set_data(sqes[0], slot);
     track_locked(slot);
     ++pending_submit_;
     if (timed_poll) {
@@ -281,24 +296,13 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
         const auto ms = static_cast<int64_t>(slot->args[2]);
         slot->args[3] = static_cast<uint64_t>(ms / 1000);
         slot->args[4] = static_cast<uint64_t>((ms % 1000) * 1000000);
-        sqe->flags |= IOSQE_IO_LINK;
-        io_uring_sqe *t = io_uring_get_sqe(&ring_);
-        io_uring_prep_link_timeout(t, reinterpret_cast<__kernel_timespec *>(&slot->args[3]), 0);
-        io_uring_sqe_set_data64(t, kTagIgnore);
+        sqes[0]->flags |= IOSQE_IO_LINK;
+        sqes[1] = io_uring_get_sqe(&ring_);
+        io_uring_prep_link_timeout(sqes[1], reinterpret_cast<__kernel_timespec *>(&slot->args[3]), 0);
+        io_uring_sqe_set_data64(sqes[1], kTagIgnore);
         ++pending_submit_;
     }
-    if (plugged_ == 0) {
-        int rc = submit_locked();
-        if (rc < 0) {
-            // The kernel refused the submission: take the SQE back by
-            // turning it into an internal no-op and hand the op back.
-            io_uring_prep_nop(sqe);
-            io_uring_sqe_set_data64(sqe, kTagIgnore);
-            untrack_locked(slot);
-            return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
-        }
-    }
-    return 0;
+    return submit_or_take_back_locked(slot, sqes, timed_poll ? 2 : 1, 1);
 }
 
 bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
@@ -307,19 +311,17 @@ bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
 
 int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
     if (lo->n == 0 || lo->n > linked_ops::kMax) return -EINVAL;
-    int rc = 0;
     {
         std::lock_guard lk(sq_mu_);
         if (inring_count_ + lo->n >= cq_entries_) return -EAGAIN;
-        if (io_uring_sq_space_left(&ring_) < lo->n && pending_submit_) submit_locked();
-        if (io_uring_sq_space_left(&ring_) < lo->n) return -EAGAIN;
+        if (!reserve_sqes_locked(lo->n)) return -EAGAIN;
         io_uring_sqe *sqes[linked_ops::kMax];
         lo->slot = slot;
         lo->done = 0;
         for (unsigned k = 0; k < lo->n; ++k) lo->e[k].owner.store(lo, std::memory_order_release);
         for (unsigned k = 0; k < lo->n; ++k) {
             linked_entry &e = lo->e[k];
-            sqes[k] = io_uring_get_sqe(&ring_);  // space checked above
+            sqes[k] = io_uring_get_sqe(&ring_);  // space reserved above
             prep(sqes[k], e.opcode, e.args);
             if (k + 1 < lo->n) sqes[k]->flags |= e.hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK;
             io_uring_sqe_set_data64(sqes[k], reinterpret_cast<uint64_t>(&e) | kTagLink);
@@ -327,18 +329,7 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
         track_locked(slot);
         inring_count_ += lo->n - 1;  // one CQE per entry
         pending_submit_ += lo->n;
-        if (plugged_ == 0) {
-            rc = submit_locked();
-            if (rc < 0) {
-                for (unsigned k = 0; k < lo->n; ++k) {  // take the SQEs back
-                    io_uring_prep_nop(sqes[k]);
-                    io_uring_sqe_set_data64(sqes[k], kTagIgnore);
-                }
-                untrack_locked(slot);
-                inring_count_ -= lo->n - 1;
-                return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
-            }
-        }
+        if (int rc = submit_or_take_back_locked(slot, sqes, lo->n, lo->n)) return rc;
     }
     if (cq_ready()) reap();
     return 0;

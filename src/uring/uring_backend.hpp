@@ -75,6 +75,12 @@ private:
     void track_locked(op_slot *s) noexcept;
     void untrack_locked(op_slot *s) noexcept;
     io_uring_sqe *get_sqe_locked() noexcept;
+    /// True when k SQEs are free (submitting pending ones first if needed).
+    bool reserve_sqes_locked(unsigned k) noexcept;
+    /// Submits unless plugged; if the kernel refuses, turns the op's n SQEs
+    /// into ignored no-ops and forgets the slot (which accounted for `cqes`
+    /// CQEs). 0, -EAGAIN or the error.
+    int submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const *sqes, unsigned n, unsigned cqes) noexcept;
 
     completion_sink &sink_;
     io_uring ring_{};

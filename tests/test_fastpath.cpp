@@ -110,6 +110,9 @@ TEST_F(FastPath, PartlyCachedReadReturnsTheFullCount) {
     for (uint32_t op_code : {unsigned{ASYS_OP_PREAD}, unsigned{ASYS_OP_PREADV}}) {
         drop_cache(fd, kCachedPart, 0);
         ASSERT_EQ(pread(fd, warm.data(), kCachedPart, 0), static_cast<ssize_t>(kCachedPart));
+        // The same precondition as above, for this round: the tail must be
+        // cold (once, under the ASan suite's parallel load, it was not).
+        if (cached(fd, kSize - 4096, 4096)) GTEST_SKIP() << "could not drop the tail of the file here";
         std::fill(buf.begin(), buf.end(), 0);
         asys_op op;
         struct iovec iov[2] = {{buf.data(), kSize / 2}, {buf.data() + kSize / 2, kSize / 2}};

@@ -5,6 +5,7 @@
 // report EINTR are re-run on the pool. A failing io_uring set-up and failing
 // thread creation are covered in test_uring and test_bad_input.
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -23,6 +24,7 @@ struct fault_reset {
         fault::syscall_failures = 0;
         fault::probe_failures = 0;
         fault::ring_failures = 0;
+        fault::cancel_signal_drops = 0;
     }
 };
 
@@ -102,6 +104,34 @@ TEST(Faults, ANopValueOfEintrIsNotAnInterrupt) {
         EXPECT_EQ(run(ctx, op), -EINTR) << "backend " << backend;
         EXPECT_EQ(stats(ctx).ring_retried, 0u);
     }
+}
+
+// A cancel signal that lands just before the running op's system call is
+// consumed without interrupting it (the call then blocks). The pool sends the
+// signal again every millisecond until the op ends. Before, such a cancel
+// left the op blocked forever (a socket server under TSan hung on it).
+TEST(Faults, ALostCancelSignalIsSentAgain) {
+    fault_reset g;
+    asys_params p = pool_params(1);
+    ctx_guard ctx(&p);
+    const pid_t tid = worker_tid(ctx);
+    pipe_pair pp;
+    char b;
+    long r = 0;
+    asys_op op;
+    asys_prep_read(&op, pp.r, &b, 1);
+    op.flags = ASYS_F_ASYNC;
+    op.ret_ptr = &r;
+    op.user_data = 9;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    ASSERT_TRUE(wait_blocked_in(tid, SYS_read));
+    fault::cancel_signal_drops = 1;
+    EXPECT_EQ(asys_cancel(ctx, 9), -EALREADY);
+    EXPECT_EQ(fault::cancel_signal_drops.load(), 0) << "the first signal was dropped";
+    auto c = reap(ctx, 1, 10);
+    ASSERT_EQ(c.size(), 1u) << "the re-sent signal ended the blocked read";
+    EXPECT_EQ(c[0].res, -ECANCELED);
+    EXPECT_EQ(r, -ECANCELED);
 }
 
 TEST(Faults, ErrorsAreDeliveredExactlyOnce) {

@@ -86,8 +86,8 @@ ASYS_API long asys_async_wait(asys_ctx *ctx, unsigned long min_events);
 /* Cancels the asynchronous chain(s) started by async_exec(head). A queued
  * chain ends at once: its next atom gets -ECANCELED (not run) and is posted
  * as the chain's last atom. A running chain stops at its next atom boundary,
- * and an atom whose blocking call the cancel interrupts gets -ECANCELED
- * (best effort: a call that had not started blocking yet runs to its end).
+ * and an atom whose blocking call the cancel interrupts gets -ECANCELED (a
+ * call that finishes without blocking keeps its real result).
  * Returns 0 (was queued), -EALREADY (was running: interrupted), -ENOENT (no
  * such chain in flight), -EINVAL (head is NULL). */
 ASYS_API long asys_async_cancel(asys_ctx *ctx, struct syslet_uatom *head);

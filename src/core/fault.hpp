@@ -18,6 +18,10 @@ extern std::atomic<int> syscall_errno;
 /// Next N io_uring setups fail with EPERM.
 extern std::atomic<int> uring_setup_failures;
 
+/// Next N cancel signals sent to a worker running a cancelled op are not
+/// sent, as if each had landed just before the op's system call started.
+extern std::atomic<int> cancel_signal_drops;
+
 /// Next N inline probes (the nonblocking attempt on the caller's thread)
 /// see -probe_errno instead of running their system call. EINTR and EAGAIN
 /// must send the op to a backend untouched; other errors are the op's result.
@@ -41,6 +45,7 @@ inline bool fail_thread_create() noexcept {
     return take(thread_create_failures);
 }
 inline bool fail_uring_setup() noexcept { return take(uring_setup_failures); }
+inline bool drop_cancel_signal() noexcept { return take(cancel_signal_drops); }
 /// 0, or the -errno a worker's next system call must fail with.
 inline long injected_syscall_error() noexcept {
     if (syscall_failures.load(std::memory_order_relaxed) == 0) return 0;  // the common case

@@ -28,6 +28,9 @@ void on_cancel_signal(int) noexcept {}
 // steady stream of punts never pays a futex wake-up (tens of microseconds on
 // a virtual machine). At most kMaxSpinners spin at once.
 constexpr int64_t kSpinNs = 50 * 1000;
+// While a cancelled op still runs, its worker gets the cancel signal again
+// this often (see worker::timer).
+constexpr long kResendNs = 1000 * 1000;
 constexpr unsigned kMaxSpinners = 1;
 
 inline int64_t now_ns() noexcept {
@@ -98,8 +101,13 @@ int worker_pool::start(unsigned n) noexcept {
 
 void *worker_pool::thread_main(void *arg) noexcept {
     auto *w = static_cast<worker *>(arg);
-    w->tid.store(static_cast<pid_t>(raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0)),
-                 std::memory_order_release);
+    const auto tid = static_cast<pid_t>(raw_syscall6(SYS_gettid, 0, 0, 0, 0, 0, 0));
+    struct sigevent sev {};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = cancel_signal();
+    sev._sigev_un._tid = tid;  // sigev_notify_thread_id (glibc 2.36 names only the field)
+    w->has_timer = timer_create(CLOCK_MONOTONIC, &sev, &w->timer) == 0;
+    w->tid.store(tid, std::memory_order_release);
     w->pool->loop(*w);
     return nullptr;
 }
@@ -172,6 +180,11 @@ void worker_pool::loop(worker &w) noexcept {
         lk.lock();
         w.current = nullptr;
         const bool was_cancelled = s->cancel.load(std::memory_order_relaxed);
+        if (w.resending) {  // stop the re-sends before anything else runs here
+            const struct itimerspec off {};
+            timer_settime(w.timer, 0, &off, nullptr);
+            w.resending = false;
+        }
         lk.unlock();
         if (was_cancelled) {
             // A cancel signal may still be pending for this thread. Any
@@ -214,10 +227,17 @@ void worker_pool::interrupt_running_locked() noexcept {
     const pid_t pid = static_cast<pid_t>(raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0));
     for (unsigned i = 0; i < nworkers_; ++i) {
         worker &w = workers_[i];
-        if (w.current && w.current->cancel.load(std::memory_order_relaxed))
+        if (!w.current || !w.current->cancel.load(std::memory_order_relaxed)) continue;
+        if (!fault::drop_cancel_signal())
             raw_syscall6(SYS_tgkill, static_cast<uint64_t>(pid),
                          static_cast<uint64_t>(w.tid.load(std::memory_order_acquire)),
                          static_cast<uint64_t>(cancel_signal()), 0, 0, 0);
+        if (w.has_timer && !w.resending) {  // and again until the op ends
+            struct itimerspec every {};
+            every.it_value.tv_nsec = kResendNs;
+            every.it_interval.tv_nsec = kResendNs;
+            w.resending = timer_settime(w.timer, 0, &every, nullptr) == 0;
+        }
     }
 }
 
@@ -285,7 +305,10 @@ void worker_pool::stop() noexcept {
         idle->wake.store(1, std::memory_order_release);
         futex_wake(&idle->wake);
     }
-    for (unsigned i = 0; i < nworkers_; ++i) pthread_join(workers_[i].thread, nullptr);
+    for (unsigned i = 0; i < nworkers_; ++i) {
+        pthread_join(workers_[i].thread, nullptr);
+        if (workers_[i].has_timer) timer_delete(workers_[i].timer);
+    }
     nworkers_ = 0;
     workers_.reset();
 }

@@ -4,6 +4,7 @@
 // own futex and are woken one at a time (LIFO, so a warm worker is reused).
 #pragma once
 #include <sys/types.h>
+#include <time.h>
 
 #include <atomic>
 #include <memory>
@@ -41,6 +42,14 @@ private:
         std::atomic<uint32_t> wake{0};  ///< futex word: 1 = has been woken
         worker *next_idle = nullptr;
         op_slot *current = nullptr;     ///< running op (guarded by mu_)
+        /// Re-sends the cancel signal to this worker every kResendNs while
+        /// its cancelled op runs: a signal that lands just before the op's
+        /// system call starts is consumed without interrupting it. Created
+        /// by the worker before it first takes mu_ (so readers under mu_
+        /// see it); without one, a cancel is a single signal.
+        timer_t timer{};
+        bool has_timer = false;
+        bool resending = false;         ///< the timer is armed (guarded by mu_)
     };
     static void *thread_main(void *arg) noexcept;
     void loop(worker &w) noexcept;

@@ -201,6 +201,39 @@ struct pipe_pair {
     }
 };
 
+/// A read parked on an empty pipe: keeps an op in flight — with ASYS_F_ASYNC
+/// on a one-worker pool, keeps *the* worker busy — until the test lets it go.
+///
+///     parked_read busy;                          // after the ctx_guard
+///     ASSERT_EQ(busy.submit(ctx, 1), 0);         // ASYNC 1-byte read, user_data 1
+///     ASSERT_TRUE(busy.wait_blocked(tid));       // the worker sits in read(2)
+///     ...                                        // the worker is busy
+///     ASSERT_EQ(busy.release(), 1);              // one byte: the read returns 1
+///
+/// One read at a time: submit again only after it completed. At scope exit
+/// the pipe is closed, so a read still pending sees EOF and completes with 0
+/// (declare it after the context, which then drains it).
+struct parked_read {
+    pipe_pair pipe;
+    char byte = 0;  // the read's buffer
+    long res = 0;   // the read's result (its ret_ptr)
+
+    /// Submits the read; returns asys_submit's result. flags 0 lets the
+    /// inline probe find the pipe empty and punt it.
+    int submit(asys_ctx *ctx, uint64_t user_data = 0, uint32_t flags = ASYS_F_ASYNC) {
+        asys_op op;
+        asys_prep_read(&op, pipe.r, &byte, 1);
+        op.flags = flags;
+        op.ret_ptr = &res;
+        op.user_data = user_data;
+        return asys_submit(ctx, &op);
+    }
+    /// Waits (bounded, on kernel state) until thread `tid` is blocked in read(2).
+    bool wait_blocked(pid_t tid) const { return wait_blocked_in(tid, SYS_read); }
+    /// Writes one byte into the pipe; returns write(2)'s result (1 when done).
+    ssize_t release() const { return write(pipe.w, "r", 1); }
+};
+
 }  // namespace asys_test
 
 #include <cstring>

@@ -24,15 +24,10 @@ struct tally {
 TEST(Cancel, QueuedOpCompletesCanceled) {
     asys_params p = pool_params(1);
     ctx_guard ctx(&p);
-    pipe_pair pp;
-    char b;
-    long ra = 0, rb = 0;
+    parked_read busy;
+    ASSERT_EQ(busy.submit(ctx, 1), 0);  // occupies the only worker
+    long rb = 0;
     asys_op op;
-    asys_prep_read(&op, pp.r, &b, 1);
-    op.flags = ASYS_F_ASYNC;
-    op.ret_ptr = &ra;
-    op.user_data = 1;
-    ASSERT_EQ(asys_submit(ctx, &op), 0);  // occupies the only worker
     asys_prep_nop(&op, 7);
     op.flags = ASYS_F_ASYNC;
     op.ret_ptr = &rb;
@@ -45,7 +40,7 @@ TEST(Cancel, QueuedOpCompletesCanceled) {
     EXPECT_EQ(c[0].res, -ECANCELED);
     EXPECT_EQ(rb, -ECANCELED);
     EXPECT_EQ(asys_cancel(ctx, 2), -ENOENT) << "completed ops are gone";
-    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    ASSERT_EQ(busy.release(), 1);
     c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, 1) << "the running read was not affected";
@@ -58,26 +53,17 @@ TEST(Cancel, RunningOpIsInterrupted) {
     asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     pid_t tid = worker_tid(ctx);
-    pipe_pair pp;
-    char b;
-    long r = 0;
-    asys_op op;
-    asys_prep_read(&op, pp.r, &b, 1);
-    op.flags = ASYS_F_ASYNC;
-    op.ret_ptr = &r;
-    op.user_data = 5;
-    ASSERT_EQ(asys_submit(ctx, &op), 0);
-    ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "worker never blocked in read";
+    parked_read parked;
+    ASSERT_EQ(parked.submit(ctx, 5), 0);
+    ASSERT_TRUE(parked.wait_blocked(tid)) << "worker never blocked in read";
     EXPECT_EQ(asys_cancel(ctx, 5), -EALREADY);
     auto c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, -ECANCELED);
-    EXPECT_EQ(r, -ECANCELED);
+    EXPECT_EQ(parked.res, -ECANCELED);
     // The worker survives and serves the next op; nothing pending leaks in.
-    asys_prep_read(&op, pp.r, &b, 1);
-    op.flags = ASYS_F_ASYNC;
-    ASSERT_EQ(asys_submit(ctx, &op), 0);
-    ASSERT_EQ(write(pp.w, "q", 1), 1);
+    ASSERT_EQ(parked.submit(ctx), 0);
+    ASSERT_EQ(parked.release(), 1);
     c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, 1);
@@ -88,14 +74,8 @@ TEST(Cancel, RunningOpIsInterrupted) {
 // interrupts its worker).
 TEST(Cancel, PendingReadOnEveryBackend) {
     ctx_guard ctx;
-    pipe_pair pp;
-    char b;
-    long r = 0;
-    asys_op op;
-    asys_prep_read(&op, pp.r, &b, 1);
-    op.ret_ptr = &r;
-    op.user_data = 31;
-    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    parked_read pending;
+    ASSERT_EQ(pending.submit(ctx, 31, /*flags=*/0), 0);  // the probe finds it empty
     int rc = -1;
     // A pool worker may not have reached the read yet: retry the cancel
     // until it takes (a condition, not a sleep).
@@ -108,7 +88,7 @@ TEST(Cancel, PendingReadOnEveryBackend) {
     auto c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, -ECANCELED);
-    EXPECT_EQ(r, -ECANCELED);
+    EXPECT_EQ(pending.res, -ECANCELED);
     EXPECT_EQ(c[0].path, async_path(ctx, ASYS_OP_READ));
     asys_cqe extra;
     EXPECT_EQ(asys_peek(ctx, &extra, 1), 0) << "exactly once";

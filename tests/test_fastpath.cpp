@@ -151,14 +151,9 @@ TEST(FastPathAtomic, PartialReadThatCannotPuntIsDeliveredInline) {
     asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     const pid_t tid = worker_tid(ctx);
-    pipe_pair pp;
-    char b;
-    asys_op busy;
-    asys_prep_read(&busy, pp.r, &b, 1);
-    busy.flags = ASYS_F_ASYNC;
-    busy.user_data = 1;
-    ASSERT_EQ(asys_submit(ctx, &busy), 0);
-    ASSERT_TRUE(wait_blocked_in(tid, SYS_read)) << "the only worker is busy";
+    parked_read busy;
+    ASSERT_EQ(busy.submit(ctx, 1), 0);
+    ASSERT_TRUE(busy.wait_blocked(tid)) << "the only worker is busy";
 
     temp_dir d;
     constexpr size_t kSize = 256 * 1024, kCachedPart = 64 * 1024;
@@ -180,7 +175,7 @@ TEST(FastPathAtomic, PartialReadThatCannotPuntIsDeliveredInline) {
     EXPECT_GE(cqe.res, static_cast<long>(kCachedPart));
     EXPECT_LT(cqe.res, static_cast<long>(kSize));
     check_pattern(buf.data(), static_cast<size_t>(cqe.res), 0);
-    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    ASSERT_EQ(busy.release(), 1);
     auto c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].user_data, 1u);

@@ -115,23 +115,16 @@ TEST(Faults, ALostCancelSignalIsSentAgain) {
     asys_params p = pool_params(1);
     ctx_guard ctx(&p);
     const pid_t tid = worker_tid(ctx);
-    pipe_pair pp;
-    char b;
-    long r = 0;
-    asys_op op;
-    asys_prep_read(&op, pp.r, &b, 1);
-    op.flags = ASYS_F_ASYNC;
-    op.ret_ptr = &r;
-    op.user_data = 9;
-    ASSERT_EQ(asys_submit(ctx, &op), 0);
-    ASSERT_TRUE(wait_blocked_in(tid, SYS_read));
+    parked_read parked;
+    ASSERT_EQ(parked.submit(ctx, 9), 0);
+    ASSERT_TRUE(parked.wait_blocked(tid));
     fault::cancel_signal_drops = 1;
     EXPECT_EQ(asys_cancel(ctx, 9), -EALREADY);
     EXPECT_EQ(fault::cancel_signal_drops.load(), 0) << "the first signal was dropped";
     auto c = reap(ctx, 1, 10);
     ASSERT_EQ(c.size(), 1u) << "the re-sent signal ended the blocked read";
     EXPECT_EQ(c[0].res, -ECANCELED);
-    EXPECT_EQ(r, -ECANCELED);
+    EXPECT_EQ(parked.res, -ECANCELED);
 }
 
 TEST(Faults, ErrorsAreDeliveredExactlyOnce) {

@@ -52,16 +52,12 @@ TEST(Flags, AtomicPuntsOnlyToAnIdleWorker) {
     ASSERT_EQ(asys_submit(ctx, &op), 0) << "idle worker available";
     reap(ctx, 1);
 
-    pipe_pair pp;
-    char b;
-    asys_op rd;
-    asys_prep_read(&rd, pp.r, &b, 1);
-    rd.flags = ASYS_F_ASYNC;
-    ASSERT_EQ(asys_submit(ctx, &rd), 0);
-    ASSERT_TRUE(wait_blocked_in(tid, SYS_read));
+    parked_read busy;
+    ASSERT_EQ(busy.submit(ctx), 0);
+    ASSERT_TRUE(busy.wait_blocked(tid));
     EXPECT_EQ(asys_submit(ctx, &op), -EAGAIN) << "the only worker is busy: never wait";
     EXPECT_EQ(stats(ctx).inflight, 1u) << "the refused op left nothing behind";
-    ASSERT_EQ(write(pp.w, "a", 1), 1);
+    ASSERT_EQ(busy.release(), 1);
     reap(ctx, 1);
 }
 

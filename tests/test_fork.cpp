@@ -38,11 +38,8 @@ int child_body(asys_ctx *parent_ctx) {
 TEST(Fork, ChildGetsAUsableLibrary) {
     ASYS_SKIP_FORK_UNDER_SANITIZERS();
     ctx_guard ctx;
-    pipe_pair pp;
-    char b;
-    asys_op op;
-    asys_prep_read(&op, pp.r, &b, 1);  // in flight across the fork
-    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    parked_read inflight;
+    ASSERT_EQ(inflight.submit(ctx, 0, /*flags=*/0), 0);  // in flight across the fork
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) _exit(child_body(ctx));
@@ -51,7 +48,7 @@ TEST(Fork, ChildGetsAUsableLibrary) {
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 0) << "child failure code";
     // The parent's in-flight op still completes.
-    ASSERT_EQ(write(pp.w, "p", 1), 1);
+    ASSERT_EQ(inflight.release(), 1);
     auto c = reap(ctx, 1);
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(c[0].res, 1);

@@ -3,10 +3,13 @@
 // connects, registers a file and reads it through the daemon; a client
 // running as another user is refused (-EACCES, checked with SO_PEERCRED);
 // --max-clients turns extra clients away (-EBUSY); SIGTERM removes the
-// socket and exits 0.
+// socket and exits 0, and no client can take it (SIGNAL requests are
+// refused by the daemon).
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <cstring>
 #include <string>
@@ -44,11 +47,20 @@ struct daemon_proc {
         close(out[0]);
         EXPECT_NE(strstr(line, "asysd: listening on"), nullptr) << line;
     }
+    /// SIGTERM; its exit status, 128 + the signal if it died of one, or -2
+    /// if it was still running 10 s later (then it is killed).
     int stop() {
         if (pid <= 0) return -1;
         kill(pid, SIGTERM);
         int st = 0;
-        waitpid(pid, &st, 0);
+        pid_t r = 0;
+        for (int i = 0; i < 10000 && (r = waitpid(pid, &st, WNOHANG)) == 0; ++i) poll(nullptr, 0, 1);
+        if (r == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            pid = -1;
+            return -2;
+        }
         pid = -1;
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
@@ -112,6 +124,37 @@ TEST(Asysd, MaxClients) {
     ASSERT_GE(a, 0);
     EXPECT_EQ(asys_socket_connect(daemon.sock.c_str()), -EBUSY);
     close(a);
+}
+
+// Defect 15: a client asked for SIGTERM as an event and received the
+// administrator's kill, and the daemon kept running. The daemon's signals
+// are its own: SIGNAL requests are refused, and SIGTERM still stops it.
+TEST(Asysd, RefusesSignalRequestsAndStillStopsOnSigterm) {
+    temp_dir d;
+    daemon_proc daemon(d.path, "8");
+    ASSERT_GT(daemon.pid, 0);
+    const int s = asys_socket_connect(daemon.sock.c_str());
+    ASSERT_GE(s, 0) << strerror(-s);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1}) {
+        asys_sock_msg m, r;
+        asys_sock_prep(&m, ASYS_SOCK_SIGNAL, 40, 0, 0, 0);
+        m.res = sig;
+        ASSERT_EQ(asys_sock_send(s, &m, nullptr, 0, -1), 0);
+        struct pollfd p{s, POLLIN, 0};
+        ASSERT_EQ(poll(&p, 1, 10000), 1) << "signal " << sig << " was taken as a request";
+        ASSERT_EQ(asys_sock_recv(s, &r, nullptr, 0), 0);
+        EXPECT_EQ(r.cookie, 40u);
+        EXPECT_EQ(r.res, -EPERM) << sig;
+    }
+    // Other requests are still served on this connection.
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 41, 0, 0, 0);
+    m.res = 1000;
+    ASSERT_EQ(asys_sock_send(s, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(asys_sock_recv(s, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.res, 0);
+    EXPECT_EQ(daemon.stop(), 0) << "the daemon did not stop on SIGTERM with a client connected";
+    close(s);
 }
 
 TEST(Asysd, BadArgumentsAreRefused) {

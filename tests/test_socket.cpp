@@ -4,10 +4,13 @@
 // with their error, and a client that leaves with requests in flight.
 #include "asys/socket.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include <cstring>
@@ -32,6 +35,26 @@ void wait_servers_gone(int base) {
     for (int n; (n = asys::internal::g_sock_servers.load()) > base;) asys::internal::g_sock_servers.wait(n);
 }
 
+/// Re-checks `pred` until it holds or `seconds` passed (a condition wait with
+/// a bound, for states that notify nobody).
+template <class Pred>
+bool eventually(Pred pred, int seconds = 10) {
+    const int64_t until = now_ns() + seconds * 1000000000LL;
+    while (!pred()) {
+        if (now_ns() > until) return false;
+        poll(nullptr, 0, 1);
+    }
+    return true;
+}
+
+/// asys_sock_recv, but gives up with -ETIMEDOUT if no reply (or hang-up)
+/// comes within `ms`.
+ssize_t recv_within(int sock, asys_sock_msg *r, void *buf, size_t cap, int ms = 10000) {
+    struct pollfd p{sock, POLLIN, 0};
+    if (poll(&p, 1, ms) != 1) return -ETIMEDOUT;
+    return asys_sock_recv(sock, r, buf, cap);
+}
+
 class Socket : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -41,6 +64,12 @@ protected:
     }
     void TearDown() override {
         if (sock_ >= 0) close(sock_);
+        // A server ends once its client is gone and its requests are done;
+        // one that does not would hold up the context's drain for good.
+        if (!eventually([&] { return asys_socket_count() <= base_; })) {
+            ADD_FAILURE() << "a socket server outlived its client";
+            asys_ctx_destroy(ctx_.release(), ASYS_DESTROY_CANCEL);
+        }
     }
     long request(unsigned type, uint64_t cookie, uint32_t handle, uint32_t len, int64_t off,
                  const void *payload = nullptr, int fd = -1, void *out = nullptr, size_t cap = 0,
@@ -247,6 +276,232 @@ TEST_F(Socket, ClientLeavingWithRequestsInFlightEndsTheServer) {
     EXPECT_EQ(asys_socket_count(), base_);
     const asys_stats st = stats(ctx_);
     EXPECT_EQ(st.inflight, 0u);
+}
+
+// Defect 13: a reply that cannot be sent (the client shut its read side)
+// means the client is gone: its other requests are cancelled and the server
+// ends, even though the client still holds its end open. Before, the server
+// only stopped replying and waited forever for the 1 h timer.
+TEST_F(Socket, AFailedReplyCancelsTheClientsOtherRequests) {
+    ASSERT_EQ(shutdown(sock_, SHUT_RD), 0);
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 1, 0, 0, 0);
+    m.res = 1000 * 1000;  // 1 ms: its reply fails (EPIPE)
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 2, 0, 0, 0);
+    m.res = 3600LL * 1000 * 1000 * 1000;  // 1 h: must be cancelled
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }))
+        << "the server still runs with the client's socket open";
+    EXPECT_TRUE(eventually([&] { return stats(ctx_).inflight == 0; })) << "the 1 h timer was not cancelled";
+    // The client's sends now fail: the server shut the connection.
+    EXPECT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), -EPIPE);
+}
+
+// Defect 14: a client that shut its write side still gets every reply for
+// the requests it sent; then the server ends (the client reads the end).
+TEST_F(Socket, HalfClosedClientGetsEveryReply) {
+    pipe_pair pp;
+    const long h = register_fd(pp.r);
+    ASSERT_GE(h, 0);
+    asys_sock_msg m;
+    for (uint64_t c = 10; c < 12; ++c) {  // both block: the pipe is empty
+        asys_sock_prep(&m, ASYS_SOCK_READ, c, static_cast<uint32_t>(h), 1, -1);
+        ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    }
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 12, 0, 0, 0);
+    m.res = 20 * 1000 * 1000;
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(shutdown(sock_, SHUT_WR), 0);
+    ASSERT_EQ(write(pp.w, "ab", 2), 2);
+    std::map<uint64_t, long> res;
+    for (int i = 0; i < 3; ++i) {
+        asys_sock_msg r;
+        char c = 0;
+        const ssize_t n = recv_within(sock_, &r, &c, 1);
+        ASSERT_GE(n, 0) << "reply " << i << " of 3: " << strerror(static_cast<int>(-n));
+        res[r.cookie] = r.res;
+    }
+    EXPECT_EQ(res, (std::map<uint64_t, long>{{10, 1}, {11, 1}, {12, 0}}));
+    asys_sock_msg r;
+    EXPECT_EQ(recv_within(sock_, &r, nullptr, 0), -ECONNRESET) << "then the server ends";
+    EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }));
+}
+
+// Defect 14, second half: a half-closed client that then closes for good
+// while requests are in flight has them cancelled (the server notices the
+// full hang-up while it waits), and the server ends.
+TEST_F(Socket, HalfClosedThenClosedCancelsWhatIsInFlight) {
+    pipe_pair pp;
+    const long h = register_fd(pp.r);
+    ASSERT_GE(h, 0);
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_READ, 20, static_cast<uint32_t>(h), 1, -1);
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 21, 0, 0, 0);
+    m.res = 3600LL * 1000 * 1000 * 1000;
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 22, 0, 0, 0);
+    m.res = 1000;
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(shutdown(sock_, SHUT_WR), 0);
+    asys_sock_msg r;
+    ASSERT_EQ(recv_within(sock_, &r, nullptr, 0), 0) << "still answered after the half-close";
+    EXPECT_EQ(r.cookie, 22u);
+    EXPECT_GT(asys_socket_count(), base_) << "two requests are still in flight";
+    close(sock_);
+    sock_ = -1;
+    EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }));
+    EXPECT_TRUE(eventually([&] { return stats(ctx_).inflight == 0; }));
+}
+
+// The reply backlog: a client that keeps up to ASYS_SOCK_MAX_INFLIGHT
+// requests unanswered is served in full even when their replies overflow its
+// socket buffer ...
+TEST_F(Socket, PipelinedRequestsUpToTheLimitAreAllAnswered) {
+    int fd = make_file(dir_.file("big"), ASYS_SOCK_MAX_IO);
+    ASSERT_GE(fd, 0);
+    const long h = register_fd(fd);
+    ASSERT_GE(h, 0);
+    close(fd);
+    constexpr unsigned N = ASYS_SOCK_MAX_INFLIGHT;
+    for (unsigned i = 0; i < N; ++i) {  // 16 MiB of replies; the buffer holds a few
+        asys_sock_msg m;
+        asys_sock_prep(&m, ASYS_SOCK_READ, 100 + i, static_cast<uint32_t>(h), ASYS_SOCK_MAX_IO, 0);
+        ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    }
+    std::vector<char> buf(ASYS_SOCK_MAX_IO);
+    std::map<uint64_t, int> seen;
+    for (unsigned i = 0; i < N; ++i) {
+        asys_sock_msg r;
+        const ssize_t n = recv_within(sock_, &r, buf.data(), buf.size());
+        ASSERT_EQ(n, static_cast<ssize_t>(ASYS_SOCK_MAX_IO)) << "reply " << i;
+        EXPECT_EQ(r.res, static_cast<int64_t>(ASYS_SOCK_MAX_IO));
+        ++seen[r.cookie];
+    }
+    EXPECT_EQ(seen.size(), size_t{N});
+    EXPECT_EQ(request(ASYS_SOCK_TIMER, 1, 0, 0, 0), 0) << "and the client is still served";
+}
+
+// ... while a client that floods requests and never reads its replies is
+// disconnected once its backlog overflows: before, the server blocked in
+// sendmsg forever and the client's sends stalled.
+TEST_F(Socket, AClientThatNeverReadsIsDisconnected) {
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 1, 0, 0, 0);  // answered at once, one reply each
+    int err = 0;
+    for (int i = 0; i < 1000000 && !err; ++i) {
+        if (send(sock_, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof m)) continue;
+        if (errno != EAGAIN) {
+            err = errno;
+            break;
+        }
+        // The server's receive buffer is full: it must drain it, then drop us.
+        struct pollfd p{sock_, POLLOUT, 0};
+        if (poll(&p, 1, 10000) != 1) break;
+    }
+    // EPIPE, or ECONNRESET when the server closed with requests unread.
+    EXPECT_TRUE(err == EPIPE || err == ECONNRESET) << "the server still holds the connection: " << strerror(err);
+    EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }));
+    // What it did send before the disconnect can still be read, then the end.
+    asys_sock_msg r;
+    ssize_t n = 0;
+    for (int i = 0; i < 100000 && (n = recv_within(sock_, &r, nullptr, 0)) == 0; ++i) {
+    }
+    EXPECT_EQ(n, -ECONNRESET);
+}
+
+// Defect 15 (in-process part): signals that cannot or must not be waited
+// for are refused: SIGKILL, SIGSTOP and asys' own cancel signal.
+TEST_F(Socket, SignalsThatMustNotBeWaitedForAreRefused) {
+    for (int sig : {SIGKILL, SIGSTOP, SIGRTMAX - 3}) {
+        asys_sock_msg m, r;
+        asys_sock_prep(&m, ASYS_SOCK_SIGNAL, 30, 0, 0, 0);
+        m.res = sig;
+        ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+        ASSERT_EQ(recv_within(sock_, &r, nullptr, 0, 5000), 0) << "signal " << sig << " was taken";
+        EXPECT_EQ(r.res, -EINVAL) << sig;
+    }
+}
+
+// The ABI promise (asys.h, docs/api.md): no public function touches errno,
+// on any path. The socket functions use libc wrappers underneath.
+TEST(SocketErrno, EveryFunctionLeavesErrnoAlone) {
+    constexpr int kMark = EXDEV;  // no socket function would set this one
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    temp_dir dir;
+#define KEEPS_ERRNO(call, expect)                                   \
+    do {                                                            \
+        errno = kMark;                                              \
+        auto got_ = (call);                                         \
+        const int e_ = errno;                                       \
+        EXPECT_EQ(e_, kMark) << #call << " set errno: " << strerror(e_); \
+        expect;                                                     \
+        (void)got_;                                                 \
+    } while (0)
+    // Failing.
+    KEEPS_ERRNO(asys_socket_connect("/nonexistent/asysd.sock"), EXPECT_EQ(got_, -ENOENT));
+    KEEPS_ERRNO(asys_socket_connect(nullptr), EXPECT_EQ(got_, -EFAULT));
+    KEEPS_ERRNO(asys_socket_connect(std::string(200, 'x').c_str()), EXPECT_EQ(got_, -ENAMETOOLONG));
+    {  // a bound socket nobody listens on: ECONNREFUSED
+        const std::string path = dir.file("nobody.sock");
+        const int b = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        ASSERT_GE(b, 0);
+        struct sockaddr_un sa {};
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, path.c_str());
+        ASSERT_EQ(bind(b, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+        KEEPS_ERRNO(asys_socket_connect(path.c_str()), EXPECT_EQ(got_, -ECONNREFUSED));
+        close(b);
+    }
+    KEEPS_ERRNO(asys_socket_open(nullptr), EXPECT_EQ(got_, -EINVAL));
+    KEEPS_ERRNO(asys_socket_serve(nullptr, -1), EXPECT_EQ(got_, -EINVAL));
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 1, 0, 0, 0);
+    KEEPS_ERRNO(asys_sock_send(-1, &m, nullptr, 0, -1), EXPECT_EQ(got_, -EBADF));
+    KEEPS_ERRNO(asys_sock_send(0, nullptr, nullptr, 0, -1), EXPECT_EQ(got_, -EFAULT));
+    KEEPS_ERRNO(asys_sock_recv(-1, &r, nullptr, 0), EXPECT_EQ(got_, -EBADF));
+    {  // out of descriptors: socketpair() / socket() fail
+        struct rlimit old;
+        ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+        std::vector<int> fill;
+        struct rlimit low = old;
+        low.rlim_cur = 256;
+        ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+        for (int fd; fill.size() < 256 && (fd = dup(0)) >= 0;) fill.push_back(fd);
+        KEEPS_ERRNO(asys_socket_open(ctx), EXPECT_EQ(got_, -EMFILE));
+        KEEPS_ERRNO(asys_socket_connect("/nonexistent/asysd.sock"), EXPECT_EQ(got_, -EMFILE));
+        for (int fd : fill) close(fd);
+        ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    }
+    // Succeeding (the receive spins on EAGAIN before it blocks).
+    KEEPS_ERRNO(asys_socket_count(), EXPECT_GE(got_, 0));
+    int s = -1;
+    KEEPS_ERRNO(s = asys_socket_open(ctx), EXPECT_GE(got_, 0));
+    ASSERT_GE(s, 0);
+    m.res = 2 * 1000 * 1000;  // 2 ms: the receive has to wait for it
+    KEEPS_ERRNO(asys_sock_send(s, &m, nullptr, 0, -1), EXPECT_EQ(got_, 0));
+    KEEPS_ERRNO(asys_sock_recv(s, &r, nullptr, 0), EXPECT_EQ(got_, 0));
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    KEEPS_ERRNO(asys_socket_serve(ctx, sv[1]), EXPECT_EQ(got_, 0));
+    const int fd = make_file(dir.file("f"), 100);
+    ASSERT_GE(fd, 0);
+    asys_sock_prep(&m, ASYS_SOCK_REGISTER, 2, 0, 0, 0);
+    KEEPS_ERRNO(asys_sock_send(sv[0], &m, nullptr, 0, fd), EXPECT_EQ(got_, 0));
+    KEEPS_ERRNO(asys_sock_recv(sv[0], &r, nullptr, 0), EXPECT_EQ(got_, 0));
+    close(fd);
+    // Failing receives: a reply larger than the buffer, then the end.
+    asys_sock_prep(&m, ASYS_SOCK_READ, 3, static_cast<uint32_t>(r.res), 10, 0);
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, -1), 0);
+    char one;
+    KEEPS_ERRNO(asys_sock_recv(sv[0], &r, &one, 1), EXPECT_EQ(got_, -EMSGSIZE));
+    ASSERT_EQ(shutdown(sv[0], SHUT_WR), 0);  // the server answers all, then ends
+    KEEPS_ERRNO(asys_sock_recv(sv[0], &r, nullptr, 0), EXPECT_EQ(got_, -ECONNRESET));
+    close(s);
+    close(sv[0]);
+#undef KEEPS_ERRNO
 }
 
 // Destroying the context under a live socket is documented as a mistake,

@@ -19,7 +19,12 @@
  *   SIGNAL      res: a signal number      → res: the number when it arrives;
  *                                           payload: its struct
  *                                           signalfd_siginfo (block the
- *                                           signal in your threads first)
+ *                                           signal in your threads first);
+ *                                           -EINVAL for SIGKILL, SIGSTOP and
+ *                                           asys' cancel signal
+ *                                           (SIGRTMAX - 3); -EPERM from a
+ *                                           server with ASYS_SOCK_NO_SIGNALS
+ *                                           (asysd)
  *   CANCEL      cookie of a request       → res: 0 (cancelled while queued),
  *               (in `offset`)               -EALREADY (interrupted), -ENOENT;
  *                                           the cancelled request's own
@@ -28,7 +33,17 @@
  * A malformed request gets a reply with -EPROTO (bad magic or version),
  * -EBADMSG (bad type, size or fields), -EMSGSIZE (len above
  * ASYS_SOCK_MAX_IO) or -EBADF (unknown handle); fds that came with a request
- * that takes none are closed. The seed put the offset and cookie in
+ * that takes none are closed.
+ *
+ * The server never blocks on a reply: replies the client's socket has no
+ * room for wait in a backlog of at most ASYS_SOCK_MAX_INFLIGHT; one more
+ * disconnects the client. A client that keeps no more requests unanswered
+ * (sent, reply not yet received) is never disconnected. A client that shut
+ * its write side (shutdown(SHUT_WR)) still gets every reply, then the server
+ * ends. A client that is gone (closed, shut its read side so that a reply
+ * fails, or disconnected) has its requests in flight cancelled; the server
+ * ends once they complete. Every public function here leaves errno as it
+ * found it. The seed put the offset and cookie in
  * ancillary data; AF_UNIX drops ancillary data of other levels than
  * SOL_SOCKET, so they live in the header instead.
  *
@@ -114,6 +129,15 @@ ASYS_API int asys_socket_open(asys_ctx *ctx);
  * (one your own server accepted, say), with `ctx`. Takes `fd` in every case.
  * 0 or -errno. asys_socket_open() is socketpair() + this. */
 ASYS_API int asys_socket_serve(asys_ctx *ctx, int fd);
+
+/* Flags of asys_socket_serve_flags. */
+#define ASYS_SOCK_NO_SIGNALS 0x1u /* SIGNAL requests are answered -EPERM: the
+                                     client must not take this process's
+                                     signals (asysd serves every client so) */
+
+/* asys_socket_serve() with `flags` (ASYS_SOCK_NO_SIGNALS, or 0: the same as
+ * asys_socket_serve). -EINVAL for unknown flags. Takes `fd` in every case. */
+ASYS_API int asys_socket_serve_flags(asys_ctx *ctx, int fd, unsigned flags);
 
 /* How many sockets are being served in this process right now. */
 ASYS_API int asys_socket_count(void);

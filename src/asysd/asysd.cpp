@@ -7,9 +7,12 @@
 //   asysd --socket PATH [--allow-uid UID]... [--max-clients N] [--workers N]
 //
 // Prints "asysd: listening on PATH" on standard output once it accepts
-// connections. SIGINT / SIGTERM: removes the socket and exits.
+// connections. SIGINT / SIGTERM: removes the socket and exits. The daemon's
+// signals are its own: SIGNAL requests are refused (-EPERM), so no client
+// can take the administrator's SIGTERM.
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -70,6 +73,15 @@ int main(int argc, char **argv) {
     if (path.size() >= sizeof sa.sun_path) usage("socket path too long");
     std::strcpy(sa.sun_path, path.c_str());
 
+    // Each client holds descriptors (its socket, registered files, timers):
+    // use all the process may have, so that one client's files do not turn
+    // every other client away.
+    struct rlimit nofile;
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        (void)::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+
     asys_params p{};
     p.workers = static_cast<unsigned>(workers);
     asys_ctx *ctx = nullptr;
@@ -103,7 +115,16 @@ int main(int argc, char **argv) {
         if (pf[1].revents & POLLIN) break;
         if (!(pf[0].revents & POLLIN)) continue;
         const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) continue;
+        if (c < 0) {
+            // Out of descriptors or memory: the connection stays queued and
+            // the socket stays readable; back off rather than spin (a
+            // signal still stops the daemon at once).
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                struct pollfd sp{sfd, POLLIN, 0};
+                (void)::poll(&sp, 1, 100);
+            }
+            continue;
+        }
         struct ucred cred {};
         socklen_t len = sizeof cred;
         bool ok = ::getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
@@ -121,7 +142,7 @@ int main(int argc, char **argv) {
             continue;
         }
         greet(c, 0);
-        if (int rc = asys_socket_serve(ctx, c); rc < 0)
+        if (int rc = asys_socket_serve_flags(ctx, c, ASYS_SOCK_NO_SIGNALS); rc < 0)
             std::fprintf(stderr, "asysd: serve: %s\n", std::strerror(-rc));
     }
     ::close(ls);

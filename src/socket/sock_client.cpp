@@ -10,25 +10,48 @@
 #include "asys/socket.h"
 #include "socket/sock_server.hpp"
 
+namespace {
+
+/// Every public function returns -errno and leaves errno as it found it
+/// (asys.h): the libc calls below set it, so each one restores it on return.
+class errno_keeper {
+public:
+    errno_keeper() noexcept : saved_(errno) {}
+    ~errno_keeper() { errno = saved_; }
+    errno_keeper(const errno_keeper &) = delete;
+    errno_keeper &operator=(const errno_keeper &) = delete;
+
+private:
+    int saved_;
+};
+
+}  // namespace
+
 extern "C" {
 
-int asys_socket_serve(asys_ctx *ctx, int fd) {
+int asys_socket_serve_flags(asys_ctx *ctx, int fd, unsigned flags) {
+    const errno_keeper keep;
     asys_info info;
-    if (int rc = asys_ctx_info(ctx, &info); rc < 0) {
+    int rc = asys_ctx_info(ctx, &info);
+    if (rc == 0 && (flags & ~ASYS_SOCK_NO_SIGNALS)) rc = -EINVAL;
+    if (rc < 0) {
         ::close(fd);
         return rc;
     }
-    return asys::internal::start_sock_server(ctx, fd);
+    return asys::internal::start_sock_server(ctx, fd, flags);
 }
+
+int asys_socket_serve(asys_ctx *ctx, int fd) { return asys_socket_serve_flags(ctx, fd, 0); }
 
 int asys_socket_count(void) { return asys::internal::g_sock_servers.load(); }
 
 int asys_socket_open(asys_ctx *ctx) {
+    const errno_keeper keep;
     asys_info info;
     if (int rc = asys_ctx_info(ctx, &info); rc < 0) return rc;
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
-    if (int rc = asys::internal::start_sock_server(ctx, sv[1]); rc < 0) {
+    if (int rc = asys::internal::start_sock_server(ctx, sv[1], 0); rc < 0) {
         ::close(sv[0]);
         return rc;
     }
@@ -36,6 +59,7 @@ int asys_socket_open(asys_ctx *ctx) {
 }
 
 int asys_socket_connect(const char *path) {
+    const errno_keeper keep;
     if (!path) return -EFAULT;
     struct sockaddr_un sa {};
     sa.sun_family = AF_UNIX;
@@ -59,6 +83,7 @@ int asys_socket_connect(const char *path) {
 }
 
 int asys_sock_send(int sock, const struct asys_sock_msg *m, const void *payload, size_t len, int fd) {
+    const errno_keeper keep;
     if (!m || (len && !payload)) return -EFAULT;
     struct iovec iov[2] = {{const_cast<asys_sock_msg *>(m), sizeof *m}, {const_cast<void *>(payload), len}};
     struct msghdr mh {};
@@ -80,6 +105,7 @@ int asys_sock_send(int sock, const struct asys_sock_msg *m, const void *payload,
 }
 
 ssize_t asys_sock_recv(int sock, struct asys_sock_msg *m, void *payload, size_t cap) {
+    const errno_keeper keep;
     if (!m || (cap && !payload)) return -EFAULT;
     struct iovec iov[2] = {{m, sizeof *m}, {payload, cap}};
     struct msghdr mh {};

@@ -1,7 +1,11 @@
 #include "socket/sock_protocol.hpp"
 
+#include <signal.h>
+
 #include <cerrno>
 #include <cstring>
+
+#include "pool/worker_pool.hpp"
 
 namespace asys::internal {
 
@@ -42,8 +46,13 @@ int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out
             if (h.len != 0 || (h.type != ASYS_SOCK_TIMER && h.offset != 0)) return -EBADMSG;
             if (h.type == ASYS_SOCK_TIMER && h.offset != 0) return -EBADMSG;
             return 0;
-        case ASYS_SOCK_SIGNAL:  // not SIGKILL or SIGSTOP: they cannot be waited for
-            if (h.res < 1 || h.res > 64 || h.res == 9 || h.res == 19) return -EINVAL;
+        case ASYS_SOCK_SIGNAL:
+            // Not SIGKILL or SIGSTOP (they cannot be waited for), nor the
+            // signal asys interrupts its workers with (taking it would eat
+            // cancellations).
+            if (h.res < 1 || h.res > 64 || h.res == SIGKILL || h.res == SIGSTOP ||
+                h.res == worker_pool::cancel_signal())
+                return -EINVAL;
             if (h.len != 0 || h.offset != 0) return -EBADMSG;
             return 0;
         case ASYS_SOCK_CANCEL:  // offset: the cookie to cancel

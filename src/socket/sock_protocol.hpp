@@ -1,6 +1,7 @@
 // The asys socket protocol's request parser (see include/asys/socket.h). A
-// pure function of the received bytes and the number of fds that came with
-// them, so that it can be fuzzed on its own.
+// function of the received bytes and the number of fds that came with them
+// (and of which signal asys cancels with), so that it can be fuzzed on its
+// own.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -40,7 +40,11 @@ struct request {
     int event_fd = -1;  ///< TIMER: its timerfd; SIGNAL: its signalfd (closed with it)
     uint32_t handle = UINT32_MAX;  ///< a registered fd it uses (refcounted)
     std::unique_ptr<uint8_t[]> buf;
-    request *next_done = nullptr;
+    /// The done list (on_done -> server), then the reply backlog.
+    request *next = nullptr;
+    /// A reply waiting in the backlog: its header; out.len payload bytes
+    /// (a READ's data, a SIGNAL's siginfo) are in buf.
+    asys_sock_msg out{};
     request() = default;
     request(const request &) = delete;
     request &operator=(const request &) = delete;
@@ -51,8 +55,10 @@ struct request {
 
 class sock_server {
 public:
-    sock_server(asys_ctx *ctx, int fd, int efd) : ctx_(ctx), fd_(fd), efd_(efd) {}
+    sock_server(asys_ctx *ctx, int fd, int efd, unsigned flags)
+        : ctx_(ctx), fd_(fd), efd_(efd), no_signals_((flags & ASYS_SOCK_NO_SIGNALS) != 0) {}
     ~sock_server() {
+        drop_backlog();
         for (int fd : handles_)
             if (fd >= 0) ::close(fd);
         ::close(fd_);
@@ -67,17 +73,38 @@ private:
     static void on_done(const asys_cqe *, void *arg) noexcept;
     void handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept;
     void submit(request *r, const asys_op &op) noexcept;
-    void reply(const asys_sock_msg &req, long res, const void *payload = nullptr, size_t len = 0) noexcept;
+    /// Answers `req`: sends the reply now, or queues it behind the backlog.
+    /// `owner` (may be null: a header-only reply) holds the payload and is
+    /// freed once the reply is sent or dropped.
+    void reply(const asys_sock_msg &req, long res, const void *payload = nullptr, size_t len = 0,
+               request *owner = nullptr) noexcept;
+    /// One non-blocking sendmsg: 0, -EAGAIN (the client's buffer is full) or
+    /// the -errno that means the client is gone.
+    int send_reply(asys_sock_msg &m, const void *payload, size_t len) noexcept;
+    bool flush_backlog() noexcept;  ///< true: sent at least one reply
+    void drop_backlog() noexcept;
+    /// The client is gone (hung up, failed, or would not take its replies):
+    /// shut the connection, drop its replies, cancel its requests. The
+    /// server ends once they have completed.
+    void lose_client() noexcept;
     void finish(request *r) noexcept;
     void drain_done() noexcept;
     bool receive_one() noexcept;  ///< false: nothing to receive now
     int handle_fd(uint32_t h) const noexcept {
         return h < handles_.size() ? handles_[h] : -1;
     }
+    bool done() const noexcept {
+        return inflight_.empty() && (gone_ || (!reading_ && !out_head_));
+    }
 
     asys_ctx *ctx_;
     int fd_, efd_;
-    bool hung_up_ = false;
+    const bool no_signals_;           ///< SIGNAL requests are refused (-EPERM)
+    bool reading_ = true;             ///< false once the client shut its write side (or is gone)
+    bool gone_ = false;               ///< no reply can reach the client any more
+    request *out_head_ = nullptr;     ///< replies the client's socket had no room for, oldest first
+    request *out_tail_ = nullptr;
+    unsigned out_count_ = 0;
     std::unique_ptr<uint8_t[]> rx_{new (std::nothrow) uint8_t[sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO]};
     std::vector<int> handles_;        ///< handle -> fd (-1: free)
     std::vector<unsigned> refs_;      ///< handle -> requests in flight using it
@@ -96,38 +123,102 @@ void sock_server::on_done(const asys_cqe *, void *arg) noexcept {
     // The wake is written under the lock: the server cannot take this
     // request (and perhaps exit, closing the eventfd) before it is done.
     std::lock_guard lk(s->mu_);
-    r->next_done = s->done_;
+    r->next = s->done_;
     s->done_ = r;
     s->has_done_.store(true, std::memory_order_release);
     uint64_t one = 1;
     (void)!::write(s->efd_, &one, sizeof one);
 }
 
-void sock_server::reply(const asys_sock_msg &req, long res, const void *payload, size_t len) noexcept {
-    if (hung_up_) return;
-    asys_sock_msg m = req;
-    m.magic = ASYS_SOCK_MAGIC;
-    m.version = ASYS_SOCK_VERSION;
-    m.type = ASYS_SOCK_DONE;
-    m.res = res;
-    m.len = static_cast<uint32_t>(len);
+int sock_server::send_reply(asys_sock_msg &m, const void *payload, size_t len) noexcept {
     struct iovec iov[2] = {{&m, sizeof m}, {const_cast<void *>(payload), len}};
     struct msghdr mh {};
     mh.msg_iov = iov;
     mh.msg_iovlen = len ? 2 : 1;
-    // Blocking: a client that does not read its replies stops this server
-    // (and only it) from reading more requests.
-    while (::sendmsg(fd_, &mh, MSG_NOSIGNAL) < 0) {
+    // Never blocks: a client that does not read its replies must not stop
+    // this server from noticing completions, hang-ups and more requests.
+    while (::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         if (errno == EINTR) continue;
+        if (errno == EAGAIN) return -EAGAIN;
         if (errno == EMSGSIZE && mh.msg_iovlen == 2) {  // a send buffer set smaller than a record
             m.res = -EMSGSIZE;
             m.len = 0;
             mh.msg_iovlen = 1;
             continue;
         }
-        hung_up_ = true;  // EPIPE, ECONNRESET: the client is gone
-        return;
+        return -errno;  // EPIPE (the client shut its read side or left), ECONNRESET, ENOBUFS ...
     }
+    return 0;
+}
+
+void sock_server::reply(const asys_sock_msg &req, long res, const void *payload, size_t len,
+                        request *owner) noexcept {
+    std::unique_ptr<request> own(owner);
+    if (gone_) return;
+    asys_sock_msg m = req;
+    m.magic = ASYS_SOCK_MAGIC;
+    m.version = ASYS_SOCK_VERSION;
+    m.type = ASYS_SOCK_DONE;
+    m.res = res;
+    m.len = static_cast<uint32_t>(len);
+    if (!out_head_) {  // nothing queued ahead of it: send now
+        const int rc = send_reply(m, payload, len);
+        if (rc == 0) return;
+        if (rc != -EAGAIN) return lose_client();
+    }
+    // Queue it. The backlog holds at most ASYS_SOCK_MAX_INFLIGHT replies: a
+    // client that keeps no more requests than that unanswered never
+    // overflows it; one that floods requests without reading is let go.
+    if (out_count_ >= ASYS_SOCK_MAX_INFLIGHT) return lose_client();
+    if (!own) {  // a header-only reply (payloads live in their request)
+        own.reset(new (std::nothrow) request);
+        if (!own) return lose_client();
+    }
+    own->out = m;  // m.len: 0 if the payload had to go (EMSGSIZE above)
+    own->next = nullptr;
+    request *r = own.release();
+    if (out_tail_) out_tail_->next = r;
+    else out_head_ = r;
+    out_tail_ = r;
+    ++out_count_;
+}
+
+bool sock_server::flush_backlog() noexcept {
+    bool sent = false;
+    while (out_head_ && !gone_) {
+        request *r = out_head_;
+        const int rc = send_reply(r->out, r->out.len ? r->buf.get() : nullptr, r->out.len);
+        if (rc == -EAGAIN) break;
+        if (rc != 0) {
+            lose_client();
+            break;
+        }
+        out_head_ = r->next;
+        if (!out_head_) out_tail_ = nullptr;
+        --out_count_;
+        delete r;
+        sent = true;
+    }
+    return sent;
+}
+
+void sock_server::drop_backlog() noexcept {
+    while (request *r = out_head_) {
+        out_head_ = r->next;
+        delete r;
+    }
+    out_tail_ = nullptr;
+    out_count_ = 0;
+}
+
+void sock_server::lose_client() noexcept {
+    if (gone_) return;
+    gone_ = true;
+    reading_ = false;
+    // The client learns at once: its reads end, its sends fail (EPIPE).
+    ::shutdown(fd_, SHUT_RDWR);
+    drop_backlog();
+    for (request *r : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
 }
 
 void sock_server::submit(request *r, const asys_op &op_in) noexcept {
@@ -161,8 +252,11 @@ void sock_server::finish(request *r) noexcept {
         len = sizeof(signalfd_siginfo);
         res = r->h.res;
     }
-    reply(r->h, res, payload, len);
-    delete r;
+    if (r->event_fd >= 0) {  // done with it, even if the reply has to wait
+        ::close(r->event_fd);
+        r->event_fd = -1;
+    }
+    reply(r->h, res, payload, len, r);
 }
 
 void sock_server::drain_done() noexcept {
@@ -175,7 +269,7 @@ void sock_server::drain_done() noexcept {
     }
     while (list) {
         request *r = list;
-        list = r->next_done;
+        list = r->next;
         inflight_.erase(r);
         if (r->handle != UINT32_MAX) --refs_[r->handle];
         finish(r);
@@ -205,6 +299,8 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     }
     for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);  // not kept
     if (rc) return reply(h, rc);
+    // asysd: a client must not take the daemon's own signals (its SIGTERM).
+    if (h.type == ASYS_SOCK_SIGNAL && no_signals_) return reply(h, -EPERM);
 
     if (h.type == ASYS_SOCK_CANCEL) {
         const uint64_t cookie = static_cast<uint64_t>(h.offset);
@@ -285,33 +381,37 @@ bool sock_server::receive_one() noexcept {
     mh.msg_controllen = sizeof cbuf;
     const ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+    if (n < 0) {  // ECONNRESET (it left with replies unread) or worse
+        lose_client();
+        return true;
+    }
     int fds[kMaxFdsPerMsg + 1];
     unsigned nfds = 0;
-    if (n >= 0)
-        for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; ++i) {
-                int f;
-                std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-                if (nfds < kMaxFdsPerMsg) fds[nfds++] = f;
-                else ::close(f);
-            }
+    for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; ++i) {
+            int f;
+            std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+            if (nfds < kMaxFdsPerMsg) fds[nfds++] = f;
+            else ::close(f);
         }
+    }
     if (n == 0) {
+        for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
         // An empty record reads as 0 bytes, like the end of the stream:
         // only a hang-up tells them apart.
         struct pollfd h{fd_, POLLRDHUP, 0};
         if (::poll(&h, 1, 0) == 0 || !(h.revents & (POLLRDHUP | POLLHUP))) {
             sock_request none;
             reply(none.h, -EBADMSG);
-            return true;
+        } else if (h.revents & (POLLHUP | POLLERR)) {
+            lose_client();  // closed (or shut both ways): cancel what is in flight
+        } else {
+            // Half-closed: it sends no more but still reads. Answer what is
+            // in flight, then end; a full hang-up meanwhile cancels it.
+            reading_ = false;
         }
-    }
-    if (n <= 0) {  // the client closed (or failed): cancel what is in flight
-        for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
-        hung_up_ = true;
-        for (request *r : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
         return true;
     }
     if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry
@@ -331,22 +431,30 @@ void sock_server::run() noexcept {
     using clock = std::chrono::steady_clock;
     constexpr auto kSpin = std::chrono::microseconds(50);
     auto last = clock::now();
-    while (!hung_up_ || !inflight_.empty()) {
+    while (!done()) {
         bool progress = false;
         if (has_done_.load(std::memory_order_acquire)) {
             drain_done();
             progress = true;
         }
-        if (!hung_up_ && receive_one()) progress = true;
+        if (out_head_ && flush_backlog()) progress = true;
+        if (reading_ && receive_one()) progress = true;
         if (progress) {
             last = clock::now();
             continue;
         }
         if (clock::now() - last < kSpin) continue;
-        struct pollfd p[2] = {{efd_, POLLIN, 0}, {hung_up_ ? -1 : fd_, POLLIN, 0}};
-        if (::poll(p, 2, -1) > 0 && (p[0].revents & POLLIN)) {
-            uint64_t v;
-            (void)!::read(efd_, &v, sizeof v);  // only a wake-up: has_done_ is the truth
+        // Sleep until a request completes, or the client sends, makes room
+        // for the backlog, or hangs up (POLLHUP comes unasked: a client that
+        // half-closed and then closes for good is noticed here).
+        const short want = static_cast<short>((reading_ ? POLLIN : 0) | (out_head_ ? POLLOUT : 0));
+        struct pollfd p[2] = {{efd_, POLLIN, 0}, {gone_ ? -1 : fd_, want, 0}};
+        if (::poll(p, 2, -1) > 0) {
+            if (p[0].revents & POLLIN) {
+                uint64_t v;
+                (void)!::read(efd_, &v, sizeof v);  // only a wake-up: has_done_ is the truth
+            }
+            if (!reading_ && (p[1].revents & (POLLHUP | POLLERR | POLLNVAL))) lose_client();
         }
         last = clock::now();
     }
@@ -366,14 +474,14 @@ void *server_main(void *arg) noexcept {
 
 }  // namespace
 
-int start_sock_server(asys_ctx *ctx, int fd) noexcept {
+int start_sock_server(asys_ctx *ctx, int fd, unsigned flags) noexcept {
     const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) {
         const int err = errno;
         ::close(fd);
         return -err;
     }
-    auto *s = new (std::nothrow) sock_server(ctx, fd, efd);
+    auto *s = new (std::nothrow) sock_server(ctx, fd, efd, flags);
     if (!s) {
         ::close(efd);
         ::close(fd);

@@ -2,13 +2,15 @@
 //  1. parse_request() on arbitrary records with 0, 1 or 2 fds never crashes,
 //     and what it accepts follows the documented rules (header, type,
 //     REGISTER iff one fd, WRITE payload of exactly len bytes, len within
-//     ASYS_SOCK_MAX_IO, offsets >= -1, TIMER ns >= 0).
+//     ASYS_SOCK_MAX_IO, offsets >= -1, TIMER ns >= 0, SIGNAL not SIGKILL,
+//     SIGSTOP or the cancel signal).
 //  2. The same record sent to a live in-process server (handle 0 is
 //     /dev/zero, read-write) gets exactly one well-formed reply, and the
 //     server keeps serving. Records the harness cannot let through are
 //     skipped: long timers and signals (they wait by design) and
 //     unregistering handle 0.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -74,7 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (h.type == ASYS_SOCK_READ) check(h.len <= ASYS_SOCK_MAX_IO, "read size");
         if (h.type == ASYS_SOCK_READ || h.type == ASYS_SOCK_WRITE) check(h.offset >= -1, "offset");
         if (h.type == ASYS_SOCK_TIMER) check(h.res >= 0, "timer ns");
-        if (h.type == ASYS_SOCK_SIGNAL) check(h.res >= 1 && h.res <= 64 && h.res != 9 && h.res != 19, "signal");
+        if (h.type == ASYS_SOCK_SIGNAL)  // not SIGKILL, SIGSTOP or asys' cancel signal
+            check(h.res >= 1 && h.res <= 64 && h.res != SIGKILL && h.res != SIGSTOP && h.res != SIGRTMAX - 3,
+                  "signal");
     }
 
     // Through a live server. No fds are sent, so the server sees the record

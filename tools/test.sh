@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The tests: set up, build everything with warnings as errors, run the whole
-# suite with ctest; then the same suite under ASan+UBSan and under TSan
-# (clang 14).
+# The tests: check the repository (tools/check_repo.sh), set up, build
+# everything with warnings as errors, run the whole suite with ctest; then the
+# same suite under ASan+UBSan and under TSan (clang 14).
 # Extra arguments go to every ctest run (e.g. -R Fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tools/check_repo.sh   # repository hygiene first, before set-up and build
 bash tools/setup.sh
 jobs=$(nproc)
 

@@ -424,6 +424,38 @@ TEST_F(Socket, SignalsThatMustNotBeWaitedForAreRefused) {
     }
 }
 
+// asys_socket_serve_flags(ASYS_SOCK_NO_SIGNALS), as asysd serves: SIGNAL
+// requests are refused with -EPERM, everything else is served; unknown
+// flags are refused (and the fd is taken all the same).
+TEST(SocketNoSignals, SignalRequestsAreRefused) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    const int base = asys_socket_count();
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(asys_socket_serve_flags(ctx, sv[1], ASYS_SOCK_NO_SIGNALS), 0);
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_SIGNAL, 50, 0, 0, 0);
+    m.res = SIGUSR2;
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0, 5000), 0) << "the signal request was taken";
+    EXPECT_EQ(r.cookie, 50u);
+    EXPECT_EQ(r.res, -EPERM);
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 51, 0, 0, 0);
+    m.res = 1000;
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 51u);
+    EXPECT_EQ(r.res, 0);
+    close(sv[0]);
+    EXPECT_TRUE(eventually([&] { return asys_socket_count() == base; }));
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    EXPECT_EQ(asys_socket_serve_flags(ctx, sv[1], 0x80), -EINVAL);
+    char c;
+    EXPECT_EQ(recv(sv[0], &c, 1, MSG_DONTWAIT), 0) << "the fd was closed: the peer reads the end";
+    close(sv[0]);
+}
+
 // The ABI promise (asys.h, docs/api.md): no public function touches errno,
 // on any path. The socket functions use libc wrappers underneath.
 TEST(SocketErrno, EveryFunctionLeavesErrnoAlone) {
@@ -457,6 +489,7 @@ TEST(SocketErrno, EveryFunctionLeavesErrnoAlone) {
     }
     KEEPS_ERRNO(asys_socket_open(nullptr), EXPECT_EQ(got_, -EINVAL));
     KEEPS_ERRNO(asys_socket_serve(nullptr, -1), EXPECT_EQ(got_, -EINVAL));
+    KEEPS_ERRNO(asys_socket_serve_flags(ctx, -1, ~0u), EXPECT_EQ(got_, -EINVAL));
     asys_sock_msg m, r;
     asys_sock_prep(&m, ASYS_SOCK_TIMER, 1, 0, 0, 0);
     KEEPS_ERRNO(asys_sock_send(-1, &m, nullptr, 0, -1), EXPECT_EQ(got_, -EBADF));
@@ -486,6 +519,10 @@ TEST(SocketErrno, EveryFunctionLeavesErrnoAlone) {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
     KEEPS_ERRNO(asys_socket_serve(ctx, sv[1]), EXPECT_EQ(got_, 0));
+    int sv2[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv2), 0);
+    KEEPS_ERRNO(asys_socket_serve_flags(ctx, sv2[1], ASYS_SOCK_NO_SIGNALS), EXPECT_EQ(got_, 0));
+    close(sv2[0]);
     const int fd = make_file(dir.file("f"), 100);
     ASSERT_GE(fd, 0);
     asys_sock_prep(&m, ASYS_SOCK_REGISTER, 2, 0, 0, 0);

@@ -394,6 +394,24 @@ inline const char *const kPathIdName[PATH__COUNT] = {
     "chain op (1 atom SYSLET_ASYNC)", "chain op ASYS_F_NOWAIT", "chain op on INLINE_NEVER ctx",
     "chain op (2 atoms, linked: op [ASYNC|STOP_ON_NEGATIVE] -> pwrite64(aux,\"Z\",1,0) [ASYNC])"};
 
+/// The path's name for this case (a data-flow case runs its own chain on
+/// each path).
+inline std::string path_name(const case_spec &s, unsigned p) {
+    if (p >= PATH__COUNT) return "(between paths)";
+    if (s.op != OP_DATAFLOW) return kPathIdName[p];
+    switch (p) {
+        case PATH_PLAIN: return "plain syscalls in sequence";
+        case PATH_ASYNC: return "data-flow chain ASYS_F_ASYNC";
+        case PATH_SYNC: return "data-flow chain ASYS_F_SYNC";
+        case PATH_CHAIN: return "data-flow chain, no atom flags";
+        case PATH_CHAIN_ASYNC: return "data-flow chain, both atoms SYSLET_ASYNC";
+        case PATH_CHAIN_NOWAIT: return "data-flow chain ASYS_F_NOWAIT";
+        case PATH_CHAIN_NEVER: return "data-flow chain on an INLINE_NEVER ctx";
+        case PATH_CHAIN2: return "data-flow chain, second atom SYSLET_ASYNC";
+        default: return kPathIdName[p];
+    }
+}
+
 inline bool path_applies(const case_spec &s, unsigned p) {
     const bool chain = p >= PATH_CHAIN;
     if (s.op == OP_DATAFLOW) return p == PATH_PLAIN || chain || p == PATH_ASYNC || p == PATH_SYNC;
@@ -402,6 +420,10 @@ inline bool path_applies(const case_spec &s, unsigned p) {
         return s.op == OP_READ || s.op == OP_PREAD || s.op == OP_READV || s.op == OP_PREADV;
     return true;
 }
+
+/// The path run_path() is running right now (-1: none); a crash handler
+/// reads it to say which path crashed.
+inline volatile sig_atomic_t g_current_path = -1;
 
 inline const char *served_name(uint32_t p) {
     switch (p) {
@@ -608,7 +630,7 @@ private:
             effects e;
             std::string skip;
             if (!run_path(s, p, e, skip)) {
-                out.mismatches.push_back({p, "harness", describe(s) + " | path=" + kPathIdName[p] + " | " + skip});
+                out.mismatches.push_back({p, "harness", describe(s) + " | path=" + path_name(s, p) + " | " + skip});
                 continue;
             }
             ++out.runs;
@@ -629,7 +651,7 @@ private:
             if (!e.hung.empty()) d.insert(d.begin(), {"hang", e.hung});
             if (!e.chain.empty()) d.insert(d.begin(), {"chain bookkeeping", e.chain});
             if (d.empty()) continue;
-            std::string text = describe(s) + " | path=" + kPathIdName[p] + " (served by " +
+            std::string text = describe(s) + " | path=" + path_name(s, p) + " (served by " +
                                served_name(e.served) + ")";
             for (auto &[field, what] : d) text += " | " + field + ": " + what;
             out.mismatches.push_back({p, d[0].first, text});
@@ -1031,7 +1053,7 @@ private:
                 n = asys_wait(ctx, 1, &again, &cqe, 1);
                 if (n != 1) {
                     fprintf(stderr, "ORACLE HANG: %s | path=%s: accepted, no completion, and none after asys_cancel (%d)\n",
-                            describe(s).c_str(), kPathIdName[p], c);
+                            describe(s).c_str(), path_name(s, p).c_str(), c);
                     abort();
                 }
                 out.hung = fmt("accepted but still running after %d s (cancelled: %s)", kCompletionBound,
@@ -1048,6 +1070,7 @@ private:
     /// why) if the run could not take place.
     bool run_path(const case_spec &s, unsigned p, effects &e, std::string &why, bool sequence = false) {
         if (!mem_.hole_unmapped()) mem_.repick_hole();
+        g_current_path = static_cast<sig_atomic_t>(p);
         fixture fx;
         const bool chain2 = (p == PATH_CHAIN2 || sequence) && s.op != OP_DATAFLOW;
         build(s, fx, chain2);
@@ -1067,6 +1090,7 @@ private:
         else if (p == PATH_PLAIN) run_plain(c, fx, e, sequence);
         else if (p >= PATH_CHAIN) run_chain(s, p, c, fx, e);
         else run_op(s, p, c, e);
+        g_current_path = -1;
         capture(s, fx, e);
         teardown(fx);
         return true;

@@ -96,6 +96,30 @@ void emit(int fd, const std::string &line) {
     }
 }
 
+// A crash inside a path: tell the parent which path, then let the previous
+// handler (the sanitizer's, or the default action) take over.
+int g_out_fd = -1;
+struct sigaction g_old_actions[NSIG];
+
+void crash_handler(int sig) {
+    char line[32];
+    int n = snprintf(line, sizeof line, "X %d\n", static_cast<int>(oracle::g_current_path));
+    if (g_out_fd >= 0 && n > 0) (void)!write(g_out_fd, line, static_cast<size_t>(n));
+    sigaction(sig, &g_old_actions[sig], nullptr);
+    if (sig == SIGABRT) raise(sig);
+}
+
+void install_crash_handlers(int fd) {
+    g_out_fd = fd;
+    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) {
+        struct sigaction sa{};
+        sa.sa_handler = crash_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_NODEFER;
+        sigaction(sig, &sa, &g_old_actions[sig]);
+    }
+}
+
 class OracleWorker : public ::testing::Test {
 public:
     void TestBody() override {
@@ -106,6 +130,7 @@ public:
         asys_ctx *d = nullptr, *n = nullptr;
         ASSERT_EQ(asys_ctx_create(&pd, &d), 0);
         ASSERT_EQ(asys_ctx_create(&pn, &n), 0);
+        install_crash_handlers(w.out_fd);
         {
             oracle::runner r(w.root, w.odirect, d, n);
             auto cases = cases_for(w.mode, w.seed, w.count);
@@ -190,7 +215,7 @@ std::string signature(const oracle::case_spec &s, unsigned path, const std::stri
         sig += std::string(" dirfd=") + oracle::kDirfdName[s.dirfd] + " path=" + oracle::kPathName[s.path];
     else
         sig += std::string(" fd=") + oracle::kFdName[s.fd];
-    return sig + " | " + (path < oracle::PATH__COUNT ? oracle::kPathIdName[path] : "?") + " | " + field;
+    return sig + " | " + oracle::path_name(s, path) + " | " + field;
 }
 
 void add_mismatch(report &r, const oracle::case_spec &s, unsigned path, const std::string &field,
@@ -257,7 +282,7 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
         close(pfd[1]);
         ASSERT_EQ(rc, 0) << "posix_spawn: " << strerror(rc);
 
-        long current = -1;
+        long current = -1, crash_path = -1;
         bool done = false, hung = false;
         std::string pending;
         for (;;) {
@@ -285,7 +310,9 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
                 char kind;
                 long idx;
                 in >> kind >> idx;
-                if (kind == 'B') {
+                if (kind == 'X') {
+                    crash_path = idx;  // "X <path>": the path that was running
+                } else if (kind == 'B') {
                     current = idx;
                 } else if (kind == 'E') {
                     unsigned runs = 0, na = 0;
@@ -322,11 +349,14 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
         std::string what = hung ? "HANG: no progress for 30 s (killed)"
                            : WIFSIGNALED(status) ? std::string("CRASH: killed by signal ") + strsignal(WTERMSIG(status))
                                                  : "CRASH: worker exited with status " + std::to_string(WEXITSTATUS(status));
-        const std::string text = oracle::describe(s) + " | some asys path | " + what +
-                                 " (the worker's stderr above names the path when asys reported it)";
+        const bool known = crash_path >= 0 && crash_path < oracle::PATH__COUNT;
+        const std::string text = oracle::describe(s) + " | path=" +
+                                 oracle::path_name(s, known ? static_cast<unsigned>(crash_path) : unsigned{oracle::PATH__COUNT}) +
+                                 " | " + what;
         std::cout << "MISMATCH " << text << "\n";
         ++rep.crashes;
-        add_mismatch(rep, s, oracle::PATH__COUNT, what.substr(0, what.find(':')), text);
+        add_mismatch(rep, s, known ? static_cast<unsigned>(crash_path) : unsigned{oracle::PATH__COUNT},
+                     what.substr(0, what.find(':')), text);
         next = static_cast<size_t>(current) + 1;
     }
     if (!fallback.empty()) {
@@ -338,10 +368,12 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
 void print_and_judge(const char *what, const report &rep) {
     std::set<std::string> bad_cases;
     for (auto &t : rep.all) bad_cases.insert(t.substr(0, t.find(" | path=")));
+    unsigned skipped = 0;
+    for (auto &[why, n] : rep.skipped) skipped += n;
     std::cout << "\n=== oracle " << what << ": " << rep.cases << " cases, " << rep.ran << " run ("
               << rep.runs << " path runs, " << rep.na << " not applicable: NOWAIT said -EAGAIN), "
-              << (rep.cases - rep.ran) << " skipped, " << rep.all.size() << " mismatches in "
-              << bad_cases.size() << " cases, " << rep.crashes << " crashes/hangs; backend="
+              << skipped << " skipped, " << rep.crashes << " killed the worker (crash or hang), "
+              << rep.all.size() << " mismatches in " << bad_cases.size() << " cases; backend="
               << (getenv("ASYS_BACKEND") ? getenv("ASYS_BACKEND") : "auto") << "\n";
     for (auto &[why, n] : rep.skipped) std::cout << "  skipped " << n << ": " << why << "\n";
     for (auto &[sig, g] : rep.groups) {

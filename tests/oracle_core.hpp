@@ -1564,6 +1564,22 @@ inline std::vector<case_spec> enumerate_cases() {
                     push(s);
                 }
         }
+        // Which error wins: a descriptor that cannot serve the op together
+        // with a bad buffer, iovec array or length.
+        for (uint8_t fd : {FD_CLOSED, FD_NEG1, reads(op) ? FD_REG_WRONLY : FD_REG_RDONLY,
+                           reads(op) ? FD_PIPE_W : FD_PIPE_R})
+            for (int bad = 0; bad < 4; ++bad) {
+                case_spec s = base(op);
+                s.fd = fd;
+                if (bad == 0) s.buf = B_NULL;
+                if (bad == 1) s.buf = B_KERNEL;
+                if (bad == 2) s.len = 12;  // SIZE_MAX
+                if (bad == 3) {
+                    if (!vectored(op)) continue;
+                    s.iov = IOV_0X10;
+                }
+                push(s);
+            }
         if (op == OP_PREADV || op == OP_PWRITEV)
             for (unsigned f = 0; f < count_of(kRwf); ++f)
                 for (uint8_t off : {OFF_0, OFF_M1, OFF_S})
@@ -1717,6 +1733,13 @@ inline std::vector<case_spec> enumerate_cases() {
             case_spec s = base(OP_POLL);
             s.fd = static_cast<uint8_t>(fd);
             s.flags = static_cast<uint8_t>(ev);
+            push(s);
+        }
+        for (uint8_t ev : {0, 1, 3, 4}) {  // POLLIN, POLLOUT, none, POLLPRI with a short timeout
+            case_spec s = base(OP_POLL);
+            s.fd = static_cast<uint8_t>(fd);
+            s.flags = ev;
+            s.aux = 1;
             push(s);
         }
         for (uint8_t t : {1, 2}) {

@@ -35,7 +35,7 @@ constexpr uint64_t kDefaultSeed = 0x0a5c0de5eedull;
 constexpr unsigned kDefaultRandom = 150;
 constexpr unsigned kEnumStride = 5;  // sanitizer builds run a fixed subset of the enumeration
 #else
-constexpr unsigned kDefaultRandom = 1500;
+constexpr unsigned kDefaultRandom = 1000;
 constexpr unsigned kEnumStride = 1;
 #endif
 constexpr int kCaseTimeoutMs = 30000;  // no progress for this long: the worker hangs

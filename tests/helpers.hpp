@@ -68,12 +68,41 @@ inline asys_stats stats(asys_ctx *ctx) {
 }
 
 /// The path a punted op with this opcode takes in `ctx`: the ring when the
-/// context has one that supports the opcode, else the pool.
+/// context has one that supports the opcode, else the pool. (For an op on
+/// a descriptor, the async_path(ctx, op) form also applies the ring's
+/// descriptor rules.)
 inline uint32_t async_path(asys_ctx *ctx, uint32_t opcode) {
     asys_info info{};
     if (asys_ctx_info(ctx, &info) != 0) return 0;
     const bool ring = info.backend == ASYS_BACKEND_URING && ((info.uring_opcodes >> opcode) & 1);
     return ring ? ASYS_PATH_URING : ASYS_PATH_POOL;
+}
+
+/// The path a punted op takes, with the ring's descriptor rules (see
+/// docs/router.md): transfers at the file position go to the ring only for
+/// pipes and sockets; positional transfers and syncs only for regular files
+/// and block devices.
+inline uint32_t async_path(asys_ctx *ctx, const asys_op &op) {
+    const uint32_t p = async_path(ctx, op.opcode);
+    if (p != ASYS_PATH_URING) return p;
+    struct stat st;
+    const bool ok = fstat(static_cast<int>(op.args[0]), &st) == 0;
+    const bool stream = ok && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+    const bool seekable = ok && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    switch (op.opcode) {
+        case ASYS_OP_READ: case ASYS_OP_READV: case ASYS_OP_WRITE: case ASYS_OP_WRITEV:
+            return stream ? p : ASYS_PATH_POOL;
+        case ASYS_OP_PREADV: case ASYS_OP_PWRITEV:
+            if (static_cast<int64_t>(op.args[3]) == -1) return stream ? p : ASYS_PATH_POOL;
+            return seekable ? p : ASYS_PATH_POOL;
+        case ASYS_OP_PREAD: case ASYS_OP_PWRITE: case ASYS_OP_FSYNC: case ASYS_OP_FDATASYNC:
+            return seekable ? p : ASYS_PATH_POOL;
+        case ASYS_OP_OPENAT:  // only flags with which the ring's open agrees with open(2)
+            return (op.args[2] & (O_NONBLOCK | O_PATH | O_DIRECTORY | O_CREAT | O_TRUNC | __O_TMPFILE))
+                       ? p : ASYS_PATH_POOL;
+        default:
+            return p;
+    }
 }
 
 /// A directory removed (recursively) at scope exit.

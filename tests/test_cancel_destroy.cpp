@@ -170,7 +170,10 @@ TEST(Destroy, WakesBlockedWaiter) {
     std::thread waiter([&] {
         wtid = gettid();
         asys_cqe cqe;
-        wres = asys_wait(ctx, 1, nullptr, &cqe, 1);
+        // A deadline: without one, a wait that only callback ops are in
+        // flight for is refused at once (-EDEADLK), not blocked.
+        const struct timespec hour{3600, 0};
+        wres = asys_wait(ctx, 1, &hour, &cqe, 1);
     });
     while (!wtid) sched_yield();
     ASSERT_TRUE(wait_blocked_in(wtid, SYS_futex));

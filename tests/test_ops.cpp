@@ -33,7 +33,7 @@ protected:
         uint32_t path = 0;
         long r = run(ctx_, op, &path);
         if (GetParam().flags & ASYS_F_ASYNC)
-            EXPECT_EQ(path, async_path(ctx_, op.opcode)) << asys_opcode_name(op.opcode);
+            EXPECT_EQ(path, async_path(ctx_, op)) << asys_opcode_name(op.opcode);
         if (GetParam().flags & ASYS_F_SYNC) EXPECT_EQ(path, ASYS_PATH_INLINE) << asys_opcode_name(op.opcode);
         return r;
     }

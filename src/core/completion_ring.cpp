@@ -5,7 +5,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <new>
 
+#include "core/library_fds.hpp"
 #include "core/raw_syscall.hpp"
 
 namespace asys::internal {
@@ -25,6 +27,7 @@ int completion_ring::fd() noexcept {
         long fd = raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0);
         if (fd < 0) return static_cast<int>(fd);
         efd_ = static_cast<int>(fd);
+        library_fds::add(efd_);
         readable_ = false;
         set_readable_locked(count_.load(std::memory_order_relaxed) != 0);
     }
@@ -32,6 +35,7 @@ int completion_ring::fd() noexcept {
 }
 
 void completion_ring::release() noexcept {
+    if (efd_ >= 0) library_fds::remove(efd_);
     if (efd_ >= 0) raw_syscall6(SYS_close, static_cast<uint64_t>(efd_), 0, 0, 0, 0, 0);
     efd_ = -1;
     std::vector<asys_cqe>().swap(buf_);
@@ -68,6 +72,7 @@ unsigned completion_ring::pop_locked(asys_cqe *out, unsigned max) noexcept {
     head_ = (head_ + n) % cap;
     count_.store(have - n, std::memory_order_relaxed);
     if (have == n) set_readable_locked(false);
+    if (n && waiters_) cv_.notify_all();  // a waiter's hopes may be gone
     return n;
 }
 
@@ -82,11 +87,17 @@ unsigned completion_ring::size() noexcept {
 }
 
 int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
-                          unsigned max) noexcept {
+                          unsigned max, const std::atomic<uint32_t> *producers) noexcept {
     std::unique_lock lk(mu_);
-    auto ready = [&] { return shutdown_ || count_.load(std::memory_order_relaxed) >= min; };
+    // Without a deadline, a wait that no op in flight can satisfy any more
+    // (another thread took the entries, or only callback ops remain) ends.
+    auto hopeless = [&] {
+        return !timeout && producers && min > 0 &&
+               count_.load(std::memory_order_relaxed) + producers->load() < min;
+    };
+    auto ready = [&] { return shutdown_ || count_.load(std::memory_order_relaxed) >= min || hopeless(); };
     if (!ready()) {
-        ++waiters_;
+        if (waiters_++ == 0 || min > need_.load()) need_.store(min);
         if (timeout) {
             auto d = std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec);
             cv_.wait_until(lk, std::chrono::steady_clock::now() + d, ready);
@@ -96,9 +107,24 @@ int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe
         if (--waiters_ == 0 && shutdown_) cv_.notify_all();
     }
     if (shutdown_) return -ESHUTDOWN;
+    if (count_.load(std::memory_order_relaxed) < min && hopeless()) return -EDEADLK;
     unsigned n = pop_locked(out, max);
     if (n == 0 && min > 0) return -ETIME;
     return static_cast<int>(n);
+}
+
+void completion_ring::forget_threads_after_fork() noexcept {
+    // Not destroyed first: their state names threads of the parent
+    // (destroying a condition with waiters would wait for them forever).
+    new (&mu_) std::mutex;
+    new (&cv_) std::condition_variable;
+    waiters_.store(0);
+    need_.store(0);
+}
+
+void completion_ring::poke() noexcept {
+    std::lock_guard lk(mu_);
+    if (waiters_) cv_.notify_all();
 }
 
 void completion_ring::shutdown() noexcept {

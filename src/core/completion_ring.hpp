@@ -32,8 +32,22 @@ public:
 
     /// Waits until >= min entries are present, the deadline passes, or
     /// shutdown() is called; then pops up to max. Returns the count, -ETIME
-    /// (deadline, none popped) or -ESHUTDOWN.
-    int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max) noexcept;
+    /// (deadline, none popped) or -ESHUTDOWN. Without a deadline, also
+    /// -EDEADLK as soon as the entries present plus *producers (ops in
+    /// flight that will push one) fall below min.
+    int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max,
+             const std::atomic<uint32_t> *producers = nullptr) noexcept;
+    /// In a child of fork(): threads of the parent that waited here do not
+    /// exist; forget them (fresh lock and condition, no waiters), so the
+    /// ring can be released and destroyed.
+    void forget_threads_after_fork() noexcept;
+    /// Wakes waiters to re-check their condition (a producer went away).
+    void poke() noexcept;
+    /// Whether a waiter could now be hopeless with `producers` ops left in
+    /// flight (cheap: no lock; conservative).
+    bool may_strand(uint32_t producers) const noexcept {
+        return waiters_.load() != 0 && count_.load(std::memory_order_relaxed) + producers < need_.load();
+    }
 
     /// Wakes every waiter with -ESHUTDOWN and waits until none is left.
     void shutdown() noexcept;
@@ -54,7 +68,12 @@ private:
     /// Written under mu_; read without it only by wait()'s brief spin
     /// (relaxed: the spin re-checks under mu_ before using the value).
     std::atomic<unsigned> count_{0};
-    unsigned waiters_ = 0;
+    /// Threads in wait(); written under mu_, read without it by has_waiters
+    /// (seq_cst: Dekker pairing with the producer count, see context).
+    std::atomic<unsigned> waiters_{0};
+    /// The largest min of the waiters since waiters_ was last 0 (written
+    /// under mu_; seq_cst like waiters_).
+    std::atomic<unsigned> need_{0};
     bool shutdown_ = false;
     bool readable_ = false;
     int efd_ = -1;  ///< guarded by mu_; -1 until fd() is first called

@@ -42,6 +42,8 @@ struct registry {
     }
 };
 
+void register_fork_handlers() noexcept { (void)registry::get(); }
+
 asys_ctx *context::handle() const noexcept {
     auto p = reinterpret_cast<uintptr_t>(this);
     return reinterpret_cast<asys_ctx *>(p | (uintptr_t{gen_.load(std::memory_order_relaxed)} << 48));
@@ -67,6 +69,23 @@ context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept
         return nullptr;
     }
     return c;
+}
+
+// The symbolic name of the errnos io_uring set-up can fail with.
+static const char *errno_name(int e) noexcept {
+    switch (e) {
+        case EPERM: return "EPERM";
+        case ENOSYS: return "ENOSYS";
+        case ENOMEM: return "ENOMEM";
+        case EINVAL: return "EINVAL";
+        case EMFILE: return "EMFILE";
+        case ENFILE: return "ENFILE";
+        case EACCES: return "EACCES";
+        case EFAULT: return "EFAULT";
+        case EAGAIN: return "EAGAIN";
+        case EBADF: return "EBADF";
+        default: return "failed";
+    }
 }
 
 static int parse_backend_env(unsigned *backend) {
@@ -133,6 +152,7 @@ int context::init(const asys_params &p) noexcept {
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
+    cqe_producers_.store(0, std::memory_order_relaxed);
     chain_step_limit.store(0, std::memory_order_relaxed);
     for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
                     &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
@@ -143,11 +163,13 @@ int context::init(const asys_params &p) noexcept {
     rc = ring_.init(p.ring_entries);
     if (rc) return rc;
     uring_error_ = 0;
+    uring_fail_step_ = "";
     if (p.backend != ASYS_BACKEND_POOL) {
         uring_.reset(new (std::nothrow) uring_backend(*this));
         if (!uring_) return -ENOMEM;
         rc = uring_->start(p.ring_entries, p.workers);
         if (rc < 0) {
+            uring_fail_step_ = uring_->failed_step();
             uring_.reset();
             if (p.backend == ASYS_BACKEND_URING) return rc;  // forced: fail loudly
             uring_error_ = rc;
@@ -174,8 +196,8 @@ int context::punt(op_slot *slot, bool atomic) noexcept {
     return pool_->punt(slot, atomic);
 }
 
-bool context::ring_runs(uint32_t opcode) const noexcept {
-    return uring_ && uring_->supports_opcode(opcode);
+bool context::ring_runs(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
+    return uring_ && uring_->supports_opcode(opcode) && args_fit_ring(opcode, args);
 }
 
 int context::cancel(uint64_t user_data) noexcept {
@@ -202,17 +224,21 @@ int context::info(asys_info *o) noexcept {
     o->uring_opcodes = uring_ ? uring_->opcode_mask() : 0;
     o->workers = pool_->threads();
     o->iowq_max_workers = uring_ ? uring_->iowq_limit() : 0;
-    const char *why = "";
-    switch (-uring_error_) {
-        case 0: why = uring_ ? "io_uring + pool" : "pool only (forced)"; break;
-        case EPERM: why = "pool only: io_uring_setup EPERM (kernel.io_uring_disabled or a seccomp filter)"; break;
-        case ENOSYS: why = "pool only: io_uring_setup ENOSYS (no io_uring in this kernel, or a seccomp filter)"; break;
-        case ENOMEM: why = "pool only: io_uring_setup ENOMEM (memory lock limit?)"; break;
-        case EINVAL: why = "pool only: io_uring_setup EINVAL (kernel too old for the ring's parameters)"; break;
-        case EMFILE: case ENFILE: why = "pool only: io_uring_setup out of file descriptors"; break;
-        default: why = "pool only: io_uring set-up failed"; break;
+    if (uring_error_ == 0) {
+        snprintf(o->reason, sizeof o->reason, "%s", uring_ ? "io_uring + pool" : "pool only (forced)");
+        return 0;
     }
-    snprintf(o->reason, sizeof o->reason, "%s", why);
+    const char *hint = "";
+    switch (-uring_error_) {
+        case EPERM: hint = " (kernel.io_uring_disabled or a seccomp filter)"; break;
+        case ENOSYS: hint = " (no io_uring in this kernel, or a seccomp filter)"; break;
+        case ENOMEM: hint = " (memory lock limit?)"; break;
+        case EINVAL: hint = " (kernel too old for the ring's parameters)"; break;
+        case EMFILE: case ENFILE: hint = " (out of file descriptors)"; break;
+        default: break;
+    }
+    snprintf(o->reason, sizeof o->reason, "pool only: %s %s%s", uring_fail_step_,
+             errno_name(-uring_error_), hint);
     return 0;
 }
 
@@ -249,6 +275,8 @@ int context::destroy(unsigned how) noexcept {
         new (&wait_mu_) std::mutex;
         new (&wait_cv_) std::condition_variable;
         new (&ext_mu_) std::mutex;
+        sleepers_.store(0);
+        ring_.forget_threads_after_fork();
         (void)syslet_ext_.release();  // may hold locks of threads that are gone
         recycle();
         return 0;
@@ -297,6 +325,9 @@ int context::reserve_room(bool atomic) noexcept {
             cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
             return -EAGAIN;
         }
+        // Ops a batch holds back (plugged) may be the ones whose completion
+        // frees room: submit them before sleeping for it.
+        if (uring_) uring_->flush();
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
         wait_cv_.wait(lk, [&] { return room_.load() > 0 || state_.load() != 1; });
@@ -328,13 +359,20 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->cancel.store(0, std::memory_order_relaxed);
     s->queued = 0;
     s->direct = 0;
+    s->seekable = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
+    if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
 }
 
 void context::abandon_slot(op_slot *slot, bool keep_room) noexcept {
+    const bool produced = !slot->callback;
     slab_.free(slot);
     inflight_.fetch_sub(1);
+    if (produced) {
+        cqe_producers_.fetch_sub(1);
+        ring_.poke();  // a waiter may have counted on it
+    }
     if (!keep_room) release_room(1);
 }
 
@@ -377,7 +415,12 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         .fetch_add(1, std::memory_order_relaxed);
     if (slot->done) cnt.short_finished.fetch_add(1, std::memory_order_relaxed);
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
+    const bool produces = !slot->callback;
     finish(slot, cqe);
+    // After the push: a waiter never sees the op in neither count. Then
+    // wake waiters whose hope rested on this op (another thread may have
+    // taken its entry).
+    if (produces && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
     if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
@@ -404,11 +447,14 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
         return -EINVAL;
     if (!timeout && min > 0) {
-        // inflight_ first: complete() pushes the cqe before it decrements
-        // inflight_, so an op counted by neither read cannot exist.
-        const unsigned flying = inflight_.load();
+        // Producers first: complete() pushes the cqe before it decrements
+        // cqe_producers_, so an op counted by neither read cannot exist.
+        const unsigned flying = cqe_producers_.load();
         if (flying + ring_.size() < min) return -EDEADLK;
     }
+    // Inside a completion callback of this context's ring, this thread is
+    // the one that reaps: waiting here for more would wait on itself.
+    if (uring_ && uring_->draining_here() && min > ring_.size()) return -EDEADLK;
     if (uring_) uring_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
@@ -428,7 +474,7 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
             if (uring_->cq_ready()) uring_->reap();
         }
     }
-    int n = ring_.wait(min, timeout, out, max);
+    int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
 }

@@ -69,8 +69,9 @@ public:
     /// else the pool. 0 or -EAGAIN (ATOMIC and nothing free).
     int punt(op_slot *slot, bool atomic) noexcept;
     int cancel(uint64_t user_data) noexcept;
-    /// Whether punted ops of this opcode can go to the ring.
-    bool ring_runs(uint32_t opcode) const noexcept;
+    /// Whether a punted op with this opcode and these arguments goes to the
+    /// ring (which then gives the plain call's result).
+    bool ring_runs(uint32_t opcode, const uint64_t (&args)[6]) const noexcept;
     int info(asys_info *out) noexcept;
     void plug() noexcept;
     void unplug() noexcept;
@@ -109,11 +110,15 @@ private:
     std::unique_ptr<worker_pool> pool_;
     std::unique_ptr<uring_backend> uring_;  ///< null: pool only
     int uring_error_ = 0;                   ///< why there is no ring
+    const char *uring_fail_step_ = "";      ///< the set-up step that failed
 
     /// Free capacity: max_inflight minus ops in flight that may post a cqe
     /// minus unreaped cqes. seq_cst RMWs; see reserve_room().
     std::atomic<int64_t> room_{0};
     std::atomic<uint32_t> inflight_{0};  ///< accepted, not yet completed
+    /// In flight and will post a cqe (no callback): what a waiter can hope
+    /// for. seq_cst: read by waiters against the ring's count.
+    std::atomic<uint32_t> cqe_producers_{0};
     std::atomic<uint32_t> sleepers_{0};  ///< threads in wait_mu_/wait_cv_
     std::mutex wait_mu_;
     std::condition_variable wait_cv_;
@@ -127,5 +132,10 @@ private:
 
 /// Incremented in every child after fork(); contexts from before are dead.
 extern std::atomic<uint64_t> g_fork_generation;
+
+/// Installs the context registry's fork handlers (idempotent). A layer
+/// that holds its own lock around context creation registers its handlers
+/// after calling this, so fork's prepare step takes the locks in order.
+void register_fork_handlers() noexcept;
 
 }  // namespace asys::internal

@@ -29,6 +29,7 @@ struct op_slot {
     std::atomic<uint8_t> cancel;
     uint8_t queued;   ///< on the pool's queue (guarded by the pool lock)
     uint8_t direct;   ///< punted without an inline attempt (for counters)
+    uint8_t seekable; ///< a probe saw the fd take a positional read (EAGAIN, not ESPIPE)
 };
 
 // Library memory per outstanding op: one slot + 4 bytes of free list + one

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/syscall.h>
 
+#include "core/library_fds.hpp"
 #include "core/raw_syscall.hpp"
 
 namespace asys::internal {
@@ -18,7 +19,7 @@ const opcode_info kOpcodes[ASYS_OP__COUNT] = {
     /* WRITEV    */ {"writev", SYS_writev, 3, op_class::backend},
     /* PWRITEV   */ {"pwritev", SYS_pwritev2, 5, op_class::backend},
     /* OPENAT    */ {"openat", SYS_openat, 4, op_class::open},
-    /* CLOSE     */ {"close", SYS_close, 1, op_class::never_blocks},
+    /* CLOSE     */ {"close", SYS_close, 1, op_class::close},
     /* FSYNC     */ {"fsync", SYS_fsync, 1, op_class::backend},
     /* FDATASYNC */ {"fdatasync", SYS_fdatasync, 1, op_class::backend},
     /* STATX     */ {"statx", SYS_statx, 5, op_class::backend},
@@ -42,11 +43,19 @@ bool syscall_never_blocks(long nr) noexcept {
         case SYS_geteuid: case SYS_getgid: case SYS_getegid: case SYS_getpgrp:
         case SYS_uname: case SYS_clock_gettime: case SYS_gettimeofday:
         case SYS_time: case SYS_sched_yield: case SYS_getrusage: case SYS_umask:
-        case SYS_dup: case SYS_dup3: case SYS_lseek: case SYS_getrandom:
+        // (not dup2/dup3: replacing a descriptor closes its file, which
+        // can wait, e.g. a lingering socket)
+        case SYS_dup: case SYS_lseek: case SYS_getrandom:
             return true;
         default:
             return false;
     }
+}
+
+long run_syscall(long nr, const uint64_t (&a)[6]) noexcept {
+    long res;
+    if (library_fds::run_sparing(nr, a, &res)) return res;
+    return raw_syscall(nr, a);
 }
 
 long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
@@ -68,12 +77,12 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
             return r > 0 ? static_cast<unsigned short>(pfd.revents) : r;
         }
         case ASYS_OP_SYSCALL:
-            return raw_syscall(nr, a);
+            return run_syscall(nr, a);
         default: {
             const opcode_info &oi = kOpcodes[opcode];
             uint64_t v[6] = {};
             for (unsigned i = 0; i < oi.nargs; ++i) v[i] = a[i];
-            return raw_syscall(oi.nr, v);
+            return run_syscall(oi.nr, v);
         }
     }
 }

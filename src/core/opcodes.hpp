@@ -14,6 +14,7 @@ enum class op_class : uint8_t {
     recv,          ///< recv: inline probe with MSG_DONTWAIT
     send,          ///< send: inline probe with MSG_DONTWAIT
     open,          ///< openat: inline probe with openat2(RESOLVE_CACHED)
+    close,         ///< close: inline unless the file may wait on close (linger, network fs)
     poll,          ///< poll: inline probe with a zero timeout
     syscall,       ///< generic: never_blocks if the number is in that set
     backend,       ///< no useful probe: straight to a backend
@@ -47,6 +48,11 @@ void chain_not_run(const uint64_t (&args)[6], long res) noexcept;
 /// chain is over (*res: the op's result, args[0] cleared, *last_out set);
 /// false when it must continue on the pool from args[0].
 bool chain_linked_done(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel, long *res) noexcept;
+
+/// Runs system call `nr` on the calling thread, keeping the library's own
+/// descriptors out of reach of close / dup2 / dup3 / close_range
+/// (library_fds::run_sparing). -errno on failure.
+long run_syscall(long nr, const uint64_t (&args)[6]) noexcept;
 
 /// Runs the op's system call on the calling thread, blocking if it blocks.
 /// Returns the result or -errno.

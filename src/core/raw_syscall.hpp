@@ -2,7 +2,10 @@
 #pragma once
 #include <cerrno>
 #include <cstdint>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstddef>
 
 namespace asys::internal {
 
@@ -32,6 +35,25 @@ inline long raw_syscall6(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_
 
 inline long raw_syscall(long nr, const uint64_t (&a)[6]) noexcept {
     return raw_syscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+/// Copies `len` bytes of this process's memory at `src` (a caller's
+/// pointer that may be bad) to `dst`, through the kernel: a bad pointer
+/// gives -EFAULT instead of a crash. 0 or -errno (-ENOSYS / -EPERM where a
+/// seccomp filter refuses process_vm_readv: callers then take a path that
+/// does not read the memory themselves).
+inline long copy_from_caller(void *dst, const void *src, size_t len) noexcept {
+    struct {
+        const void *base;
+        size_t len;
+    } local{dst, len}, remote{src, len};
+    static_assert(sizeof local == 16, "struct iovec layout");
+    const long pid = raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    const long r = raw_syscall6(SYS_process_vm_readv, static_cast<uint64_t>(pid),
+                                reinterpret_cast<uint64_t>(&local), 1,
+                                reinterpret_cast<uint64_t>(&remote), 1, 0);
+    if (r < 0) return r;
+    return static_cast<size_t>(r) == len ? 0 : -EFAULT;
 }
 
 }  // namespace asys::internal

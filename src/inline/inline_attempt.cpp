@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
@@ -45,22 +47,55 @@ bool short_is_final(int fd, bool positional, int64_t off, long got) noexcept {
     return pos >= st.st_size;
 }
 
+// Filesystems whose close(2) may wait for the network or a user-space
+// server (they flush dirty data or send a release on close). Only files on
+// anonymous devices (major 0) are asked: local block-device filesystems
+// never are.
+bool flushes_on_close(uint64_t fd) noexcept {
+    struct statfs sf;
+    if (raw_syscall6(SYS_fstatfs, fd, reinterpret_cast<uint64_t>(&sf), 0, 0, 0, 0) != 0) return true;
+    switch (static_cast<unsigned long>(sf.f_type)) {
+        case 0x6969:      // NFS
+        case 0x65735546:  // FUSE
+        case 0xff534d42:  // CIFS
+        case 0xfe534d42:  // SMB2
+        case 0x517b:      // SMB
+        case 0x01021997:  // 9P / v9fs
+        case 0x00c36400:  // Ceph
+        case 0x5346414f:  // AFS
+        case 0x6b414653:  // kAFS
+        case 0x47504653:  // GPFS
+        case 0x0bd00bd0:  // Lustre
+            return true;
+        default:
+            return false;
+    }
+}
+
 // Buffered and stream reads: preadv2(RWF_NOWAIT).
 //
 // The O_DIRECT guard. An O_DIRECT read with RWF_NOWAIT still waits for the
-// device (221 us measured here), so it must never run on the caller. Knowing
-// a descriptor's mode would take a syscall per op (F_GETFL) or a per-fd cache
-// that goes stale when an fd number is reused. Instead the probe itself is
-// made unacceptable to direct I/O and harmless to buffered I/O: the first
-// byte of the request is read into a detached scratch byte at an odd address
-// and copied into place afterwards. Direct I/O then sees a misaligned,
-// unmergeable segment and fails at once with EINVAL (the op then goes to the
-// backend untouched); a buffered read fills the same bytes. Splitting the
-// user's buffer in place ({buf,1},{buf+1,n-1}) is NOT enough: Linux 6.18
-// merges contiguous segments and performed the direct read (56 us, tested).
-// The guard is skipped when the request is already not 512-aligned (direct
-// I/O refuses it anyway) or the caller asserted a buffered fd. Cost here:
-// ~30-40 ns per read (two segments lose the kernel's single-buffer path).
+// device, so it must never run on the caller. Knowing a descriptor's mode
+// would take a syscall per op (F_GETFL) or a per-fd cache that goes stale
+// when an fd number is reused. Instead the probe itself is made
+// unacceptable to direct I/O and harmless to buffered I/O: the LAST byte of
+// the request is read into a detached scratch byte at an odd address and
+// copied into place afterwards. Direct I/O then sees a misaligned segment
+// whose length is no multiple of the block size and fails at once with
+// EINVAL (the op then goes to a backend untouched); a buffered read fills
+// the same bytes. (Splitting the user's buffer in place is not enough: the
+// kernel merges contiguous segments and performs the direct read.)
+//
+// The library never touches the caller's memory itself before the kernel
+// has: the scratch byte is copied only after the kernel wrote the byte just
+// before it, which lies in the same page (the guard is not used when the
+// last byte starts a page), so a bad buffer gives the kernel's -EFAULT and
+// never a crash. A caller's iovec array is read through the kernel too
+// (copy_from_caller) when the guard must rewrite it.
+//
+// The guard is skipped when direct I/O would refuse the request anyway (an
+// offset or length that is no multiple of 512) or the caller asserted a
+// buffered fd.
 attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buffered) noexcept {
     const int fd = static_cast<int>(op.args[0]);
     const bool vectored = op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV;
@@ -68,47 +103,58 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
     if (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) {
         off = static_cast<int64_t>(op.args[3]);
         if (off < 0 && op.opcode == ASYS_OP_PREAD) return attempt::not_tried;  // EINVAL later
+        if (off < -1) return attempt::not_tried;
     }
     const bool positional = off >= 0;
-    int rwf = op.opcode == ASYS_OP_PREADV ? static_cast<int>(op.args[4]) : 0;
+    const int rwf = op.opcode == ASYS_OP_PREADV ? static_cast<int>(op.args[4]) : 0;
 
     struct iovec iov[kMaxProbeIov + 1];
+    const struct iovec *sys_iov = iov;  // what the kernel is given
     unsigned cnt = 0;
     uint64_t total = 0;
     if (vectored) {
-        const auto *uiov = reinterpret_cast<const struct iovec *>(op.args[1]);
         const uint64_t n = op.args[2];
-        if (n == 0 || n > kMaxProbeIov || !uiov) return attempt::not_tried;
-        for (uint64_t i = 0; i < n; ++i) {
-            if (uiov[i].iov_len == 0) continue;
-            iov[cnt++] = uiov[i];
-            total += uiov[i].iov_len;
+        if (n == 0 || n > kMaxProbeIov || !op.args[1]) return attempt::not_tried;
+        cnt = static_cast<unsigned>(n);
+        const auto *uiov = reinterpret_cast<const struct iovec *>(op.args[1]);
+        if (buffered) {
+            sys_iov = uiov;  // no guard: the kernel reads the caller's array itself
+        } else {
+            if (copy_from_caller(iov, uiov, n * sizeof(iovec)) < 0)
+                return attempt::not_tried;  // a bad array: the backend's call reports it
+            for (unsigned i = 0; i < cnt; ++i) {
+                if (total + iov[i].iov_len < total) return attempt::not_tried;  // EINVAL later
+                total += iov[i].iov_len;
+            }
+            if (total == 0) return attempt::not_tried;
         }
     } else {
         iov[0].iov_base = reinterpret_cast<void *>(op.args[1]);
         iov[0].iov_len = op.args[2];
         cnt = 1;
         total = op.args[2];
+        if (total == 0) return attempt::not_tried;
     }
-    if (total == 0) return attempt::not_tried;
 
     alignas(16) char scratch[2];
-    char *first_byte = nullptr;
+    char *last_byte = nullptr;
     const uint64_t align = (positional ? static_cast<uint64_t>(off) : 0) | total;
-    if (!buffered && (align & 511) == 0) {
-        first_byte = static_cast<char *>(iov[0].iov_base);
-        if (iov[0].iov_len == 1) {
-            iov[0].iov_base = &scratch[1];
-        } else {
-            for (unsigned i = cnt; i > 0; --i) iov[i] = iov[i - 1];
-            iov[0].iov_base = &scratch[1];
-            iov[0].iov_len = 1;
-            iov[1].iov_base = first_byte + 1;
-            iov[1].iov_len -= 1;
-            ++cnt;
-        }
+    if (sys_iov == iov && !buffered && (align & 511) == 0) {
+        // Guard the last non-empty segment's last byte.
+        unsigned k = cnt;
+        while (k > 0 && iov[k - 1].iov_len == 0) --k;
+        if (k == 0) return attempt::not_tried;
+        struct iovec &lastseg = iov[k - 1];
+        char *const lb = static_cast<char *>(lastseg.iov_base) + lastseg.iov_len - 1;
+        if (lastseg.iov_len < 2 || (reinterpret_cast<uintptr_t>(lb) & 4095) == 0)
+            return attempt::not_tried;  // rare: the backend reads it
+        last_byte = lb;
+        lastseg.iov_len -= 1;
+        iov[k].iov_base = &scratch[1];
+        iov[k].iov_len = 1;
+        cnt = k + 1;
     }
-    long r = probe_syscall(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(iov),
+    long r = probe_syscall(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(sys_iov),
                           cnt, static_cast<uint64_t>(off), 0,
                           static_cast<uint64_t>(rwf | RWF_NOWAIT));
     if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
@@ -116,11 +162,18 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
     if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::not_tried;
-    if (first_byte && r > 0) {
-        *first_byte = scratch[1];
+    if (last_byte && static_cast<uint64_t>(r) == total) {
+        *last_byte = scratch[1];  // the kernel just wrote the byte before it
         if (proved_buffered) *proved_buffered = true;
+    } else if (last_byte && r > 0 && proved_buffered) {
+        *proved_buffered = true;
     }
     *res = r;
+    if (sys_iov != iov && r > 0) {
+        // The kernel has just read the caller's array without a fault: its
+        // lengths can be summed here.
+        for (unsigned i = 0; i < cnt; ++i) total += sys_iov[i].iov_len;
+    }
     if (r <= 0 || static_cast<uint64_t>(r) == total) return attempt::done;
     if ((rwf & RWF_NOWAIT) || short_is_final(fd, positional, off, r)) return attempt::done;
     return attempt::partial;
@@ -147,17 +200,67 @@ attempt probe_send(const asys_op &op, long *res) noexcept {
     return attempt::done;
 }
 
+// Opens: openat2(RESOLVE_CACHED) fails with EAGAIN instead of a path walk
+// that would do I/O. The open itself may wait too: a FIFO waits for its
+// partner, some devices for a carrier. So unless the caller asked for
+// O_NONBLOCK (or O_PATH / O_DIRECTORY, which never wait), the probe adds
+// O_NONBLOCK, and keeps the file only if its type opens the same way
+// without it (a regular file, a directory, the memory devices such as
+// /dev/null); it then clears O_NONBLOCK, which would change later reads
+// and io_uring's handling of the file. Anything else is closed again and
+// opened by a backend. (A FIFO's nonblocking open and close is visible to
+// a writer blocked in open(2) on it, which is released by the probe's
+// open: documented in docs/router.md.)
 attempt probe_open(const asys_op &op, long *res) noexcept {
     const auto flags = static_cast<uint64_t>(static_cast<uint32_t>(op.args[2]));
     if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE)) return attempt::not_tried;
+    const bool never_waits = flags & (O_NONBLOCK | O_PATH | O_DIRECTORY);
     struct open_how how {};
-    how.flags = flags;
+    how.flags = never_waits ? flags : flags | O_NONBLOCK;
     how.resolve = RESOLVE_CACHED;
     long r = probe_syscall(SYS_openat2, op.args[0], op.args[1], reinterpret_cast<uint64_t>(&how),
                           sizeof how, 0, 0);
     if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     if (r == -ENOSYS || r == -EINVAL || r == -E2BIG) return attempt::not_tried;
+    if (r == -ENXIO && !never_waits) return attempt::would_block;  // a FIFO with no reader yet
+    if (r >= 0 && !never_waits) {
+        struct stat st;
+        const auto fd = static_cast<uint64_t>(r);
+        const bool same_without_nonblock =
+            raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) == 0 &&
+            (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ||
+             (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1));  // mem devices: null, zero, urandom...
+        if (!same_without_nonblock ||
+            raw_syscall6(SYS_fcntl, fd, F_SETFL, flags & ~static_cast<uint64_t>(O_NONBLOCK | O_ASYNC), 0,
+                         0, 0) < 0) {
+            raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
+            return attempt::would_block;
+        }
+    }
     *res = r;
+    return attempt::done;
+}
+
+// close(2) is instant for most files, but a socket with SO_LINGER waits
+// for its unsent data, and a network or FUSE filesystem may flush on close.
+// Those are closed by a backend; everything else inline.
+attempt probe_close(const asys_op &op, long *res) noexcept {
+    const auto fd = static_cast<uint64_t>(static_cast<int>(op.args[0]));
+    struct stat st;
+    if (probe_syscall(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) == 0) {
+        if (S_ISSOCK(st.st_mode)) {
+            struct linger lg {};
+            socklen_t len = sizeof lg;
+            if (raw_syscall6(SYS_getsockopt, fd, SOL_SOCKET, SO_LINGER, reinterpret_cast<uint64_t>(&lg),
+                             reinterpret_cast<uint64_t>(&len), 0) == 0 &&
+                lg.l_onoff && lg.l_linger > 0)
+                return attempt::would_block;
+        } else if (S_ISREG(st.st_mode) && major(st.st_dev) == 0 && flushes_on_close(fd)) {
+            return attempt::would_block;
+        }
+    }
+    const uint64_t args[6] = {fd, 0, 0, 0, 0, 0};
+    *res = run_syscall(SYS_close, args);
     return attempt::done;
 }
 
@@ -186,6 +289,7 @@ attempt try_inline(const asys_op &op, bool buffered, long *res, bool *proved_buf
         case op_class::recv: return probe_recv(op, res);
         case op_class::send: return probe_send(op, res);
         case op_class::open: return probe_open(op, res);
+        case op_class::close: return probe_close(op, res);
         case op_class::poll: return probe_poll(op, res);
         case op_class::backend:
         case op_class::chain: return attempt::not_tried;

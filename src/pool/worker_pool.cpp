@@ -9,6 +9,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "core/denylist.hpp"
 #include "core/opcodes.hpp"
 #include "core/raw_syscall.hpp"
 #include "core/fault.hpp"
@@ -50,15 +51,19 @@ long run_slot(op_slot &s) noexcept;
 }  // namespace
 
 int worker_pool::cancel_signal() noexcept {
-    static const int sig = [] {
-        int s = SIGRTMAX - 3;
+    // No function-local static (its guard could be held across fork() by a
+    // thread that does not exist in the child): installing the same
+    // handler twice is harmless, so racing first calls both install it.
+    static std::atomic<bool> installed{false};
+    const int s = library_signal();
+    if (!installed.load(std::memory_order_acquire)) {
         struct sigaction sa {};
         sa.sa_handler = on_cancel_signal;  // no SA_RESTART: interrupts the call
         sigemptyset(&sa.sa_mask);
         sigaction(s, &sa, nullptr);
-        return s;
-    }();
-    return sig;
+        installed.store(true, std::memory_order_release);
+    }
+    return s;
 }
 
 worker_pool::~worker_pool() {

@@ -20,7 +20,7 @@ int validate_op(const asys_op *op) noexcept {
     if ((f & ASYS_F_SYNC) && (f & (ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC))) return -EINVAL;
     if ((f & ASYS_F_NOWAIT) && (f & ASYS_F_ASYNC)) return -EINVAL;
     if (!op->callback && op->cb_arg) return -EINVAL;
-    if (op->opcode == ASYS_OP_SYSCALL) return syscall_allowed(op->nr);
+    if (op->opcode == ASYS_OP_SYSCALL) return syscall_allowed_with(op->nr, op->args);
     if (op->opcode == ASYS_OP_CHAIN) {
         if (!op->args[0]) return -EFAULT;
         if (op->nr || op->args[2] || op->args[3] || op->args[4] || op->args[5]) return -EINVAL;
@@ -128,6 +128,10 @@ int route(context &c, const asys_op &op) noexcept {
     if (a == attempt::partial) s->done = res;
     const bool direct = a == attempt::not_tried;
     s->direct = direct;
+    // A positional read the probe got EAGAIN for: the fd takes positional
+    // reads (a stream would have said ESPIPE).
+    s->seekable = a == attempt::would_block && (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) &&
+                  static_cast<int64_t>(op.args[3]) >= 0;
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
     if (rc) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "asys/socket.h"
+#include "core/library_fds.hpp"
 #include "socket/sock_protocol.hpp"
 
 namespace asys::internal {
@@ -56,11 +57,16 @@ struct request {
 class sock_server {
 public:
     sock_server(asys_ctx *ctx, int fd, int efd, unsigned flags)
-        : ctx_(ctx), fd_(fd), efd_(efd), no_signals_((flags & ASYS_SOCK_NO_SIGNALS) != 0) {}
+        : ctx_(ctx), fd_(fd), efd_(efd), no_signals_((flags & ASYS_SOCK_NO_SIGNALS) != 0) {
+        library_fds::add(fd_);  // out of reach of the ops this server submits
+        library_fds::add(efd_);
+    }
     ~sock_server() {
         drop_backlog();
         for (int fd : handles_)
             if (fd >= 0) ::close(fd);
+        library_fds::remove(fd_);
+        library_fds::remove(efd_);
         ::close(fd_);
         ::close(efd_);
     }

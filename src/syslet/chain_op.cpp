@@ -59,9 +59,21 @@ bool transfers(uint32_t opcode) noexcept {
 
 }  // namespace
 
+namespace {
+
+// The bytes an atom's call writes in the caller's memory (its buffer, for a
+// read), read at link time: [lo, hi), empty for other calls.
+struct span {
+    uintptr_t lo = 0, hi = 0;
+    bool overlaps(uintptr_t a, uintptr_t b) const noexcept { return lo < b && a < hi; }
+};
+
+}  // namespace
+
 linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint64_t step_limit) noexcept {
     syslet_uatom *atoms[linked_ops::kMax];
     uint32_t ops[linked_ops::kMax];
+    span writes[linked_ops::kMax];  // memory each earlier atom may write
     unsigned n = 0;
     for (syslet_uatom *at = cur; at; at = at->next) {
         if (n == linked_ops::kMax) return nullptr;  // long (or looping): the interpreter
@@ -69,13 +81,28 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
             if (atoms[j] == at) return nullptr;  // a loop
         if (at->flags & ~(SYSLET_STOP_ON_NEGATIVE | SYSLET_ASYNC)) return nullptr;
         const int op = linkable_opcode(at->nr);
-        if (op < 0 || !c.ring_runs(static_cast<uint32_t>(op))) return nullptr;
-        // No data flow: an argument fed by an earlier atom's result must be
-        // read when that atom has run, which linked SQEs cannot do.
-        for (unsigned i = 0; i < 6; ++i)
-            for (unsigned j = 0; j < n; ++j)
-                if (at->arg_ptr[i] && at->arg_ptr[i] == reinterpret_cast<unsigned long *>(atoms[j]->ret_ptr))
+        if (op < 0) return nullptr;
+        // Linked SQEs take their arguments when the sequence is submitted;
+        // the interpreter reads each atom's arguments when it runs. They
+        // agree only if no earlier atom writes what a later one reads: its
+        // arg_ptr cells, or the atom itself.
+        const auto self = reinterpret_cast<uintptr_t>(at);
+        for (unsigned j = 0; j < n; ++j) {
+            if (writes[j].overlaps(self, self + sizeof *at)) return nullptr;
+            for (unsigned i = 0; i < 6; ++i) {
+                const auto cell = reinterpret_cast<uintptr_t>(at->arg_ptr[i]);
+                if (!cell) continue;
+                if (writes[j].overlaps(cell, cell + sizeof(unsigned long)) ||
+                    cell == reinterpret_cast<uintptr_t>(atoms[j]->ret_ptr))
                     return nullptr;
+            }
+        }
+        uint64_t a[6];
+        for (unsigned i = 0; i < 6; ++i) a[i] = at->arg_ptr[i] ? *at->arg_ptr[i] : 0;
+        // The ring must give the plain call's result for these arguments.
+        if (!c.ring_runs(static_cast<uint32_t>(op), a)) return nullptr;
+        writes[n] = {};
+        if (op == ASYS_OP_READ || op == ASYS_OP_PREAD) writes[n] = {a[1], a[1] + a[2]};
         ops[n] = static_cast<uint32_t>(op);
         atoms[n++] = at;
     }
@@ -91,14 +118,6 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
         e.tag = at;
         e.res = 0;
         for (unsigned i = 0; i < 6; ++i) e.args[i] = at->arg_ptr[i] ? *at->arg_ptr[i] : 0;
-        const bool positional = e.opcode == ASYS_OP_PREAD || e.opcode == ASYS_OP_PWRITE;
-        // The ring takes a 32-bit length, and offset -1 means "the file
-        // position" there but EINVAL for pread: leave those to the interpreter.
-        if ((transfers(e.opcode) && e.args[2] > 0x7ffff000u) ||
-            (positional && static_cast<int64_t>(e.args[3]) < 0)) {
-            delete lo;
-            return nullptr;
-        }
     }
     return lo;
 }

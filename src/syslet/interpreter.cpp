@@ -22,6 +22,7 @@ int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
         case SYS_recvfrom: return a[4] == 0 && a[5] == 0 ? ASYS_OP_RECV : -1;
         case SYS_sendto: return a[4] == 0 && a[5] == 0 ? ASYS_OP_SEND : -1;
         case SYS_openat: return ASYS_OP_OPENAT;
+        case SYS_close: return ASYS_OP_CLOSE;
         default: return -1;
     }
 }
@@ -54,19 +55,19 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
     const bool is_read = nr == SYS_read || nr == SYS_pread64 || nr == SYS_readv;
     const long hint = run.guard_proved_fd;
     run.guard_proved_fd = -1;
-    if (int allowed = syscall_allowed(nr); allowed != 0) {
+    if (int allowed = syscall_allowed_with(nr, a); allowed != 0) {
         *res = allowed;  // -EPERM (denied) or -ENOSYS (unknown)
         return atom_outcome::refused;
     }
     if (may_block || (at.flags & SYSLET_SYNC)) {
         // A stray interrupt (a cancel signal meant for an earlier op) is
         // retried; one that a cancel of this chain sent ends it (see below).
-        do *res = raw_syscall(nr, a);
+        do *res = run_syscall(nr, a);
         while (*res == -EINTR && !(run.cancelled && run.cancelled->load(std::memory_order_acquire)));
         return atom_outcome::ran;
     }
-    if (syscall_never_blocks(nr) || nr == SYS_close) {
-        *res = raw_syscall(nr, a);
+    if (syscall_never_blocks(nr)) {
+        *res = run_syscall(nr, a);
         return atom_outcome::ran;
     }
     const int opcode = probe_opcode(static_cast<unsigned long>(nr), a);

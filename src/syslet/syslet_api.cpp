@@ -9,6 +9,8 @@
 #include <mutex>
 #include <new>
 
+#include <pthread.h>
+
 #include "asys/syslet.h"
 #include "core/context.hpp"
 #include "core/opcodes.hpp"
@@ -178,11 +180,40 @@ long cancel_chain(context &c, syslet_uatom *head) noexcept {
     return rc == -ENOENT ? -EALREADY : rc;  // gone from the pool: it is finishing
 }
 
+// The process-wide default context. Its lock is held across fork() (so a
+// child never inherits it locked by a thread that is gone) and made anew
+// in the child.
+struct default_context {
+    std::mutex mu;
+    asys_ctx *ctx = nullptr;
+    uint64_t gen = 0;
+
+    static default_context &get() noexcept {
+        static default_context *d = [] {
+            auto *p = new default_context;  // never destroyed: outlives static dtors
+            // Registered after the context registry's fork handlers, so
+            // prepare takes this lock before the registry's: the order
+            // default_ctx() takes them in (it creates a context under it).
+            register_fork_handlers();
+            pthread_atfork([] { get().mu.lock(); }, [] { get().mu.unlock(); },
+                           [] { new (&get().mu) std::mutex; });
+            return p;
+        }();
+        return *d;
+    }
+};
+
+// Made when the library loads, while the process has one thread: a
+// function-local static initialised on first use could be mid-way in
+// another thread when the process forks, and the child would then wait on
+// its guard forever. (This also installs the registry's fork handlers.)
+__attribute__((constructor)) void init_default_context() { (void)default_context::get(); }
+
 asys_ctx *default_ctx() noexcept {
-    static std::mutex mu;
-    static asys_ctx *ctx = nullptr;
-    static uint64_t gen = 0;
-    std::lock_guard lk(mu);
+    default_context &d = default_context::get();
+    std::lock_guard lk(d.mu);
+    asys_ctx *&ctx = d.ctx;
+    uint64_t &gen = d.gen;
     const uint64_t now = g_fork_generation.load(std::memory_order_relaxed);
     if (!ctx || gen != now) {  // after fork(), the parent's context is dead here
         asys_ctx *c = nullptr;

@@ -4,6 +4,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "core/fault.hpp"
+#include "core/library_fds.hpp"
 #include "core/linked_ops.hpp"
 #include "core/raw_syscall.hpp"
 
@@ -44,7 +48,11 @@ constexpr uint8_t kRingOp[ASYS_OP__COUNT] = {
     /* NOP */ IORING_OP_NOP, /* READ */ IORING_OP_READ, /* PREAD */ IORING_OP_READ,
     /* READV */ IORING_OP_READV, /* PREADV */ IORING_OP_READV, /* WRITE */ IORING_OP_WRITE,
     /* PWRITE */ IORING_OP_WRITE, /* WRITEV */ IORING_OP_WRITEV, /* PWRITEV */ IORING_OP_WRITEV,
-    /* OPENAT */ IORING_OP_OPENAT, /* CLOSE */ IORING_OP_CLOSE, /* FSYNC */ IORING_OP_FSYNC,
+    /* OPENAT */ IORING_OP_OPENAT,
+    // CLOSE: a close that must be punted (a lingering socket, a network
+    // filesystem) would wait in the submitter's io_uring_enter, where the
+    // ring drops the last reference: the pool closes it.
+    /* CLOSE */ 0xff, /* FSYNC */ IORING_OP_FSYNC,
     /* FDATASYNC */ IORING_OP_FSYNC, /* STATX */ IORING_OP_STATX,
     /* UNLINKAT */ IORING_OP_UNLINKAT, /* RENAMEAT */ IORING_OP_RENAMEAT,
     /* MKDIRAT */ IORING_OP_MKDIRAT, /* FALLOCATE */ IORING_OP_FALLOCATE,
@@ -80,7 +88,6 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
             io_uring_prep_openat(sqe, fd, static_cast<const char *>(p1), static_cast<int>(a[2]),
                                  static_cast<mode_t>(a[3]));
             break;
-        case ASYS_OP_CLOSE: io_uring_prep_close(sqe, fd); break;
         case ASYS_OP_FSYNC: io_uring_prep_fsync(sqe, fd, 0); break;
         case ASYS_OP_FDATASYNC: io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); break;
         case ASYS_OP_STATX:
@@ -112,7 +119,9 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
             break;
         case ASYS_OP_RECV: io_uring_prep_recv(sqe, fd, p1, a[2], static_cast<int>(a[3])); break;
         case ASYS_OP_SEND: io_uring_prep_send(sqe, fd, p1, a[2], static_cast<int>(a[3])); break;
-        case ASYS_OP_POLL: io_uring_prep_poll_add(sqe, fd, static_cast<unsigned>(a[1])); break;
+        case ASYS_OP_POLL:  // poll(2) takes 16 bits of events
+            io_uring_prep_poll_add(sqe, fd, static_cast<uint16_t>(a[1]));
+            break;
         default: io_uring_prep_nop(sqe); break;  // unreachable: supports() refused it
     }
 }
@@ -124,7 +133,10 @@ void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.
 uring_backend::~uring_backend() { stop(); }  // no-op once stopped or abandoned
 
 int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
-    if (fault::fail_uring_setup()) return -EPERM;
+    if (fault::fail_uring_setup()) {
+        failed_step_ = "io_uring_setup";
+        return -EPERM;
+    }
     unsigned sq = entries < 4096 ? entries : 4096;
     if (sq < 8) sq = 8;
     unsigned cq = entries * 2 > 65536 ? 65536 : entries * 2;
@@ -133,30 +145,45 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     p.flags = IORING_SETUP_CQSIZE;
     p.cq_entries = cq;
     int rc = io_uring_queue_init_params(sq, &ring_, &p);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        failed_step_ = "io_uring_setup";
+        return rc;
+    }
     ring_ok_ = true;
     cq_entries_ = p.cq_entries;
+    library_fds::add(ring_.ring_fd);
 
-    io_uring_probe *probe = io_uring_get_probe_ring(&ring_);
-    if (!probe) {
+    // Not io_uring_get_probe_ring(): it hides the register call's errno
+    // (a seccomp filter that refuses io_uring_register must be named as such).
+    alignas(io_uring_probe) unsigned char probe_buf[sizeof(io_uring_probe) + 256 * sizeof(io_uring_probe_op)] = {};
+    auto *probe = reinterpret_cast<io_uring_probe *>(probe_buf);
+    rc = io_uring_register_probe(&ring_, probe, 256);
+    if (rc < 0) {
+        failed_step_ = "io_uring_register(PROBE)";
+        library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);
         ring_ok_ = false;
-        return -ENOSYS;
+        return rc;
     }
     for (unsigned op = 0; op < ASYS_OP__COUNT; ++op)
         if (kRingOp[op] != 0xff && io_uring_opcode_supported(probe, kRingOp[op]))
             supported_ |= uint64_t{1} << op;
-    if (io_uring_opcode_supported(probe, IORING_OP_LINK_TIMEOUT)) supported_ |= uint64_t{1} << 63;
-    io_uring_free_probe(probe);
+    link_timeout_ = io_uring_opcode_supported(probe, IORING_OP_LINK_TIMEOUT);
 
     unsigned vals[2] = {max_workers, max_workers};  // bounded, unbounded
     if (io_uring_register_iowq_max_workers(&ring_, vals) == 0) iowq_limit_ = max_workers;
 
     efd_ = static_cast<int>(raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC, 0, 0, 0, 0));
-    if (efd_ < 0 || io_uring_register_eventfd(&ring_, efd_) < 0) {
-        rc = efd_ < 0 ? efd_ : -EINVAL;
-        if (efd_ >= 0) close(efd_);
+    library_fds::add(efd_);  // ignores -1
+    rc = efd_ < 0 ? efd_ : io_uring_register_eventfd(&ring_, efd_);
+    if (rc < 0) {
+        failed_step_ = efd_ < 0 ? "eventfd" : "io_uring_register(EVENTFD)";
+        if (efd_ >= 0) {
+            library_fds::remove(efd_);
+            close(efd_);
+        }
         efd_ = -1;
+        library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);
         ring_ok_ = false;
         return rc;
@@ -173,7 +200,10 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (rc != 0) {
+        failed_step_ = "the reaper thread";
+        library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);
+        library_fds::remove(efd_);
         close(efd_);
         efd_ = -1;
         ring_ok_ = false;
@@ -184,12 +214,100 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
 }
 
 bool uring_backend::supports(const op_slot &s) const noexcept {
-    if (!(supported_ & (uint64_t{1} << s.opcode))) return false;
+    if (!supports_opcode(s.opcode)) return false;
     if (s.done != 0) return false;  // remainders of short reads: the pool
-    if (s.opcode == ASYS_OP_POLL && static_cast<int64_t>(s.args[2]) >= 0 &&
-        !(supported_ & (uint64_t{1} << 63)))  // bit 63: LINK_TIMEOUT available
-        return false;
-    return true;
+    return args_fit_ring(s.opcode, s.args, s.seekable, link_timeout_);
+}
+
+namespace {
+
+enum class fd_kind { stream, seekable, other, bad };
+
+// One fstat: whether the descriptor is a stream (pipe, FIFO, socket), a
+// seekable file (regular, block device), or something else.
+fd_kind kind_of(uint64_t fd_arg) noexcept {
+    struct stat st;
+    const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
+    if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return fd_kind::bad;
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return fd_kind::stream;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return fd_kind::seekable;
+    return fd_kind::other;
+}
+
+}  // namespace
+
+bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_known,
+                   bool link_timeout) noexcept {
+    // The largest count one read(2)/write(2)/recv(2) transfers (MAX_RW_COUNT):
+    // a longer length is clamped by the syscall after its own checks, while
+    // the ring's length field has 32 bits. Longer requests run on the pool.
+    constexpr uint64_t kMaxRw = 0x7ffff000;
+    constexpr uint64_t kMaxIov = 1024;  // UIO_MAXIOV
+    const auto off = static_cast<int64_t>(a[3]);
+    // Where the ring and the system call part ways, by descriptor:
+    // - a positional transfer on a pipe or socket is -ESPIPE for the call,
+    //   but the ring ignores the offset and reads the stream;
+    // - a transfer at the file position that faults half-way (a bad
+    //   buffer) moves the position for the call, not on the ring;
+    // - fsync of a pipe, socket or device is -EINVAL for the call, and the
+    //   ring did not stop a link after it.
+    // So positional transfers and syncs go to the ring only for regular
+    // files and block devices, transfers at the file position only for
+    // pipes and sockets (where the ring waits by polling, not in a thread).
+    switch (opcode) {
+        case ASYS_OP_READ:
+        case ASYS_OP_WRITE:
+            return a[2] <= kMaxRw && kind_of(a[0]) == fd_kind::stream;
+        case ASYS_OP_READV:
+        case ASYS_OP_WRITEV:
+            return a[2] <= kMaxIov && kind_of(a[0]) == fd_kind::stream;
+        case ASYS_OP_PREAD:
+        case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
+            return a[2] <= kMaxRw && off >= 0 && (fd_seekable_known || kind_of(a[0]) == fd_kind::seekable);
+        case ASYS_OP_PREADV:
+        case ASYS_OP_PWRITEV:
+            // RWF_HIPRI needs a polled ring; RWF_NOWAIT writes: the ring says
+            // EAGAIN where the call says EOPNOTSUPP. The pool runs the call.
+            if (a[4] & (RWF_HIPRI | RWF_NOWAIT)) return false;
+            if (a[2] > kMaxIov) return false;
+            if (off == -1) return kind_of(a[0]) == fd_kind::stream;  // the file position
+            return off >= 0 && (fd_seekable_known || kind_of(a[0]) == fd_kind::seekable);
+        case ASYS_OP_FSYNC:
+        case ASYS_OP_FDATASYNC:
+            return kind_of(a[0]) == fd_kind::seekable;
+        case ASYS_OP_RECV:
+        case ASYS_OP_SEND:
+            return a[2] <= kMaxRw;
+        case ASYS_OP_OPENAT: {
+            // The ring first opens without blocking (O_NONBLOCK) and clears
+            // the flag afterwards: a FIFO then opens at once (or fails
+            // ENXIO) where open(2) waits for its partner. Only flags with
+            // which the two agree go to the ring: the caller's own
+            // O_NONBLOCK, O_PATH, O_DIRECTORY, or the ones the ring always
+            // opens the blocking way (O_CREAT, O_TRUNC, O_TMPFILE).
+            constexpr uint64_t kAgree = O_NONBLOCK | O_PATH | O_DIRECTORY | O_CREAT | O_TRUNC | __O_TMPFILE;
+            return (static_cast<uint32_t>(a[2]) & kAgree) != 0;
+        }
+        case ASYS_OP_STATX: {
+            // A NULL path with AT_EMPTY_PATH: the ring faults on it. Bad
+            // flags or mask: the call says EINVAL before it looks at the
+            // path, the ring after.
+            constexpr uint64_t kFlags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE;
+            return a[1] != 0 && (static_cast<uint32_t>(a[2]) & ~kFlags) == 0 &&
+                   (static_cast<uint32_t>(a[3]) & STATX__RESERVED) == 0;
+        }
+        case ASYS_OP_UNLINKAT:
+            return (static_cast<uint32_t>(a[2]) & ~static_cast<uint32_t>(AT_REMOVEDIR)) == 0;
+        case ASYS_OP_RENAMEAT:
+            return (static_cast<uint32_t>(a[4]) & ~static_cast<uint32_t>(RENAME_NOREPLACE | RENAME_EXCHANGE |
+                                                                         RENAME_WHITEOUT)) == 0;
+        case ASYS_OP_POLL:  // poll(2) ignores a negative fd (and then sleeps)
+            if (static_cast<int>(a[0]) < 0) return false;
+            if (static_cast<int64_t>(a[2]) == 0) return false;  // a zero link timeout is refused
+            return static_cast<int64_t>(a[2]) < 0 || link_timeout;
+        default:
+            return true;
+    }
 }
 
 bool uring_backend::cq_ready() const noexcept {
@@ -306,7 +424,7 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
 }
 
 bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
-    return opcode < 63 && (supported_ & (uint64_t{1} << opcode));
+    return opcode < ASYS_OP__COUNT && (supported_ & (uint64_t{1} << opcode));
 }
 
 int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
@@ -340,6 +458,14 @@ void uring_backend::plug() noexcept {
     ++plugged_;
 }
 
+void uring_backend::flush() noexcept {
+    {
+        std::lock_guard lk(sq_mu_);
+        submit_locked();
+    }
+    if (cq_ready()) reap();
+}
+
 void uring_backend::unplug() noexcept {
     {
         std::lock_guard lk(sq_mu_);
@@ -348,14 +474,26 @@ void uring_backend::unplug() noexcept {
     if (cq_ready()) reap();
 }
 
+namespace {
+/// The backend whose CQ the calling thread is draining (completion
+/// callbacks run inside the drain): a callback that submits, waits or
+/// cancels on the same context must not take cq_mu_ again.
+thread_local const uring_backend *t_draining = nullptr;
+}  // namespace
+
+bool uring_backend::draining_here() const noexcept { return t_draining == this; }
+
 unsigned uring_backend::reap() noexcept {
+    if (t_draining == this) return 0;  // inside a callback of this drain: it goes on after
     unsigned n = 0;
     // Whoever holds cq_mu_ re-checks the CQ after releasing it, so a CQE
     // posted while another thread gave up on the lock is never stranded.
     for (;;) {
         std::unique_lock lk(cq_mu_, std::try_to_lock);
         if (!lk.owns_lock()) return n;
+        t_draining = this;
         n += drain_locked();
+        t_draining = nullptr;
         lk.unlock();
         if (!cq_ready()) return n;
     }
@@ -382,6 +520,12 @@ unsigned uring_backend::drain_locked() noexcept {
                 if (s->opcode == ASYS_OP_POLL && r == -ECANCELED &&
                     !s->cancel.load(std::memory_order_relaxed))
                     r = 0;
+                if (s->opcode == ASYS_OP_POLL) {
+                    // poll(2) reports a closed descriptor as POLLNVAL, and
+                    // only the requested events plus POLLERR and POLLHUP.
+                    if (r == -EBADF) r = POLLNVAL;
+                    else if (r > 0) r &= static_cast<uint16_t>(s->args[1]) | POLLERR | POLLHUP | POLLNVAL;
+                }
                 if (long injected = fault::injected_ring_error()) r = injected;  // tests only
                 sink_.complete(s, r, ASYS_PATH_URING);
                 ++n;
@@ -462,9 +606,23 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
         if (reqs.empty()) return -ENOENT;
         submit_locked();
     }
-    reap();  // cancels usually complete during the enter: reap them here
+    const bool nested = t_draining == this;  // called from a completion callback
+    if (!nested) reap();  // cancels usually complete during the enter: reap them here
     bool running = false, queued = false;
     for (auto &r : reqs) {
+        if (nested) {
+            // This thread holds the CQ (a callback inside drain_locked): no
+            // other thread can reap the cancel's CQE, so drain on.
+            for (;;) {
+                {
+                    std::lock_guard cl(r->mu);
+                    if (r->done) break;
+                }
+                io_uring_cqe *cqe = nullptr;
+                if (!cq_ready()) (void)io_uring_wait_cqe(&ring_, &cqe);
+                drain_locked();
+            }
+        }
         std::unique_lock cl(r->mu);
         r->cv.wait(cl, [&] { return r->done; });
         if (r->res == 0) queued = true;
@@ -487,7 +645,7 @@ void uring_backend::cancel_all() noexcept {
         ++pending_submit_;
         submit_locked();
     }
-    reap();  // the cancelled ops complete during the enter
+    reap();  // the cancelled ops complete during the enter (unless nested: the drain goes on)
 }
 
 void uring_backend::stop() noexcept {
@@ -499,7 +657,9 @@ void uring_backend::stop() noexcept {
         pthread_join(reaper_, nullptr);
         reaper_started_ = false;
     }
+    library_fds::remove(ring_.ring_fd);
     io_uring_queue_exit(&ring_);
+    library_fds::remove(efd_);
     close(efd_);
     efd_ = -1;
     ring_ok_ = false;
@@ -509,8 +669,14 @@ void uring_backend::abandon() noexcept {
     // In a fork child: the reaper does not exist here. Unmapping the ring
     // and closing the fd only affect this process.
     reaper_started_ = false;
-    if (ring_ok_) io_uring_queue_exit(&ring_);
-    if (efd_ >= 0) close(efd_);
+    if (ring_ok_) {
+        library_fds::remove(ring_.ring_fd);
+        io_uring_queue_exit(&ring_);
+    }
+    if (efd_ >= 0) {
+        library_fds::remove(efd_);
+        close(efd_);
+    }
     efd_ = -1;
     ring_ok_ = false;
 }

@@ -22,6 +22,14 @@ namespace asys::internal {
 
 struct linked_ops;
 
+/// Whether the ring gives the plain system call's result for these
+/// arguments (lengths that fit its 32-bit field, offsets it reads the same
+/// way, descriptors of a kind where it behaves as the call: may fstat the
+/// fd); if not, the op runs on the pool. `fd_seekable_known`: an inline
+/// probe already saw the fd accept a positional read.
+bool args_fit_ring(uint32_t opcode, const uint64_t (&args)[6], bool fd_seekable_known = false,
+                   bool link_timeout = true) noexcept;
+
 class uring_backend final : public backend {
 public:
     explicit uring_backend(completion_sink &sink) noexcept : sink_(sink) {}
@@ -33,7 +41,10 @@ public:
 
     /// Whether the ring can run this op (checked by the router).
     bool supports(const op_slot &s) const noexcept;
+    /// Bit (1 << ASYS_OP_x) per opcode the ring runs.
     uint64_t opcode_mask() const noexcept { return supported_; }
+    /// The set-up step that failed (after start() returned an error).
+    const char *failed_step() const noexcept { return failed_step_; }
     unsigned iowq_limit() const noexcept { return iowq_limit_; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;
@@ -52,6 +63,12 @@ public:
     /// kernel; unplug() submits them all in one io_uring_enter.
     void plug() noexcept;
     void unplug() noexcept;
+    /// Submits what a plug holds back, now (a submitter about to wait for
+    /// room that only those ops can free).
+    void flush() noexcept;
+    /// True while the calling thread drains this ring's completions (it is
+    /// inside a completion callback).
+    bool draining_here() const noexcept;
 
     /// Reaps available CQEs on the calling thread (non-blocking; returns at
     /// once if another thread is reaping). Returns the number completed.
@@ -86,6 +103,8 @@ private:
     io_uring ring_{};
     bool ring_ok_ = false;
     uint64_t supported_ = 0;  ///< bit per asys opcode
+    bool link_timeout_ = false;  ///< IORING_OP_LINK_TIMEOUT (timed polls)
+    const char *failed_step_ = "";
     unsigned iowq_limit_ = 0;
     unsigned cq_entries_ = 0;
 

@@ -1226,16 +1226,22 @@ private:
 
     // ---------------------------------------------------------- effects
 
-    static std::string drain(int fd, bool sock) {
+    /// Everything readable at fd now, without blocking. Datagrams are
+    /// separated by "|" (an empty one reads as "<empty>").
+    static std::string drain(int fd, bool sock, bool dgram = false) {
         std::string out;
         if (fd < 0) return out;
         if (!sock) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         static char b[70000];
-        for (;;) {
+        for (int k = 0; k < 1000; ++k) {
             const ssize_t n = sock ? recv(fd, b, sizeof b, MSG_DONTWAIT) : read(fd, b, sizeof b);
             if (n < 0) {
                 if (errno != EAGAIN) out += fmt("<%s>", strerrorname_np(errno));
                 break;
+            }
+            if (n == 0 && dgram) {
+                out += "<empty>|";
+                continue;
             }
             if (n == 0) {
                 out += "<EOF>";
@@ -1348,8 +1354,10 @@ private:
         }
         const bool sock = s.fd == FD_SOCK_STREAM || s.fd == FD_SOCK_DGRAM;
         if (is_stream(s.fd)) {
-            if (s.fd != FD_PIPE_W && e.fd_state == 1) e.rest = drain(fx.fd, sock);
-            if (fx.other >= 0 && state_of(fx, fx.other) == 1 && s.fd != FD_PIPE_R) e.peer = drain(fx.other, sock);
+            const bool dgram = s.fd == FD_SOCK_DGRAM;
+            if (s.fd != FD_PIPE_W && e.fd_state == 1) e.rest = drain(fx.fd, sock, dgram);
+            if (fx.other >= 0 && state_of(fx, fx.other) == 1 && s.fd != FD_PIPE_R)
+                e.peer = drain(fx.other, sock, dgram);
         }
         read_tree(rundir_, "", e.files);
     }

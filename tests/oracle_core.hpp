@@ -597,6 +597,12 @@ public:
     runner(const runner &) = delete;
     runner &operator=(const runner &) = delete;
 
+    /// Called before each path runs (a progress signal for a watchdog).
+    void on_path(void (*fn)(unsigned path, void *arg), void *arg) {
+        on_path_ = fn;
+        on_path_arg_ = arg;
+    }
+
     /// Runs one case; the working directory is the caller's again after.
     result run_case(case_spec s) {
         result out = run_case_here(s);
@@ -1070,6 +1076,7 @@ private:
     /// why) if the run could not take place.
     bool run_path(const case_spec &s, unsigned p, effects &e, std::string &why, bool sequence = false) {
         if (!mem_.hole_unmapped()) mem_.repick_hole();
+        if (on_path_) on_path_(p, on_path_arg_);
         g_current_path = static_cast<sig_atomic_t>(p);
         fixture fx;
         const bool chain2 = (p == PATH_CHAIN2 || sequence) && s.op != OP_DATAFLOW;
@@ -1418,6 +1425,8 @@ private:
     memory mem_;
     uint64_t seq_ = 0;
     int home_ = -1;
+    void (*on_path_)(unsigned, void *) = nullptr;
+    void *on_path_arg_ = nullptr;
     std::string file_data_, buf_init_;  // the file pattern and the buffer's initial bytes
     std::string check_buf_;
     std::map<std::string, std::pair<size_t, blkcnt_t>> fresh_blocks_;  // name -> size, blocks when written

@@ -38,7 +38,7 @@ constexpr unsigned kEnumStride = 5;  // sanitizer builds run a fixed subset of t
 constexpr unsigned kDefaultRandom = 1000;
 constexpr unsigned kEnumStride = 1;
 #endif
-constexpr int kCaseTimeoutMs = 30000;  // no progress for this long: the worker hangs
+constexpr int kCaseTimeoutMs = 30000;  // no progress (a path started, a case ended) for this long: a hang
 
 uint64_t env_u64(const char *name, uint64_t dflt) {
     const char *v = getenv(name);
@@ -133,6 +133,8 @@ public:
         install_crash_handlers(w.out_fd);
         {
             oracle::runner r(w.root, w.odirect, d, n);
+            r.on_path([](unsigned path, void *fd) { emit(*static_cast<int *>(fd), "P " + std::to_string(path)); },
+                      &w.out_fd);
             auto cases = cases_for(w.mode, w.seed, w.count);
             for (size_t i = w.first; i < cases.size(); ++i) {
                 emit(w.out_fd, "B " + std::to_string(i));

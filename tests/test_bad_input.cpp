@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "core/fault.hpp"
+#include "base/fault.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "asys/syslet.h"
-#include "core/fault.hpp"
+#include "base/fault.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "core/fault.hpp"
+#include "base/fault.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;

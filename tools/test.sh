@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The tests: check the repository (tools/check_repo.sh), set up, build
+# The tests: check the repository (tools/check_repo.sh) and its layers
+# (tools/check_layers.sh), set up, build
 # everything with warnings as errors, run the whole suite with ctest; then the
 # same suite under ASan+UBSan and under TSan (clang 14).
 # Extra arguments go to every ctest run (e.g. -R Fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/check_repo.sh   # repository hygiene first, before set-up and build
+bash tools/check_layers.sh # folders include only from layers below them, no cycle
 bash tools/setup.sh
 jobs=$(nproc)
 

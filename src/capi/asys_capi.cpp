@@ -3,8 +3,8 @@
 
 #include "asys/asys.h"
 #include "core/context.hpp"
-#include "core/denylist.hpp"
-#include "core/opcodes.hpp"
+#include "base/denylist.hpp"
+#include "base/opcodes.hpp"
 #include "router/router.hpp"
 
 using asys::internal::context;

@@ -10,8 +10,7 @@
 #include <cstring>
 #include <new>
 
-#include "core/linked_ops.hpp"
-#include "core/opcodes.hpp"
+#include "base/opcodes.hpp"
 
 namespace asys::internal {
 
@@ -162,74 +161,82 @@ int context::init(const asys_params &p) noexcept {
     if (rc) return rc;
     rc = ring_.init(p.ring_entries);
     if (rc) return rc;
-    uring_error_ = 0;
-    uring_fail_step_ = "";
-    if (p.backend != ASYS_BACKEND_POOL) {
-        uring_.reset(new (std::nothrow) uring_backend(*this));
-        if (!uring_) return -ENOMEM;
-        rc = uring_->start(p.ring_entries, p.workers);
-        if (rc < 0) {
-            uring_fail_step_ = uring_->failed_step();
-            uring_.reset();
-            if (p.backend == ASYS_BACKEND_URING) return rc;  // forced: fail loudly
-            uring_error_ = rc;
+    preferred_error_ = 0;
+    preferred_fail_step_ = "";
+    preferred_entry_ = general_entry_ = nullptr;
+    const backend_config cfg{p.ring_entries, p.workers};
+    for (unsigned i = 0; i < kBackendCount; ++i) {
+        const backend_entry &e = kBackends[i];
+        if (e.general) {
+            if (!general_entry_) general_entry_ = &e;
+            continue;
+        }
+        // A preferred backend: the one asked for, or the first one in AUTO.
+        if (preferred_entry_ || (p.backend != ASYS_BACKEND_AUTO && p.backend != e.kind)) continue;
+        preferred_entry_ = &e;
+        int err = 0;
+        const char *step = "";
+        preferred_.reset(e.make(*this, cfg, &err, &step));
+        if (!preferred_) {
+            if (p.backend == e.kind) return err;  // forced: fail loudly
+            preferred_error_ = err;
+            preferred_fail_step_ = step;
         }
     }
-    pool_.reset(new (std::nothrow) worker_pool(*this));
-    if (!pool_) return -ENOMEM;
-    return pool_->start(p.workers);
+    if (!general_entry_) return -ENOSYS;
+    int err = 0;
+    const char *step = "";
+    general_.reset(general_entry_->make(*this, cfg, &err, &step));
+    return general_ ? 0 : err;
 }
 
 int context::punt(op_slot *slot, bool atomic) noexcept {
-    if (slot->opcode == ASYS_OP_CHAIN && slot->args[4]) {
-        // A chain the syslet layer turned into a linked ring sequence.
-        auto *lo = reinterpret_cast<linked_ops *>(slot->args[4]);
-        if (uring_ && uring_->punt_linked(slot, lo) == 0) return 0;
-        slot->args[4] = 0;  // no room in the ring: the pool interprets it
-        delete lo;
-    }
-    if (uring_ && uring_->supports(*slot)) {
-        int rc = uring_->punt(slot, atomic);
-        if (rc == 0) return 0;
-        // Ring full or refusing: the pool can run anything.
-    }
-    return pool_->punt(slot, atomic);
+    if (preferred_ && preferred_->accepts(*slot) && preferred_->punt(slot, atomic) == 0) return 0;
+    // Not for the preferred backend, or it is full: the general one runs anything.
+    return general_->punt(slot, atomic);
 }
 
-bool context::ring_runs(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
-    return uring_ && uring_->supports_opcode(opcode) && args_fit_ring(opcode, args);
+int context::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
+    return preferred_ ? preferred_->punt_linked(slot, lo) : -EOPNOTSUPP;
+}
+
+bool context::links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
+    return preferred_ && preferred_->links(opcode, args);
 }
 
 int context::cancel(uint64_t user_data) noexcept {
-    int rp = pool_->cancel(user_data);
-    int ru = uring_ ? uring_->cancel(user_data) : -ENOENT;
+    int rp = general_->cancel(user_data);
+    int ru = preferred_ ? preferred_->cancel(user_data) : -ENOENT;
     if (rp == -EALREADY || ru == -EALREADY) return -EALREADY;
     if (rp == 0 || ru == 0) return 0;
     return -ENOENT;
 }
 
 void context::plug() noexcept {
-    if (uring_) uring_->plug();
+    if (preferred_) preferred_->plug();
 }
 
 void context::unplug() noexcept {
-    if (uring_) uring_->unplug();
+    if (preferred_) preferred_->unplug();
 }
 
 int context::info(asys_info *o) noexcept {
     if (!o) return -EFAULT;
     *o = asys_info{};
-    o->backend = uring_ ? ASYS_BACKEND_URING : ASYS_BACKEND_POOL;
-    o->uring_error = uring_error_;
-    o->uring_opcodes = uring_ ? uring_->opcode_mask() : 0;
-    o->workers = pool_->threads();
-    o->iowq_max_workers = uring_ ? uring_->iowq_limit() : 0;
-    if (uring_error_ == 0) {
-        snprintf(o->reason, sizeof o->reason, "%s", uring_ ? "io_uring + pool" : "pool only (forced)");
+    o->backend = preferred_ ? preferred_entry_->kind : general_entry_->kind;
+    o->uring_error = preferred_error_;
+    o->uring_opcodes = preferred_ ? preferred_->opcode_mask() : 0;
+    o->workers = general_->threads();
+    o->iowq_max_workers = preferred_ ? preferred_->kernel_workers() : 0;
+    if (preferred_error_ == 0) {
+        if (preferred_)
+            snprintf(o->reason, sizeof o->reason, "%s + %s", preferred_entry_->name, general_entry_->name);
+        else
+            snprintf(o->reason, sizeof o->reason, "%s only (forced)", general_entry_->name);
         return 0;
     }
     const char *hint = "";
-    switch (-uring_error_) {
+    switch (-preferred_error_) {
         case EPERM: hint = " (kernel.io_uring_disabled or a seccomp filter)"; break;
         case ENOSYS: hint = " (no io_uring in this kernel, or a seccomp filter)"; break;
         case ENOMEM: hint = " (memory lock limit?)"; break;
@@ -237,14 +244,14 @@ int context::info(asys_info *o) noexcept {
         case EMFILE: case ENFILE: hint = " (out of file descriptors)"; break;
         default: break;
     }
-    snprintf(o->reason, sizeof o->reason, "pool only: %s %s%s", uring_fail_step_,
-             errno_name(-uring_error_), hint);
+    snprintf(o->reason, sizeof o->reason, "%s only: %s %s%s", general_entry_->name, preferred_fail_step_,
+             errno_name(-preferred_error_), hint);
     return 0;
 }
 
 void context::recycle() noexcept {
-    pool_.reset();
-    uring_.reset();
+    general_.reset();
+    preferred_.reset();
     syslet_ext_.reset();
     ring_.release();
     ring_.~completion_ring();
@@ -268,10 +275,10 @@ int context::destroy(unsigned how) noexcept {
     if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         // In a child of fork(): the workers and any lock holders are gone.
         // Release memory and descriptors only.
-        pool_->abandon();
-        (void)pool_.release();
-        if (uring_) uring_->abandon();
-        (void)uring_.release();
+        general_->abandon();
+        (void)general_.release();
+        if (preferred_) preferred_->abandon();
+        (void)preferred_.release();
         new (&wait_mu_) std::mutex;
         new (&wait_cv_) std::condition_variable;
         new (&ext_mu_) std::mutex;
@@ -291,8 +298,8 @@ int context::destroy(unsigned how) noexcept {
             // before the worker enters its syscall, so re-send until done.
             while (inflight_.load() != 0) {
                 lk.unlock();
-                pool_->cancel_all();
-                if (uring_) uring_->cancel_all();
+                general_->cancel_all();
+                if (preferred_) preferred_->cancel_all();
                 lk.lock();
                 wait_cv_.wait_for(lk, std::chrono::milliseconds(2),
                                   [&] { return inflight_.load() == 0; });
@@ -303,8 +310,8 @@ int context::destroy(unsigned how) noexcept {
         sleepers_.fetch_sub(1);
     }
     ring_.shutdown();
-    pool_->stop();
-    if (uring_) uring_->stop();
+    general_->stop();
+    if (preferred_) preferred_->stop();
     recycle();
     return 0;
 }
@@ -327,7 +334,7 @@ int context::reserve_room(bool atomic) noexcept {
         }
         // Ops a batch holds back (plugged) may be the ones whose completion
         // frees room: submit them before sleeping for it.
-        if (uring_) uring_->flush();
+        if (preferred_) preferred_->flush();
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
         wait_cv_.wait(lk, [&] { return room_.load() > 0 || state_.load() != 1; });
@@ -352,12 +359,13 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->user_data = op.user_data;
     s->callback = op.callback;
     s->cb_arg = op.cb_arg;
-    s->nr = op.nr;
-    std::memcpy(s->args, op.args, sizeof s->args);
+    s->sys.nr = op.nr;
+    std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
     s->prev = s->next = nullptr;
     s->done = 0;
     s->cancel.store(0, std::memory_order_relaxed);
     s->queued = 0;
+    s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
@@ -390,24 +398,20 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // The ring reports EINTR for a call a signal interrupted in the kernel
-    // (not one we cancelled): run it again on the pool, which retries EINTR.
-    // (A NOP's result is the caller's value, even -EINTR.)
-    if (res == -EINTR && path == ASYS_PATH_URING && slot->opcode != ASYS_OP_NOP &&
-        !slot->cancel.load(std::memory_order_relaxed) && pool_->punt(slot, false) == 0) {
+    // (not one we cancelled): run it again on the general backend, which
+    // retries EINTR. (A NOP's result is the caller's value, even -EINTR.)
+    if (res == -EINTR && path == ASYS_PATH_URING && slot->opcode != ASYS_OP_NOP && !slot->hooks &&
+        !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }
-    if (slot->opcode == ASYS_OP_CHAIN) {
-        // A chain's linked ring sequence finished: the syslet layer writes
-        // the atoms' results; a link that a short transfer broke continues
-        // on the pool from the next atom.
-        if (slot->args[4] && !chain_linked_done(slot->args, &slot->cancel, &res)) {
-            if (pool_->punt(slot, false) == 0) return;
-            res = -EAGAIN;
-        }
-        // A chain that ends without running its next atom (cancelled while
-        // queued, or the resume above failed): that atom records it.
-        if (slot->args[0]) chain_not_run(slot->args, res);
+    // A feature's slot (a chain) may go on, e.g. after its linked sequence
+    // was cut short; if the general backend cannot take it, the feature
+    // ends it with -EAGAIN.
+    if (slot->hooks && slot->hooks->completed && !slot->hooks->completed(*slot, &res)) {
+        if (general_->punt(slot, false) == 0) return;
+        res = -EAGAIN;
+        (void)slot->hooks->completed(*slot, &res);
     }
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
@@ -454,24 +458,24 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     }
     // Inside a completion callback of this context's ring, this thread is
     // the one that reaps: waiting here for more would wait on itself.
-    if (uring_ && uring_->draining_here() && min > ring_.size()) return -EDEADLK;
-    if (uring_) uring_->reap();
+    if (preferred_ && preferred_->reaping_here() && min > ring_.size()) return -EDEADLK;
+    if (preferred_) preferred_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
     if (min > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
-        if (uring_) uring_->mute();  // this thread reaps while it spins
+        if (preferred_) preferred_->begin_reaping();  // this thread reaps while it spins
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
-            if (uring_ && uring_->cq_ready()) uring_->reap();
+            if (preferred_ && preferred_->ready()) preferred_->reap();
             if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
         }
-        if (uring_) {
-            uring_->unmute();
-            if (uring_->cq_ready()) uring_->reap();
+        if (preferred_) {
+            preferred_->end_reaping();
+            if (preferred_->ready()) preferred_->reap();
         }
     }
     int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
@@ -481,7 +485,7 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
-    if (uring_) uring_->reap();
+    if (preferred_) preferred_->reap();
     unsigned n = ring_.pop(out, max);
     if (n) release_room(n);
     return static_cast<int>(n);
@@ -500,7 +504,7 @@ int context::stats(asys_stats *o) noexcept {
     o->short_finished = r(cnt.short_finished);
     o->cancelled = r(cnt.cancelled);
     o->rejected_full = r(cnt.rejected_full);
-    o->workers = pool_->threads();
+    o->workers = general_->threads();
     o->inflight = inflight_.load(std::memory_order_relaxed);
     o->ring_retried = r(cnt.ring_retried);
     return 0;

@@ -13,11 +13,9 @@
 #include <mutex>
 
 #include "asys/asys.h"
-#include "core/backend.hpp"
-#include "core/completion_ring.hpp"
-#include "core/slab.hpp"
-#include "pool/worker_pool.hpp"
-#include "uring/uring_backend.hpp"
+#include "base/backend.hpp"
+#include "base/completion_ring.hpp"
+#include "base/slab.hpp"
 
 namespace asys::internal {
 
@@ -65,13 +63,18 @@ public:
     int peek(asys_cqe *out, unsigned max) noexcept;
     int stats(asys_stats *out) noexcept;
 
-    /// Hands a slot to the best backend: the ring when it supports the op,
-    /// else the pool. 0 or -EAGAIN (ATOMIC and nothing free).
+    /// Hands a slot to the best backend: the preferred one (the ring) when
+    /// it accepts the op, else the general one (the pool). 0 or -EAGAIN
+    /// (ATOMIC and nothing free).
     int punt(op_slot *slot, bool atomic) noexcept;
+    /// Submits a sequence as linked entries of the preferred backend for
+    /// one slot; 0, or -EOPNOTSUPP / -EAGAIN (the caller punts the slot
+    /// instead and keeps the sequence's ownership).
+    int punt_linked(op_slot *slot, linked_ops *lo) noexcept;
     int cancel(uint64_t user_data) noexcept;
-    /// Whether a punted op with this opcode and these arguments goes to the
-    /// ring (which then gives the plain call's result).
-    bool ring_runs(uint32_t opcode, const uint64_t (&args)[6]) const noexcept;
+    /// Whether a call with this opcode and these arguments can be one of a
+    /// linked sequence (punt_linked) here.
+    bool links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept;
     int info(asys_info *out) noexcept;
     void plug() noexcept;
     void unplug() noexcept;
@@ -107,10 +110,15 @@ private:
 
     op_slab slab_;
     completion_ring ring_;
-    std::unique_ptr<worker_pool> pool_;
-    std::unique_ptr<uring_backend> uring_;  ///< null: pool only
-    int uring_error_ = 0;                   ///< why there is no ring
-    const char *uring_fail_step_ = "";      ///< the set-up step that failed
+    /// The preferred backend (io_uring), null when it is not used, and the
+    /// general one (the pool), which runs any system call. Made from the
+    /// backend list (kBackends); the context names neither.
+    std::unique_ptr<backend> preferred_;
+    std::unique_ptr<backend> general_;
+    const backend_entry *preferred_entry_ = nullptr;
+    const backend_entry *general_entry_ = nullptr;
+    int preferred_error_ = 0;               ///< why there is no preferred backend
+    const char *preferred_fail_step_ = "";  ///< the set-up step that failed
 
     /// Free capacity: max_inflight minus ops in flight that may post a cqe
     /// minus unreaped cqes. seq_cst RMWs; see reserve_room().

@@ -12,9 +12,9 @@
 
 #include <cerrno>
 
-#include "core/fault.hpp"
-#include "core/opcodes.hpp"
-#include "core/raw_syscall.hpp"
+#include "base/fault.hpp"
+#include "base/opcodes.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
 namespace {
@@ -292,7 +292,7 @@ attempt try_inline(const asys_op &op, bool buffered, long *res, bool *proved_buf
         case op_class::close: return probe_close(op, res);
         case op_class::poll: return probe_poll(op, res);
         case op_class::backend:
-        case op_class::chain: return attempt::not_tried;
+        case op_class::feature: return attempt::not_tried;
     }
     return attempt::not_tried;
 }

@@ -8,11 +8,12 @@
 #include <cerrno>
 #include <ctime>
 #include <mutex>
+#include <new>
 
-#include "core/denylist.hpp"
-#include "core/opcodes.hpp"
-#include "core/raw_syscall.hpp"
-#include "core/fault.hpp"
+#include "base/denylist.hpp"
+#include "base/opcodes.hpp"
+#include "base/raw_syscall.hpp"
+#include "base/fault.hpp"
 
 namespace asys::internal {
 namespace {
@@ -64,6 +65,23 @@ int worker_pool::cancel_signal() noexcept {
         installed.store(true, std::memory_order_release);
     }
     return s;
+}
+
+backend *worker_pool::make(completion_sink &sink, const backend_config &cfg, int *err,
+                           const char **step) noexcept {
+    auto *b = new (std::nothrow) worker_pool(sink);
+    if (!b) {
+        *err = -ENOMEM;
+        *step = "memory";
+        return nullptr;
+    }
+    if (int rc = b->start(cfg.workers); rc < 0) {
+        *err = rc;
+        *step = "worker threads";
+        delete b;
+        return nullptr;
+    }
+    return b;
 }
 
 worker_pool::~worker_pool() {
@@ -173,7 +191,7 @@ void worker_pool::loop(worker &w) noexcept {
         for (;;) {
             res = run_slot(*s);
             // A NOP's result is the caller's value, even -EINTR: no retry.
-            if (res != -EINTR || (s->opcode == ASYS_OP_NOP && res == static_cast<long>(s->args[0]))) break;
+            if (res != -EINTR || (s->opcode == ASYS_OP_NOP && res == static_cast<long>(s->sys.args[0]))) break;
             if (s->cancel.load(std::memory_order_relaxed)) {
                 res = -ECANCELED;
                 break;
@@ -330,10 +348,11 @@ namespace {
 // Runs the op; if part of it already completed inline (a short read), runs
 // only the remainder and returns the total.
 long run_slot(op_slot &s) noexcept {
-    if (s.opcode == ASYS_OP_CHAIN) return execute_chain(s.args, &s.cancel);  // atoms retry EINTR
+    if (s.hooks && s.hooks->run) return s.hooks->run(s);  // a feature's op (never -EINTR)
     if (long injected = fault::injected_syscall_error()) return injected;
-    if (s.done == 0) return execute_op(s.opcode, s.nr, s.args);
-    uint64_t a[6] = {s.args[0], s.args[1], s.args[2], s.args[3], s.args[4], s.args[5]};
+    const uint64_t (&args)[6] = s.sys.args;
+    if (s.done == 0) return execute_op(s.opcode, s.sys.nr, args);
+    uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
     const auto done = static_cast<uint64_t>(s.done);
     long r;
     switch (s.opcode) {
@@ -343,13 +362,13 @@ long run_slot(op_slot &s) noexcept {
             a[1] += done;
             a[2] -= done;
             if (s.opcode == ASYS_OP_PREAD) a[3] += done;
-            r = execute_op(s.opcode, s.nr, a);
+            r = execute_op(s.opcode, s.sys.nr, a);
             break;
         case ASYS_OP_READV:
         case ASYS_OP_PREADV: {
             // Copy the iovec array, skipping what is already filled.
-            const auto *iov = reinterpret_cast<const struct iovec *>(s.args[1]);
-            const int cnt = static_cast<int>(s.args[2]);
+            const auto *iov = reinterpret_cast<const struct iovec *>(args[1]);
+            const int cnt = static_cast<int>(args[2]);
             struct iovec rest[1024];
             int n = 0;
             uint64_t skip = done;
@@ -372,10 +391,10 @@ long run_slot(op_slot &s) noexcept {
             break;
         }
         default:
-            return execute_op(s.opcode, s.nr, s.args);
+            return execute_op(s.opcode, s.sys.nr, args);
     }
     if (r == -EINTR) return r;  // let the caller decide (cancel or retry)
-    return r < 0 ? s.done : s.done + r;
+    return r < 0 ? static_cast<long>(s.done) : static_cast<long>(s.done) + r;
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include <mutex>
 #include <pthread.h>
 
-#include "core/backend.hpp"
+#include "base/backend.hpp"
 
 namespace asys::internal {
 
@@ -22,6 +22,12 @@ public:
 
     /// Starts `n` workers; on failure stops those started and returns -errno.
     int start(unsigned n) noexcept;
+    /// The backend list's constructor for this backend.
+    static backend *make(completion_sink &sink, const backend_config &cfg, int *err, const char **step) noexcept;
+
+    /// The pool runs any system call.
+    bool accepts(const op_slot &) const noexcept override { return true; }
+    uint64_t opcode_mask() const noexcept override { return (uint64_t{1} << ASYS_OP__COUNT) - 1; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;
     int cancel(uint64_t user_data) noexcept override;

@@ -3,10 +3,9 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "core/denylist.hpp"
-#include "core/opcodes.hpp"
+#include "base/denylist.hpp"
+#include "base/opcodes.hpp"
 #include "inline/inline_attempt.hpp"
-#include "syslet/chain_op.hpp"
 
 namespace asys::internal {
 
@@ -21,10 +20,9 @@ int validate_op(const asys_op *op) noexcept {
     if ((f & ASYS_F_NOWAIT) && (f & ASYS_F_ASYNC)) return -EINVAL;
     if (!op->callback && op->cb_arg) return -EINVAL;
     if (op->opcode == ASYS_OP_SYSCALL) return syscall_allowed_with(op->nr, op->args);
-    if (op->opcode == ASYS_OP_CHAIN) {
-        if (!op->args[0]) return -EFAULT;
-        if (op->nr || op->args[2] || op->args[3] || op->args[4] || op->args[5]) return -EINVAL;
-        return 0;
+    if (kOpcodes[op->opcode].cls == op_class::feature) {
+        const feature_ops *fo = feature_for(op->opcode);
+        return fo ? fo->validate(*op) : -EOPNOTSUPP;
     }
     if (op->nr != 0) return -EINVAL;
     return 0;
@@ -39,47 +37,14 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
     return (op.flags & ASYS_F_CQE_ALWAYS) || !op.ret_ptr;
 }
 
-inline int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+}  // namespace
+
+int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
     c.cnt.done_inline.fetch_add(1, std::memory_order_relaxed);
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
 }
-
-// ASYS_OP_CHAIN: the interpreter is the inline attempt. Atoms run here
-// until one would block; the slot then carries the rest (args[0] = next
-// atom, [2] = atoms run, [3] = step limit) to the pool. Atoms that ran
-// cannot be undone, so every refusal after them reports where the chain
-// stopped through *last_out.
-int route_chain(context &c, const asys_op &op, uint32_t f, bool reserved) noexcept {
-    const bool atomic = f & ASYS_F_ATOMIC;
-    auto **last_out = reinterpret_cast<syslet_uatom **>(op.args[1]);
-    chain_run run;
-    run.cur = reinterpret_cast<syslet_uatom *>(op.args[0]);
-    run.step_limit = c.chain_step_limit.load(std::memory_order_relaxed);
-    run.buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
-    chain_status st = chain_status::would_block;
-    if (!(f & ASYS_F_ASYNC)) st = run_chain(run, /*may_block=*/(f & ASYS_F_SYNC) != 0);
-    if (st == chain_status::ended) {
-        if (last_out) *last_out = run.last;
-        return finish_inline(c, op, run.last_res, reserved);
-    }
-    auto stopped = [&](int rc) {
-        if (last_out) *last_out = run.cur;  // the first atom that did not run
-        return rc;
-    };
-    if (f & ASYS_F_NOWAIT) {
-        if (reserved) c.release_room(1);
-        return stopped(-EAGAIN);
-    }
-    if (!reserved)
-        if (int rc = c.reserve_room(atomic)) return stopped(rc);
-    if (int rc = punt_chain_rest(c, op, run, atomic)) return stopped(rc);
-    (run.steps == 0 ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
-    return 0;
-}
-
-}  // namespace
 
 int route(context &c, const asys_op &op) noexcept {
     uint32_t f = op.flags;
@@ -99,7 +64,7 @@ int route(context &c, const asys_op &op) noexcept {
         reserved = true;
     }
 
-    if (op.opcode == ASYS_OP_CHAIN) return route_chain(c, op, f, reserved);
+    if (kOpcodes[op.opcode].cls == op_class::feature) return feature_for(op.opcode)->route(c, op, f, reserved);
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     long res = 0;
@@ -125,7 +90,7 @@ int route(context &c, const asys_op &op) noexcept {
         }
     }
     op_slot *s = c.new_slot(op);
-    if (a == attempt::partial) s->done = res;
+    if (a == attempt::partial) s->done = static_cast<uint32_t>(res);  // a short read: <= MAX_RW_COUNT
     const bool direct = a == attempt::not_tried;
     s->direct = direct;
     // A positional read the probe got EAGAIN for: the fd takes positional

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "asys/socket.h"
-#include "core/library_fds.hpp"
+#include "base/library_fds.hpp"
 #include "socket/sock_protocol.hpp"
 
 namespace asys::internal {

@@ -1,5 +1,6 @@
-// ASYS_OP_CHAIN on the pool: the part of a chain that runs on a worker, and
-// the bookkeeping for a chain op that completes without running there.
+// ASYS_OP_CHAIN: routing a chain op (the interpreter is its inline
+// attempt), the slot hooks that run and complete its asynchronous rest, and
+// turning that rest into linked io_uring SQEs when it is a plain sequence.
 #include "syslet/chain_op.hpp"
 
 #include <sys/syscall.h>
@@ -7,59 +8,97 @@
 #include <cerrno>
 #include <new>
 
-#include "core/context.hpp"
-#include "core/linked_ops.hpp"
-#include "core/opcodes.hpp"
-#include "syslet/interpreter.hpp"
-
-namespace asys::internal {
-
-long execute_chain(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel) noexcept {
-    chain_run run;
-    run.cur = reinterpret_cast<syslet_uatom *>(args[0]);
-    run.steps = args[2];
-    run.step_limit = args[3];
-    run.cancelled = cancel;
-    run_chain(run, /*may_block=*/true);
-    args[0] = 0;  // ran: context::complete must not touch the atoms again
-    if (args[1]) *reinterpret_cast<syslet_uatom **>(args[1]) = run.last;
-    return run.last_res;
-}
-
-void chain_not_run(const uint64_t (&args)[6], long res) noexcept {
-    auto *at = reinterpret_cast<syslet_uatom *>(args[0]);
-    if (at->ret_ptr) *at->ret_ptr = res;
-    if (args[1]) *reinterpret_cast<syslet_uatom **>(args[1]) = at;
-}
-
-}  // namespace asys::internal
-
-// ----------------------------------------------- io_uring links for chains
+#include "base/opcodes.hpp"
+#include "router/router.hpp"
 
 namespace asys::internal {
 namespace {
 
-// The asys opcode a linkable atom maps to, or -1.
-int linkable_opcode(unsigned long nr) noexcept {
-    switch (nr) {
-        case SYS_read: return ASYS_OP_READ;
-        case SYS_pread64: return ASYS_OP_PREAD;
-        case SYS_write: return ASYS_OP_WRITE;
-        case SYS_pwrite64: return ASYS_OP_PWRITE;
-        case SYS_fsync: return ASYS_OP_FSYNC;
-        case SYS_fdatasync: return ASYS_OP_FDATASYNC;
-        default: return -1;
-    }
-}
+// The asys opcode a linkable atom maps to (the opcode table's atom_link
+// column), or -1.
+int linkable_opcode(unsigned long nr) noexcept { return opcode_for_atom(static_cast<long>(nr), atom_link); }
 
 bool transfers(uint32_t opcode) noexcept {
     return opcode == ASYS_OP_READ || opcode == ASYS_OP_PREAD || opcode == ASYS_OP_WRITE ||
            opcode == ASYS_OP_PWRITE;
 }
 
-}  // namespace
+// A worker runs the rest of the chain (the slot's run hook).
+long run_chain_slot(op_slot &slot) noexcept {
+    chain_state &st = slot.feature_state<chain_state>();
+    chain_run run;
+    run.cur = st.next;
+    run.steps = st.steps;
+    run.step_limit = st.step_limit;
+    run.cancelled = &slot.cancel;
+    run_chain(run, /*may_block=*/true);
+    st.next = nullptr;  // ran: completion must not touch the atoms again
+    if (st.last_out) *st.last_out = run.last;
+    return run.last_res;
+}
 
-namespace {
+// A chain that ends without running its next atom (cancelled while queued,
+// or its resume failed): that atom gets `res` and becomes *last_out.
+void chain_not_run(const chain_state &st, long res) noexcept {
+    if (st.next->ret_ptr) *st.next->ret_ptr = res;
+    if (st.last_out) *st.last_out = st.next;
+}
+
+// A linked sequence finished: writes the atoms' results and frees it.
+// True when the chain is over (*res: the op's result, *last_out set);
+// false when a link that a short transfer cut must go on from st.next.
+bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long *res) noexcept {
+    linked_ops *lo = st.linked;
+    st.linked = nullptr;
+    const bool cancelled = cancel.load(std::memory_order_relaxed);
+    uint64_t steps = st.steps;
+    syslet_uatom *last = nullptr, *resume = nullptr;
+    long last_res = 0;
+    bool broken = false;  // the link after the previous entry was cut
+    for (unsigned k = 0; k < lo->n; ++k) {
+        const linked_entry &e = lo->e[k];
+        auto *at = static_cast<syslet_uatom *>(e.tag);
+        long r = e.res;
+        if (broken || (cancelled && (r == -ECANCELED || r == -EINTR))) {
+            if (broken && !cancelled) {
+                resume = at;  // cut by a short transfer: the chain goes on
+                break;
+            }
+            r = -ECANCELED;  // cancelled: cut short, or never ran
+            if (at->ret_ptr) *at->ret_ptr = r;
+            last = at;
+            last_res = r;
+            break;
+        }
+        if (at->ret_ptr) *at->ret_ptr = r;
+        last = at;
+        last_res = r;
+        ++steps;
+        if ((at->flags & SYSLET_STOP_ON_NEGATIVE) && r < 0) break;
+        broken = !e.hard && (r < 0 || (transfers(e.opcode) && r != static_cast<long>(e.args[2])));
+    }
+    delete lo;
+    if (resume) {
+        st.next = resume;
+        st.steps = steps;
+        return false;
+    }
+    st.next = nullptr;
+    if (st.last_out) *st.last_out = last;
+    *res = last_res;
+    return true;
+}
+
+
+// The slot's completion hook.
+bool chain_completed(op_slot &slot, long *res) noexcept {
+    chain_state &st = slot.feature_state<chain_state>();
+    if (st.linked && !chain_linked_done(st, slot.cancel, res)) return false;
+    if (st.next) chain_not_run(st, *res);
+    return true;
+}
+
+constexpr slot_hooks kChainHooks{&run_chain_slot, &chain_completed};
 
 // The bytes an atom's call writes in the caller's memory (its buffer, for a
 // read), read at link time: [lo, hi), empty for other calls.
@@ -100,7 +139,7 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
         uint64_t a[6];
         for (unsigned i = 0; i < 6; ++i) a[i] = at->arg_ptr[i] ? *at->arg_ptr[i] : 0;
         // The ring must give the plain call's result for these arguments.
-        if (!c.ring_runs(static_cast<uint32_t>(op), a)) return nullptr;
+        if (!c.links(static_cast<uint32_t>(op), a)) return nullptr;
         writes[n] = {};
         if (op == ASYS_OP_READ || op == ASYS_OP_PREAD) writes[n] = {a[1], a[1] + a[2]};
         ops[n] = static_cast<uint32_t>(op);
@@ -124,58 +163,61 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
 
 int punt_chain_rest(context &c, const asys_op &op, const chain_run &run, bool atomic) noexcept {
     op_slot *s = c.new_slot(op);
-    s->args[0] = reinterpret_cast<uint64_t>(run.cur);
-    s->args[2] = run.steps;
-    s->args[3] = run.step_limit;
+    s->hooks = &kChainHooks;
+    chain_state &st = s->feature_state<chain_state>();
+    st.next = run.cur;
+    st.last_out = reinterpret_cast<syslet_uatom **>(op.args[1]);
+    st.steps = run.steps;
+    st.step_limit = run.step_limit;
+    st.linked = nullptr;
     s->direct = run.steps == 0;
-    // A plain sequence of ring ops runs as linked SQEs: no thread per chain
-    // (1.4-1.9x the pool's throughput for concurrent cold chains, measured).
-    s->args[4] = reinterpret_cast<uint64_t>(link_chain(c, run.cur, run.steps, run.step_limit));
+    // A plain sequence of ring ops runs as linked SQEs: no thread per chain.
+    if (linked_ops *lo = link_chain(c, run.cur, run.steps, run.step_limit)) {
+        st.linked = lo;
+        if (c.punt_linked(s, lo) == 0) return 0;
+        st.linked = nullptr;  // no room in the ring: the general backend interprets it
+        delete lo;
+    }
     const int rc = c.punt(s, atomic);
-    if (rc) c.abandon_slot(s);  // context::punt freed the linked sequence
+    if (rc) c.abandon_slot(s);
     return rc;
 }
 
-bool chain_linked_done(uint64_t (&args)[6], const std::atomic<uint8_t> *cancel, long *res) noexcept {
-    auto *lo = reinterpret_cast<linked_ops *>(args[4]);
-    args[4] = 0;
-    const bool cancelled = cancel && cancel->load(std::memory_order_relaxed);
-    uint64_t steps = args[2];
-    syslet_uatom *last = nullptr, *resume = nullptr;
-    long last_res = 0;
-    bool broken = false;  // the link after the previous entry was cut
-    for (unsigned k = 0; k < lo->n; ++k) {
-        const linked_entry &e = lo->e[k];
-        auto *at = static_cast<syslet_uatom *>(e.tag);
-        long r = e.res;
-        if (broken || (cancelled && (r == -ECANCELED || r == -EINTR))) {
-            if (broken && !cancelled) {
-                resume = at;  // cut by a short transfer: the chain goes on
-                break;
-            }
-            r = -ECANCELED;  // cancelled: cut short, or never ran
-            if (at->ret_ptr) *at->ret_ptr = r;
-            last = at;
-            last_res = r;
-            break;
-        }
-        if (at->ret_ptr) *at->ret_ptr = r;
-        last = at;
-        last_res = r;
-        ++steps;
-        if ((at->flags & SYSLET_STOP_ON_NEGATIVE) && r < 0) break;
-        broken = !e.hard && (r < 0 || (transfers(e.opcode) && r != static_cast<long>(e.args[2])));
+int validate_chain_op(const asys_op &op) noexcept {
+    if (!op.args[0]) return -EFAULT;
+    if (op.nr || op.args[2] || op.args[3] || op.args[4] || op.args[5]) return -EINVAL;
+    return 0;
+}
+
+// Atoms run here until one would block; the slot then carries the rest.
+// Atoms that ran cannot be undone, so every refusal after them reports
+// where the chain stopped through *last_out.
+int route_chain(context &c, const asys_op &op, uint32_t f, bool reserved) noexcept {
+    const bool atomic = f & ASYS_F_ATOMIC;
+    auto **last_out = reinterpret_cast<syslet_uatom **>(op.args[1]);
+    chain_run run;
+    run.cur = reinterpret_cast<syslet_uatom *>(op.args[0]);
+    run.step_limit = c.chain_step_limit.load(std::memory_order_relaxed);
+    run.buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
+    chain_status st = chain_status::would_block;
+    if (!(f & ASYS_F_ASYNC)) st = run_chain(run, /*may_block=*/(f & ASYS_F_SYNC) != 0);
+    if (st == chain_status::ended) {
+        if (last_out) *last_out = run.last;
+        return finish_inline(c, op, run.last_res, reserved);
     }
-    delete lo;
-    if (resume) {
-        args[0] = reinterpret_cast<uint64_t>(resume);
-        args[2] = steps;
-        return false;
+    auto stopped = [&](int rc) {
+        if (last_out) *last_out = run.cur;  // the first atom that did not run
+        return rc;
+    };
+    if (f & ASYS_F_NOWAIT) {
+        if (reserved) c.release_room(1);
+        return stopped(-EAGAIN);
     }
-    args[0] = 0;
-    if (args[1]) *reinterpret_cast<syslet_uatom **>(args[1]) = last;
-    *res = last_res;
-    return true;
+    if (!reserved)
+        if (int rc = c.reserve_room(atomic)) return stopped(rc);
+    if (int rc = punt_chain_rest(c, op, run, atomic)) return stopped(rc);
+    (run.steps == 0 ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
+    return 0;
 }
 
 }  // namespace asys::internal

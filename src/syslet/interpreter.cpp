@@ -4,27 +4,22 @@
 
 #include <cerrno>
 
-#include "core/denylist.hpp"
-#include "core/opcodes.hpp"
-#include "core/raw_syscall.hpp"
+#include "base/denylist.hpp"
+#include "base/opcodes.hpp"
+#include "base/raw_syscall.hpp"
 #include "inline/inline_attempt.hpp"
 
 namespace asys::internal {
 namespace {
 
-// The asys op whose inline probe tells whether syscall `nr` would block, or
-// -1 if there is none (the atom then goes asynchronous).
+// The asys op whose inline probe tells whether syscall `nr` would block
+// (the opcode table's atom_probe column), or -1 if there is none (the atom
+// then goes asynchronous). recvfrom/sendto are probed only without an
+// address (the probes take none).
 int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
-    switch (nr) {
-        case SYS_read: return ASYS_OP_READ;
-        case SYS_pread64: return ASYS_OP_PREAD;
-        case SYS_readv: return ASYS_OP_READV;
-        case SYS_recvfrom: return a[4] == 0 && a[5] == 0 ? ASYS_OP_RECV : -1;
-        case SYS_sendto: return a[4] == 0 && a[5] == 0 ? ASYS_OP_SEND : -1;
-        case SYS_openat: return ASYS_OP_OPENAT;
-        case SYS_close: return ASYS_OP_CLOSE;
-        default: return -1;
-    }
+    const int op = opcode_for_atom(static_cast<long>(nr), atom_probe);
+    if ((op == ASYS_OP_RECV || op == ASYS_OP_SEND) && (a[4] || a[5])) return -1;
+    return op;
 }
 
 enum class atom_outcome { ran, refused, would_block };

@@ -13,7 +13,7 @@
 
 #include "asys/syslet.h"
 #include "core/context.hpp"
-#include "core/opcodes.hpp"
+#include "base/opcodes.hpp"
 #include "syslet/chain_op.hpp"
 #include "syslet/interpreter.hpp"
 

@@ -13,12 +13,14 @@
 #include <cerrno>
 #include <condition_variable>
 #include <memory>
+#include <new>
 #include <vector>
 
-#include "core/fault.hpp"
-#include "core/library_fds.hpp"
-#include "core/linked_ops.hpp"
-#include "core/raw_syscall.hpp"
+#include "base/fault.hpp"
+#include "base/opcodes.hpp"
+#include "base/library_fds.hpp"
+#include "base/linked_ops.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
 namespace {
@@ -29,7 +31,6 @@ constexpr uint64_t kTagCancel = 2;  ///< points to a cancel_req
 constexpr uint64_t kTagIgnore = 3;  ///< cancel-all and other internal CQEs
 constexpr uint64_t kTagLink = 4;    ///< points to a linked_entry
 
-constexpr uint8_t kOpFtruncate = 55;  // IORING_OP_FTRUNCATE (6.9), newer than liburing 2.3
 
 struct cancel_req {
     /// Set (release) before the cancel SQE is submitted, read (acquire) by
@@ -43,28 +44,12 @@ struct cancel_req {
     int res = 0;
 };
 
-// Which io_uring opcode serves each asys opcode (0xff: none).
-constexpr uint8_t kRingOp[ASYS_OP__COUNT] = {
-    /* NOP */ IORING_OP_NOP, /* READ */ IORING_OP_READ, /* PREAD */ IORING_OP_READ,
-    /* READV */ IORING_OP_READV, /* PREADV */ IORING_OP_READV, /* WRITE */ IORING_OP_WRITE,
-    /* PWRITE */ IORING_OP_WRITE, /* WRITEV */ IORING_OP_WRITEV, /* PWRITEV */ IORING_OP_WRITEV,
-    /* OPENAT */ IORING_OP_OPENAT,
-    // CLOSE: a close that must be punted (a lingering socket, a network
-    // filesystem) would wait in the submitter's io_uring_enter, where the
-    // ring drops the last reference: the pool closes it.
-    /* CLOSE */ 0xff, /* FSYNC */ IORING_OP_FSYNC,
-    /* FDATASYNC */ IORING_OP_FSYNC, /* STATX */ IORING_OP_STATX,
-    /* UNLINKAT */ IORING_OP_UNLINKAT, /* RENAMEAT */ IORING_OP_RENAMEAT,
-    /* MKDIRAT */ IORING_OP_MKDIRAT, /* FALLOCATE */ IORING_OP_FALLOCATE,
-    /* FTRUNCATE */ kOpFtruncate, /* ACCEPT */ IORING_OP_ACCEPT, /* CONNECT */ IORING_OP_CONNECT,
-    /* RECV */ IORING_OP_RECV, /* SEND */ IORING_OP_SEND, /* POLL */ IORING_OP_POLL_ADD,
-    /* SYSCALL */ 0xff, /* CHAIN */ 0xff,
-};
-
+// Every opcode is named (no default): an opcode added to the table without
+// a decision here fails the build.
 void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
     const int fd = static_cast<int>(a[0]);
     void *p1 = reinterpret_cast<void *>(a[1]);
-    switch (opcode) {
+    switch (static_cast<asys_opcode>(opcode)) {
         case ASYS_OP_NOP: io_uring_prep_nop(sqe); break;
         case ASYS_OP_READ: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), ~0ull); break;
         case ASYS_OP_PREAD: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), a[3]); break;
@@ -108,7 +93,7 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
             io_uring_prep_fallocate(sqe, fd, static_cast<int>(a[1]), a[2], a[3]);
             break;
         case ASYS_OP_FTRUNCATE:
-            io_uring_prep_rw(kOpFtruncate, sqe, fd, nullptr, 0, a[1]);
+            io_uring_prep_rw(kRingOpFtruncate, sqe, fd, nullptr, 0, a[1]);
             break;
         case ASYS_OP_ACCEPT:
             io_uring_prep_accept(sqe, fd, static_cast<sockaddr *>(p1), reinterpret_cast<socklen_t *>(a[2]),
@@ -122,15 +107,37 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
         case ASYS_OP_POLL:  // poll(2) takes 16 bits of events
             io_uring_prep_poll_add(sqe, fd, static_cast<uint16_t>(a[1]));
             break;
-        default: io_uring_prep_nop(sqe); break;  // unreachable: supports() refused it
+        case ASYS_OP_CLOSE:    // no ring opcode (see the opcode table)
+        case ASYS_OP_SYSCALL:
+        case ASYS_OP_CHAIN:
+        case ASYS_OP__COUNT:
+            io_uring_prep_nop(sqe);  // unreachable: accepts() refused it
+            break;
     }
 }
 
-void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.args); }
+void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.sys.args); }
 
 }  // namespace
 
-uring_backend::~uring_backend() { stop(); }  // no-op once stopped or abandoned
+uring_backend::~uring_backend() { stop(); }
+
+backend *uring_backend::make(completion_sink &sink, const backend_config &cfg, int *err,
+                             const char **step) noexcept {
+    auto *b = new (std::nothrow) uring_backend(sink);
+    if (!b) {
+        *err = -ENOMEM;
+        *step = "memory";
+        return nullptr;
+    }
+    if (int rc = b->start(cfg.entries, cfg.workers); rc < 0) {
+        *err = rc;
+        *step = b->failed_step();
+        delete b;
+        return nullptr;
+    }
+    return b;
+}  // no-op once stopped or abandoned
 
 int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     if (fault::fail_uring_setup()) {
@@ -166,7 +173,7 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
         return rc;
     }
     for (unsigned op = 0; op < ASYS_OP__COUNT; ++op)
-        if (kRingOp[op] != 0xff && io_uring_opcode_supported(probe, kRingOp[op]))
+        if (kOpcodes[op].ring_op != kNoRingOp && io_uring_opcode_supported(probe, kOpcodes[op].ring_op))
             supported_ |= uint64_t{1} << op;
     link_timeout_ = io_uring_opcode_supported(probe, IORING_OP_LINK_TIMEOUT);
 
@@ -213,10 +220,14 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
     return 0;
 }
 
-bool uring_backend::supports(const op_slot &s) const noexcept {
+bool uring_backend::accepts(const op_slot &s) const noexcept {
     if (!supports_opcode(s.opcode)) return false;
     if (s.done != 0) return false;  // remainders of short reads: the pool
-    return args_fit_ring(s.opcode, s.args, s.seekable, link_timeout_);
+    return args_fit_ring(s.opcode, s.sys.args, s.seekable, link_timeout_);
+}
+
+bool uring_backend::links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
+    return supports_opcode(opcode) && args_fit_ring(opcode, args, false, link_timeout_);
 }
 
 namespace {
@@ -310,25 +321,25 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
     }
 }
 
-bool uring_backend::cq_ready() const noexcept {
-    // Not liburing's io_uring_cq_ready(): it reads the CQ head with a plain
+bool uring_backend::ready() const noexcept {
+    // Not liburing's io_uring_ready(): it reads the CQ head with a plain
     // load, and other threads advance the head (under cq_mu_). acquire on
     // the tail pairs with the kernel's release when it posts a CQE.
     return __atomic_load_n(ring_.cq.ktail, __ATOMIC_ACQUIRE) !=
            __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
 }
 
-void uring_backend::mute() noexcept {
+void uring_backend::begin_reaping() noexcept {
     std::lock_guard lk(efd_mu_);
     if (muted_++ == 0) io_uring_cq_eventfd_toggle(&ring_, false);
 }
 
-void uring_backend::unmute() noexcept {
+void uring_backend::end_reaping() noexcept {
     std::lock_guard lk(efd_mu_);
     if (--muted_ == 0) {
         io_uring_cq_eventfd_toggle(&ring_, true);
         // Pairs with the kernel's barrier between posting a CQE and testing
-        // the flag: a CQE posted unsignalled is visible to cq_ready() after,
+        // the flag: a CQE posted unsignalled is visible to ready() after,
         // and every unmute() caller checks it (punt, unplug, wait).
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
@@ -349,15 +360,28 @@ void uring_backend::untrack_locked(op_slot *s) noexcept {
     --inring_count_;
 }
 
+void uring_backend::track_linked_locked(linked_ops *lo) noexcept {
+    lo->prev = nullptr;
+    lo->next = inring_linked_;
+    if (inring_linked_) inring_linked_->prev = lo;
+    inring_linked_ = lo;
+}
+
+void uring_backend::untrack_linked_locked(linked_ops *lo) noexcept {
+    if (lo->prev) lo->prev->next = lo->next; else inring_linked_ = lo->next;
+    if (lo->next) lo->next->prev = lo->prev;
+    lo->prev = lo->next = nullptr;
+}
+
 int uring_backend::submit_locked() noexcept {
     if (pending_submit_ == 0) return 0;
     // Completions the kernel posts during this enter are reaped by this
     // thread right after (see punt): don't wake the reaper for them.
-    mute();
+    begin_reaping();
     int rc;
     do rc = io_uring_submit(&ring_);
     while (rc == -EINTR);
-    unmute();
+    end_reaping();
     if (rc > 0) pending_submit_ -= static_cast<unsigned>(rc) > pending_submit_ ? pending_submit_ : static_cast<unsigned>(rc);
     return rc < 0 ? rc : 0;
 }
@@ -382,8 +406,8 @@ int uring_backend::submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const
         io_uring_prep_nop(sqes[k]);
         io_uring_sqe_set_data64(sqes[k], kTagIgnore);
     }
-    untrack_locked(slot);
-    inring_count_ -= cqes - 1;
+    if (slot) untrack_locked(slot);
+    inring_count_ -= cqes ? cqes - 1 : 0;
     return rc == -EAGAIN || rc == -EBUSY ? -EAGAIN : rc;
 }
 
@@ -391,7 +415,7 @@ int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
     int rc = punt_locked(slot, atomic);
     // Ops the kernel completed during io_uring_enter are reaped here, by the
     // submitter: no other thread needs waking for them.
-    if (rc == 0 && cq_ready()) reap();
+    if (rc == 0 && ready()) reap();
     return rc;
 }
 
@@ -400,7 +424,7 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     std::lock_guard lk(sq_mu_);
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
-    const bool timed_poll = slot->opcode == ASYS_OP_POLL && static_cast<int64_t>(slot->args[2]) >= 0;
+    const bool timed_poll = slot->opcode == ASYS_OP_POLL && slot->poll.timeout_ms >= 0;
     io_uring_sqe *sqes[2];
     if (!reserve_sqes_locked(timed_poll ? 2 : 1)) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
@@ -409,14 +433,14 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     track_locked(slot);
     ++pending_submit_;
     if (timed_poll) {
-        // A linked timeout; the timespec lives in the slot's unused args
-        // (the kernel reads it at submission, which a batch may delay).
-        const auto ms = static_cast<int64_t>(slot->args[2]);
-        slot->args[3] = static_cast<uint64_t>(ms / 1000);
-        slot->args[4] = static_cast<uint64_t>((ms % 1000) * 1000000);
+        // A linked timeout; the timespec lives in the slot's poll view (the
+        // kernel reads it at submission, which a batch may delay).
+        const int64_t ms = slot->poll.timeout_ms;
+        slot->poll.ring_timeout.tv_sec = ms / 1000;
+        slot->poll.ring_timeout.tv_nsec = (ms % 1000) * 1000000;
         sqes[0]->flags |= IOSQE_IO_LINK;
         sqes[1] = io_uring_get_sqe(&ring_);
-        io_uring_prep_link_timeout(sqes[1], reinterpret_cast<__kernel_timespec *>(&slot->args[3]), 0);
+        io_uring_prep_link_timeout(sqes[1], &slot->poll.ring_timeout, 0);
         io_uring_sqe_set_data64(sqes[1], kTagIgnore);
         ++pending_submit_;
     }
@@ -444,12 +468,16 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
             if (k + 1 < lo->n) sqes[k]->flags |= e.hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK;
             io_uring_sqe_set_data64(sqes[k], reinterpret_cast<uint64_t>(&e) | kTagLink);
         }
-        track_locked(slot);
-        inring_count_ += lo->n - 1;  // one CQE per entry
+        track_linked_locked(lo);
+        inring_count_ += lo->n;  // one CQE per entry
         pending_submit_ += lo->n;
-        if (int rc = submit_or_take_back_locked(slot, sqes, lo->n, lo->n)) return rc;
+        if (int rc = submit_or_take_back_locked(nullptr, sqes, lo->n, 0)) {
+            untrack_linked_locked(lo);
+            inring_count_ -= lo->n;
+            return rc;
+        }
     }
-    if (cq_ready()) reap();
+    if (ready()) reap();
     return 0;
 }
 
@@ -463,7 +491,7 @@ void uring_backend::flush() noexcept {
         std::lock_guard lk(sq_mu_);
         submit_locked();
     }
-    if (cq_ready()) reap();
+    if (ready()) reap();
 }
 
 void uring_backend::unplug() noexcept {
@@ -471,7 +499,7 @@ void uring_backend::unplug() noexcept {
         std::lock_guard lk(sq_mu_);
         if (--plugged_ == 0) submit_locked();
     }
-    if (cq_ready()) reap();
+    if (ready()) reap();
 }
 
 namespace {
@@ -481,7 +509,7 @@ namespace {
 thread_local const uring_backend *t_draining = nullptr;
 }  // namespace
 
-bool uring_backend::draining_here() const noexcept { return t_draining == this; }
+bool uring_backend::reaping_here() const noexcept { return t_draining == this; }
 
 unsigned uring_backend::reap() noexcept {
     if (t_draining == this) return 0;  // inside a callback of this drain: it goes on after
@@ -495,7 +523,7 @@ unsigned uring_backend::reap() noexcept {
         n += drain_locked();
         t_draining = nullptr;
         lk.unlock();
-        if (!cq_ready()) return n;
+        if (!ready()) return n;
     }
 }
 
@@ -514,7 +542,7 @@ unsigned uring_backend::drain_locked() noexcept {
                     untrack_locked(s);
                 }
                 long r = res;
-                if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->args[0]);
+                if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
                 // A poll cut short by its linked timeout (not by a cancel)
                 // timed out: report 0, as poll(2) does.
                 if (s->opcode == ASYS_OP_POLL && r == -ECANCELED &&
@@ -524,7 +552,7 @@ unsigned uring_backend::drain_locked() noexcept {
                     // poll(2) reports a closed descriptor as POLLNVAL, and
                     // only the requested events plus POLLERR and POLLHUP.
                     if (r == -EBADF) r = POLLNVAL;
-                    else if (r > 0) r &= static_cast<uint16_t>(s->args[1]) | POLLERR | POLLHUP | POLLNVAL;
+                    else if (r > 0) r &= static_cast<uint16_t>(s->poll.events) | POLLERR | POLLHUP | POLLNVAL;
                 }
                 if (long injected = fault::injected_ring_error()) r = injected;  // tests only
                 sink_.complete(s, r, ASYS_PATH_URING);
@@ -539,8 +567,8 @@ unsigned uring_backend::drain_locked() noexcept {
                 op_slot *s = lo->slot;
                 {
                     std::lock_guard sl(sq_mu_);
-                    untrack_locked(s);
-                    inring_count_ -= lo->n - 1;
+                    untrack_linked_locked(lo);
+                    inring_count_ -= lo->n;
                 }
                 sink_.complete(s, 0, ASYS_PATH_URING);  // the builder reads lo
                 ++n;
@@ -583,25 +611,29 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
     std::vector<std::unique_ptr<cancel_req>> reqs;
     {
         std::lock_guard lk(sq_mu_);
+        // One async-cancel per target: a single op, or every entry of a
+        // linked sequence (finished ones answer -ENOENT; cancelling a
+        // waiting one breaks the link after it).
+        auto aim = [&](uint64_t target) {
+            io_uring_sqe *sqe = get_sqe_locked();
+            if (!sqe) return;
+            std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
+            if (!r) return;
+            r->armed.store(true, std::memory_order_release);
+            io_uring_prep_cancel64(sqe, target, 0);
+            io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
+            ++pending_submit_;
+            reqs.push_back(std::move(r));
+        };
         for (op_slot *s = inring_; s; s = s->next) {
             if (s->user_data != user_data) continue;
             s->cancel.store(1, std::memory_order_relaxed);
-            // A linked sequence: aim at every entry (finished ones answer
-            // -ENOENT; cancelling a waiting one breaks the link after it).
-            auto *lo = s->opcode == ASYS_OP_CHAIN ? reinterpret_cast<linked_ops *>(s->args[4]) : nullptr;
-            const unsigned targets = lo ? lo->n : 1;
-            for (unsigned k = 0; k < targets; ++k) {
-                io_uring_sqe *sqe = get_sqe_locked();
-                if (!sqe) break;
-                std::unique_ptr<cancel_req> r(new (std::nothrow) cancel_req);
-                if (!r) break;
-                r->armed.store(true, std::memory_order_release);
-                io_uring_prep_cancel64(sqe, lo ? reinterpret_cast<uint64_t>(&lo->e[k]) | kTagLink
-                                               : reinterpret_cast<uint64_t>(s), 0);
-                io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r.get()) | kTagCancel);
-                ++pending_submit_;
-                reqs.push_back(std::move(r));
-            }
+            aim(reinterpret_cast<uint64_t>(s));
+        }
+        for (linked_ops *lo = inring_linked_; lo; lo = lo->next) {
+            if (lo->slot->user_data != user_data) continue;
+            lo->slot->cancel.store(1, std::memory_order_relaxed);
+            for (unsigned k = 0; k < lo->n; ++k) aim(reinterpret_cast<uint64_t>(&lo->e[k]) | kTagLink);
         }
         if (reqs.empty()) return -ENOENT;
         submit_locked();
@@ -619,7 +651,7 @@ int uring_backend::cancel(uint64_t user_data) noexcept {
                     if (r->done) break;
                 }
                 io_uring_cqe *cqe = nullptr;
-                if (!cq_ready()) (void)io_uring_wait_cqe(&ring_, &cqe);
+                if (!ready()) (void)io_uring_wait_cqe(&ring_, &cqe);
                 drain_locked();
             }
         }
@@ -638,6 +670,7 @@ void uring_backend::cancel_all() noexcept {
         std::lock_guard lk(sq_mu_);
         if (!inring_count_) return;
         for (op_slot *s = inring_; s; s = s->next) s->cancel.store(1, std::memory_order_relaxed);
+        for (linked_ops *lo = inring_linked_; lo; lo = lo->next) lo->slot->cancel.store(1, std::memory_order_relaxed);
         io_uring_sqe *sqe = get_sqe_locked();
         if (!sqe) return;
         io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);

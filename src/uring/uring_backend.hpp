@@ -16,11 +16,9 @@
 #include <cstdint>
 #include <mutex>
 
-#include "core/backend.hpp"
+#include "base/backend.hpp"
 
 namespace asys::internal {
-
-struct linked_ops;
 
 /// Whether the ring gives the plain system call's result for these
 /// arguments (lengths that fit its 32-bit field, offsets it reads the same
@@ -36,22 +34,20 @@ public:
     ~uring_backend() override;
 
     /// Sets up the ring (entries >= 1) and probes opcodes. -errno on failure
-    /// (the context then runs on the pool and reports why).
+    /// (the context then runs on the pool and reports why: failed_step()).
     int start(unsigned entries, unsigned max_workers) noexcept;
-
-    /// Whether the ring can run this op (checked by the router).
-    bool supports(const op_slot &s) const noexcept;
-    /// Bit (1 << ASYS_OP_x) per opcode the ring runs.
-    uint64_t opcode_mask() const noexcept { return supported_; }
     /// The set-up step that failed (after start() returned an error).
     const char *failed_step() const noexcept { return failed_step_; }
-    unsigned iowq_limit() const noexcept { return iowq_limit_; }
+    /// The backend list's constructor for this backend.
+    static backend *make(completion_sink &sink, const backend_config &cfg, int *err, const char **step) noexcept;
+
+    bool accepts(const op_slot &s) const noexcept override;
+    bool links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept override;
+    uint64_t opcode_mask() const noexcept override { return supported_; }
+    unsigned kernel_workers() const noexcept override { return iowq_limit_; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;
-    /// Submits a sequence as linked SQEs for one slot (see linked_ops.hpp);
-    /// the slot completes (res 0) once every entry has its result. 0 or
-    /// -EAGAIN (no room: the caller runs it elsewhere).
-    int punt_linked(op_slot *slot, linked_ops *lo) noexcept;
+    int punt_linked(op_slot *slot, linked_ops *lo) noexcept override;
     bool supports_opcode(uint32_t opcode) const noexcept;
     int cancel(uint64_t user_data) noexcept override;
     void cancel_all() noexcept override;
@@ -60,28 +56,28 @@ public:
     unsigned threads() const noexcept override { return reaper_started_ ? 1 : 0; }
 
     /// Batching: while plugged, punt() prepares SQEs without entering the
-    /// kernel; unplug() submits them all in one io_uring_enter.
-    void plug() noexcept;
-    void unplug() noexcept;
-    /// Submits what a plug holds back, now (a submitter about to wait for
+    /// kernel; unplug() submits them all in one io_uring_enter; flush()
+    /// submits what a plug holds back now (a submitter about to wait for
     /// room that only those ops can free).
-    void flush() noexcept;
-    /// True while the calling thread drains this ring's completions (it is
-    /// inside a completion callback).
-    bool draining_here() const noexcept;
+    void plug() noexcept override;
+    void unplug() noexcept override;
+    void flush() noexcept override;
 
     /// Reaps available CQEs on the calling thread (non-blocking; returns at
     /// once if another thread is reaping). Returns the number completed.
-    unsigned reap() noexcept;
+    unsigned reap() noexcept override;
     /// True if CQEs are waiting (one load of the CQ tail).
-    bool cq_ready() const noexcept;
+    bool ready() const noexcept override;
+    /// True while the calling thread drains this ring's completions (it is
+    /// inside a completion callback).
+    bool reaping_here() const noexcept override;
 
     /// While at least one thread is actively reaping (a submitter inside
     /// io_uring_enter, a waiter spinning in asys_wait), the ring's eventfd
-    /// is muted: completions that thread will reap wake nobody. unmute()
+    /// is muted: completions that thread will reap wake nobody. Unmuting
     /// re-checks the CQ so nothing posted while muted is stranded.
-    void mute() noexcept;
-    void unmute() noexcept;
+    void begin_reaping() noexcept override;
+    void end_reaping() noexcept override;
 
 private:
     static void *reaper_main(void *arg) noexcept;
@@ -91,6 +87,8 @@ private:
     unsigned drain_locked() noexcept;
     void track_locked(op_slot *s) noexcept;
     void untrack_locked(op_slot *s) noexcept;
+    void track_linked_locked(linked_ops *lo) noexcept;
+    void untrack_linked_locked(linked_ops *lo) noexcept;
     io_uring_sqe *get_sqe_locked() noexcept;
     /// True when k SQEs are free (submitting pending ones first if needed).
     bool reserve_sqes_locked(unsigned k) noexcept;
@@ -109,8 +107,9 @@ private:
     unsigned cq_entries_ = 0;
 
     std::mutex sq_mu_;             ///< SQ ring, in-ring list, plug state
-    op_slot *inring_ = nullptr;    ///< ops in the ring (for cancel), via prev/next
-    unsigned inring_count_ = 0;
+    op_slot *inring_ = nullptr;    ///< single ops in the ring (for cancel), via prev/next
+    linked_ops *inring_linked_ = nullptr;  ///< linked sequences in the ring (for cancel)
+    unsigned inring_count_ = 0;    ///< CQEs the ops in the ring will post
     unsigned plugged_ = 0;
     unsigned pending_submit_ = 0;
 

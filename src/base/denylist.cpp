@@ -1,4 +1,4 @@
-#include "core/denylist.hpp"
+#include "base/denylist.hpp"
 
 #include <linux/close_range.h>
 #include <signal.h>
@@ -7,7 +7,7 @@
 #include <array>
 #include <cerrno>
 
-#include "core/raw_syscall.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
 namespace {

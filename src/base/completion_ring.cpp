@@ -1,4 +1,4 @@
-#include "core/completion_ring.hpp"
+#include "base/completion_ring.hpp"
 
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -7,8 +7,8 @@
 #include <chrono>
 #include <new>
 
-#include "core/library_fds.hpp"
-#include "core/raw_syscall.hpp"
+#include "base/library_fds.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
 

@@ -1,41 +1,12 @@
-#include "core/opcodes.hpp"
+#include "base/opcodes.hpp"
 
 #include <poll.h>
 #include <sys/syscall.h>
 
-#include "core/library_fds.hpp"
-#include "core/raw_syscall.hpp"
+#include "base/library_fds.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
-
-const opcode_info kOpcodes[ASYS_OP__COUNT] = {
-    /* NOP       */ {"nop", -1, 1, op_class::never_blocks},
-    /* READ      */ {"read", SYS_read, 3, op_class::read},
-    /* PREAD     */ {"pread", SYS_pread64, 4, op_class::read},
-    /* READV     */ {"readv", SYS_readv, 3, op_class::read},
-    /* PREADV    */ {"preadv", SYS_preadv2, 5, op_class::read},
-    /* WRITE     */ {"write", SYS_write, 3, op_class::backend},
-    /* PWRITE    */ {"pwrite", SYS_pwrite64, 4, op_class::backend},
-    /* WRITEV    */ {"writev", SYS_writev, 3, op_class::backend},
-    /* PWRITEV   */ {"pwritev", SYS_pwritev2, 5, op_class::backend},
-    /* OPENAT    */ {"openat", SYS_openat, 4, op_class::open},
-    /* CLOSE     */ {"close", SYS_close, 1, op_class::close},
-    /* FSYNC     */ {"fsync", SYS_fsync, 1, op_class::backend},
-    /* FDATASYNC */ {"fdatasync", SYS_fdatasync, 1, op_class::backend},
-    /* STATX     */ {"statx", SYS_statx, 5, op_class::backend},
-    /* UNLINKAT  */ {"unlinkat", SYS_unlinkat, 3, op_class::backend},
-    /* RENAMEAT  */ {"renameat", SYS_renameat2, 5, op_class::backend},
-    /* MKDIRAT   */ {"mkdirat", SYS_mkdirat, 3, op_class::backend},
-    /* FALLOCATE */ {"fallocate", SYS_fallocate, 4, op_class::backend},
-    /* FTRUNCATE */ {"ftruncate", SYS_ftruncate, 2, op_class::backend},
-    /* ACCEPT    */ {"accept", SYS_accept4, 4, op_class::backend},
-    /* CONNECT   */ {"connect", SYS_connect, 3, op_class::backend},
-    /* RECV      */ {"recv", SYS_recvfrom, 4, op_class::recv},
-    /* SEND      */ {"send", SYS_sendto, 4, op_class::send},
-    /* POLL      */ {"poll", -1, 3, op_class::poll},
-    /* SYSCALL   */ {"syscall", -1, 6, op_class::syscall},
-    /* CHAIN     */ {"chain", -1, 2, op_class::chain},
-};
 
 bool syscall_never_blocks(long nr) noexcept {
     switch (nr) {

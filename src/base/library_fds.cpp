@@ -1,11 +1,11 @@
-#include "core/library_fds.hpp"
+#include "base/library_fds.hpp"
 
 #include <sys/syscall.h>
 
 #include <atomic>
 #include <cerrno>
 
-#include "core/raw_syscall.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal::library_fds {
 namespace {

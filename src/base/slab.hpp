@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "core/op_slot.hpp"
+#include "base/op_slot.hpp"
 
 namespace asys::internal {
 

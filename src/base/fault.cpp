@@ -1,4 +1,4 @@
-#include "core/fault.hpp"
+#include "base/fault.hpp"
 
 namespace asys::internal::fault {
 std::atomic<int> thread_create_failures{0};

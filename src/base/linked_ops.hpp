@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "core/op_slot.hpp"
+#include "base/op_slot.hpp"
 
 namespace asys::internal {
 
@@ -31,6 +31,8 @@ struct linked_ops {
     op_slot *slot = nullptr;
     unsigned n = 0;
     unsigned done = 0;  ///< CQEs seen (under the backend's CQ lock)
+    /// The backend's list of sequences in flight (its own lock).
+    linked_ops *prev = nullptr, *next = nullptr;
     linked_entry e[kMax];
 };
 

@@ -1,0 +1,122 @@
+// The opcode table: one row per asys opcode, from which every consumer
+// derives what it needs: the router's class (and so the inline probe), the
+// system call a worker runs, the io_uring opcode, and what the syslet
+// interpreter may probe or link. The enum order of ASYS_OP_* is checked at
+// compile time; each consumer's switch over the opcodes has no default, so
+// an opcode a consumer does not handle fails the build (-Wswitch -Werror).
+#pragma once
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
+
+#include <cstdint>
+
+#include "asys/asys.h"
+
+namespace asys::internal {
+
+/// How the router treats an op before any backend sees it.
+enum class op_class : uint8_t {
+    never_blocks,  ///< run inline always (nop, cheap getters)
+    read,          ///< read family: inline probe with preadv2(RWF_NOWAIT)
+    recv,          ///< recv: inline probe with MSG_DONTWAIT
+    send,          ///< send: inline probe with MSG_DONTWAIT
+    open,          ///< openat: inline probe with openat2(RESOLVE_CACHED)
+    close,         ///< close: inline unless the file may wait on close (linger, network fs)
+    poll,          ///< poll: inline probe with a zero timeout
+    syscall,       ///< generic: never_blocks if the number is in that set
+    backend,       ///< no useful probe: straight to a backend
+    feature,       ///< implemented by a layer above the core (chains): see router.hpp
+};
+
+/// What the syslet interpreter may do with an atom that makes this call.
+enum atom_use : uint8_t {
+    atom_none = 0,
+    atom_probe = 1,  ///< try it inline with this opcode's probe before going async
+    atom_link = 2,   ///< may be one of a chain's linked io_uring SQEs
+};
+
+/// No io_uring opcode serves it (the pool runs it).
+constexpr uint8_t kNoRingOp = 0xff;
+/// IORING_OP_FTRUNCATE (Linux 6.9), newer than this liburing's headers.
+constexpr uint8_t kRingOpFtruncate = 55;
+
+// X(NAME, "name", syscall nr (-1: the executor special-cases it), args
+//   used, class, io_uring opcode, atom use)
+// CLOSE has no ring opcode: a punted close is one that waits (a lingering
+// socket, a network filesystem), and the ring would wait in the
+// submitter's io_uring_enter, where it drops the last reference.
+#define ASYS_OPCODE_TABLE(X)                                                                        \
+    X(NOP, "nop", -1, 1, never_blocks, IORING_OP_NOP, atom_none)                                    \
+    X(READ, "read", SYS_read, 3, read, IORING_OP_READ, atom_probe | atom_link)                      \
+    X(PREAD, "pread", SYS_pread64, 4, read, IORING_OP_READ, atom_probe | atom_link)                 \
+    X(READV, "readv", SYS_readv, 3, read, IORING_OP_READV, atom_probe)                              \
+    X(PREADV, "preadv", SYS_preadv2, 5, read, IORING_OP_READV, atom_none)                           \
+    X(WRITE, "write", SYS_write, 3, backend, IORING_OP_WRITE, atom_link)                            \
+    X(PWRITE, "pwrite", SYS_pwrite64, 4, backend, IORING_OP_WRITE, atom_link)                       \
+    X(WRITEV, "writev", SYS_writev, 3, backend, IORING_OP_WRITEV, atom_none)                        \
+    X(PWRITEV, "pwritev", SYS_pwritev2, 5, backend, IORING_OP_WRITEV, atom_none)                    \
+    X(OPENAT, "openat", SYS_openat, 4, open, IORING_OP_OPENAT, atom_probe)                          \
+    X(CLOSE, "close", SYS_close, 1, close, kNoRingOp, atom_probe)                                   \
+    X(FSYNC, "fsync", SYS_fsync, 1, backend, IORING_OP_FSYNC, atom_link)                            \
+    X(FDATASYNC, "fdatasync", SYS_fdatasync, 1, backend, IORING_OP_FSYNC, atom_link)                \
+    X(STATX, "statx", SYS_statx, 5, backend, IORING_OP_STATX, atom_none)                            \
+    X(UNLINKAT, "unlinkat", SYS_unlinkat, 3, backend, IORING_OP_UNLINKAT, atom_none)                \
+    X(RENAMEAT, "renameat", SYS_renameat2, 5, backend, IORING_OP_RENAMEAT, atom_none)               \
+    X(MKDIRAT, "mkdirat", SYS_mkdirat, 3, backend, IORING_OP_MKDIRAT, atom_none)                    \
+    X(FALLOCATE, "fallocate", SYS_fallocate, 4, backend, IORING_OP_FALLOCATE, atom_none)            \
+    X(FTRUNCATE, "ftruncate", SYS_ftruncate, 2, backend, kRingOpFtruncate, atom_none)               \
+    X(ACCEPT, "accept", SYS_accept4, 4, backend, IORING_OP_ACCEPT, atom_none)                       \
+    X(CONNECT, "connect", SYS_connect, 3, backend, IORING_OP_CONNECT, atom_none)                    \
+    X(RECV, "recv", SYS_recvfrom, 4, recv, IORING_OP_RECV, atom_probe)                              \
+    X(SEND, "send", SYS_sendto, 4, send, IORING_OP_SEND, atom_probe)                                \
+    X(POLL, "poll", -1, 3, poll, IORING_OP_POLL_ADD, atom_none)                                     \
+    X(SYSCALL, "syscall", -1, 6, syscall, kNoRingOp, atom_none)                                     \
+    X(CHAIN, "chain", -1, 2, feature, kNoRingOp, atom_none)
+
+struct opcode_info {
+    const char *name;
+    long nr;          ///< syscall number, -1 where the executor special-cases it
+    uint8_t nargs;    ///< args used; the rest are passed as zero
+    op_class cls;
+    uint8_t ring_op;  ///< IORING_OP_*, or kNoRingOp
+    uint8_t atom;     ///< atom_use bits
+};
+
+inline constexpr opcode_info kOpcodes[] = {
+#define ASYS_OPCODE_ROW(NAME, name, nr, nargs, cls, ring, atom) \
+    {name, nr, nargs, op_class::cls, static_cast<uint8_t>(ring), static_cast<uint8_t>(atom)},
+    ASYS_OPCODE_TABLE(ASYS_OPCODE_ROW)
+#undef ASYS_OPCODE_ROW
+};
+static_assert(sizeof kOpcodes / sizeof kOpcodes[0] == ASYS_OP__COUNT, "one row per opcode");
+namespace opcode_order {  // each row sits at its ASYS_OP_* value
+#define ASYS_OPCODE_ENUM(NAME, ...) NAME,
+enum row : unsigned { ASYS_OPCODE_TABLE(ASYS_OPCODE_ENUM) };
+#undef ASYS_OPCODE_ENUM
+#define ASYS_OPCODE_CHECK(NAME, ...) static_assert(static_cast<unsigned>(row::NAME) == static_cast<unsigned>(ASYS_OP_##NAME), "row order: " #NAME);
+ASYS_OPCODE_TABLE(ASYS_OPCODE_CHECK)
+#undef ASYS_OPCODE_CHECK
+}  // namespace opcode_order
+
+/// The opcode whose probe (atom_probe) or link mapping (atom_link) serves
+/// an atom making system call `nr`, or -1.
+constexpr int opcode_for_atom(long nr, uint8_t use) noexcept {
+    for (unsigned op = 0; op < ASYS_OP__COUNT; ++op)
+        if (kOpcodes[op].nr == nr && (kOpcodes[op].atom & use)) return static_cast<int>(op);
+    return -1;
+}
+
+/// True if a generic syscall number is in the "never blocks" set.
+bool syscall_never_blocks(long nr) noexcept;
+
+/// Runs system call `nr` on the calling thread, keeping the library's own
+/// descriptors out of reach of close / dup2 / dup3 / close_range
+/// (library_fds::run_sparing). -errno on failure.
+long run_syscall(long nr, const uint64_t (&args)[6]) noexcept;
+
+/// Runs the op's system call on the calling thread, blocking if it blocks.
+/// Returns the result or -errno. (Not for feature opcodes: their slot's
+/// hooks run them.)
+long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;
+
+}  // namespace asys::internal

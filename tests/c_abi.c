@@ -1,7 +1,9 @@
 /* The public header compiles as C99 with -Wall -Wextra -Wpedantic -Werror,
  * and the shared library's exported ABI works from C: a cached read inline,
- * a punted read through the eventfd, a denied syscall. Prints "N passed, N
- * failed" and exits non-zero on failure. */
+ * a punted read through the eventfd, a denied syscall, syslets (also by the
+ * seed's names async_exec/async_register/async_wait/umem_add, which the
+ * header provides over exported asys_* functions), the socket protocol.
+ * Prints "N passed, N failed" and exits non-zero on failure. */
 #include <asys/asys.h>
 #include <asys/socket.h>
 #include <asys/syslet.h>
@@ -67,6 +69,29 @@ int main(void)
     a.private = &v; /* the C spelling of the seed's field */
     CHECK(asys_async_exec(ctx, &a) == (long)&a);
     CHECK(r == 42 && v == 42);
+
+    /* The seed's names from C (static inline in <asys/syslet.h>, over the
+     * exported asys_* functions, on the default context): a synchronous
+     * chain, an asynchronous one posted into the registered ring, and
+     * umem_add called directly. */
+    {
+        static struct syslet_uatom *ring[4];
+        CHECK(async_wait(1) == -ENXIO); /* no ring registered yet */
+        CHECK(async_register(NULL, 4) == -EINVAL);
+        CHECK(async_register(ring, 4) == 0);
+        CHECK(async_exec(NULL) == -EINVAL);
+        CHECK(async_exec(&a) == (long)&a);
+        CHECK(r == 44 && v == 44);
+        a.flags = SYSLET_ASYNC; /* the rest of the chain off the caller */
+        CHECK(async_exec(&a) == 0);
+        CHECK(async_wait(1) == 1);
+        CHECK(ring[0] == &a && r == 46 && v == 46);
+        ring[0] = NULL;
+        CHECK(async_wait(5) == -EINVAL); /* more than the ring holds */
+        CHECK(umem_add(&v, 4) == 50 && v == 50);
+        CHECK(asys_umem_add(&v, 1) == 51 && v == 51);
+        CHECK(asys_syslet_default_ctx() != NULL && asys_syslet_default_ctx() != ctx);
+    }
 
     /* The socket protocol from C: a timer of 1 ns through an in-process socket. */
     int sock = asys_socket_open(ctx);

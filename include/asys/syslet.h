@@ -13,6 +13,8 @@
 #ifndef ASYS_SYSLET_H
 #define ASYS_SYSLET_H
 
+#include <errno.h>
+
 #include "asys/asys.h"
 
 #ifdef __cplusplus
@@ -50,8 +52,23 @@ struct syslet_uatom {
 /* Pseudo system call usable as an atom's nr: umem_add(ptr, inc). */
 #define __NR_umem_add 1025
 
+/* The library exports asys_* symbols only: the seed's names (umem_add,
+ * async_exec, async_register, async_wait) are static inline functions of
+ * this header over these. The asys_async_* calls take an explicit context;
+ * chains of one context share its ring. */
+ASYS_API unsigned long asys_umem_add(unsigned long *ptr, unsigned long inc);
+ASYS_API long asys_async_exec(asys_ctx *ctx, struct syslet_uatom *atom);
+ASYS_API long asys_async_register(asys_ctx *ctx, struct syslet_uatom **ring, unsigned int nr_entries);
+ASYS_API long asys_async_wait(asys_ctx *ctx, unsigned long min_events);
+
+/* The process-wide context used by async_exec/async_register/async_wait
+ * (created on first use; NULL if it cannot be created: then they return
+ * -ENOMEM). */
+ASYS_API asys_ctx *asys_syslet_default_ctx(void);
+
 /* *ptr += inc; returns the new value. */
-ASYS_API unsigned long umem_add(unsigned long *ptr, unsigned long inc);
+static inline unsigned long umem_add(unsigned long *ptr, unsigned long inc)
+{ return asys_umem_add(ptr, inc); }
 
 /* Runs a chain. Returns:
  *   the address of the last atom that ran (the one that ended the chain):
@@ -65,23 +82,30 @@ ASYS_API unsigned long umem_add(unsigned long *ptr, unsigned long inc);
  *     blocking atom did not run). Register a ring, or use SYSLET_SYNC.
  * An atom naming a denied system call (see asys_syscall_allowed) stops the
  * chain with -EPERM in its ret_ptr; an unknown number with -ENOSYS. */
-ASYS_API long async_exec(struct syslet_uatom *atom);
+static inline long async_exec(struct syslet_uatom *atom)
+{
+    asys_ctx *asys_dflt = asys_syslet_default_ctx();
+    return asys_dflt ? asys_async_exec(asys_dflt, atom) : -ENOMEM;
+}
 
 /* Registers the completion ring: an array of nr_entries atom pointers. A
  * non-NULL entry is never overwritten; the consumer resets it to NULL. The
  * library fills entries in order, cyclically. Returns 0 or -errno (-EINVAL
  * for a NULL ring or 0 entries, -EBUSY while chains are in flight). */
-ASYS_API long async_register(struct syslet_uatom **ring, unsigned int nr_entries);
+static inline long async_register(struct syslet_uatom **ring, unsigned int nr_entries)
+{
+    asys_ctx *asys_dflt = asys_syslet_default_ctx();
+    return asys_dflt ? asys_async_register(asys_dflt, ring, nr_entries) : -ENOMEM;
+}
 
 /* Waits until at least min_events entries of the ring are non-NULL.
  * Returns how many are non-NULL, or -errno (-EINVAL: more than the ring
  * holds; -ENXIO: no ring). */
-ASYS_API long async_wait(unsigned long min_events);
-
-/* The same, on an explicit context. Chains of one context share its ring. */
-ASYS_API long asys_async_exec(asys_ctx *ctx, struct syslet_uatom *atom);
-ASYS_API long asys_async_register(asys_ctx *ctx, struct syslet_uatom **ring, unsigned int nr_entries);
-ASYS_API long asys_async_wait(asys_ctx *ctx, unsigned long min_events);
+static inline long async_wait(unsigned long min_events)
+{
+    asys_ctx *asys_dflt = asys_syslet_default_ctx();
+    return asys_dflt ? asys_async_wait(asys_dflt, min_events) : -ENOMEM;
+}
 
 /* Cancels the asynchronous chain(s) started by async_exec(head). A queued
  * chain ends at once: its next atom gets -ECANCELED (not run) and is posted
@@ -96,10 +120,6 @@ ASYS_API long asys_async_cancel(asys_ctx *ctx, struct syslet_uatom *head);
  * run more atoms than this ends before the next atom, whose ret_ptr receives
  * -ELOOP (that atom is the chain's last atom). */
 ASYS_API int asys_syslet_step_limit(asys_ctx *ctx, unsigned long max_steps);
-
-/* The process-wide context used by async_exec/async_register/async_wait
- * (created on first use). */
-ASYS_API asys_ctx *asys_syslet_default_ctx(void);
 
 #ifdef __cplusplus
 }

@@ -236,7 +236,7 @@ using asys::internal::context;
 
 extern "C" {
 
-unsigned long umem_add(unsigned long *ptr, unsigned long inc) { return *ptr += inc; }
+unsigned long asys_umem_add(unsigned long *ptr, unsigned long inc) { return *ptr += inc; }
 
 long asys_async_exec(asys_ctx *ctx, struct syslet_uatom *atom) {
     ASYS_SYSLET_CTX(ctx);
@@ -266,19 +266,7 @@ long asys_async_cancel(asys_ctx *ctx, struct syslet_uatom *head) {
 
 asys_ctx *asys_syslet_default_ctx(void) { return asys::internal::default_ctx(); }
 
-long async_exec(struct syslet_uatom *atom) {
-    asys_ctx *c = asys::internal::default_ctx();
-    return c ? asys_async_exec(c, atom) : -ENOMEM;
-}
-
-long async_register(struct syslet_uatom **ring, unsigned int nr_entries) {
-    asys_ctx *c = asys::internal::default_ctx();
-    return c ? asys_async_register(c, ring, nr_entries) : -ENOMEM;
-}
-
-long async_wait(unsigned long min_events) {
-    asys_ctx *c = asys::internal::default_ctx();
-    return c ? asys_async_wait(c, min_events) : -ENOMEM;
-}
+// The seed's umem_add, async_exec, async_register and async_wait are static
+// inline functions of <asys/syslet.h> over these: only asys_* is exported.
 
 }  // extern "C"

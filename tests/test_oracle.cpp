@@ -285,7 +285,7 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
         ASSERT_EQ(rc, 0) << "posix_spawn: " << strerror(rc);
 
         long current = -1, crash_path = -1;
-        bool done = false, hung = false;
+        bool done = false, hung = false, case_skipped = false;
         std::string pending;
         for (;;) {
             struct pollfd p{pfd[0], POLLIN, 0};
@@ -316,18 +316,19 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
                     crash_path = idx;  // "X <path>": the path that was running
                 } else if (kind == 'B') {
                     current = idx;
+                    case_skipped = false;
                 } else if (kind == 'E') {
                     unsigned runs = 0, na = 0;
                     in >> runs >> na;
                     rep.runs += runs;
                     rep.na += na;
-                    ++rep.ran;
+                    if (!case_skipped) ++rep.ran;
                     current = -1;
                     next = static_cast<size_t>(idx) + 1;
                 } else if (kind == 'S') {
                     const auto tab = line.find('\t');
                     ++rep.skipped[tab == std::string::npos ? "?" : line.substr(tab + 1)];
-                    --rep.ran;  // counted as skipped, not as run, once its E arrives
+                    case_skipped = true;
                 } else if (kind == 'M') {
                     unsigned path = 0;
                     in >> path;

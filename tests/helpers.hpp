@@ -97,6 +97,8 @@ inline uint32_t async_path(asys_ctx *ctx, const asys_op &op) {
             return seekable ? p : ASYS_PATH_POOL;
         case ASYS_OP_PREAD: case ASYS_OP_PWRITE: case ASYS_OP_FSYNC: case ASYS_OP_FDATASYNC:
             return seekable ? p : ASYS_PATH_POOL;
+        case ASYS_OP_POLL:  // pollable kinds only: streams, anonymous inodes (or a closed fd)
+            return !ok || stream || (st.st_mode & S_IFMT) == 0 ? p : ASYS_PATH_POOL;
         case ASYS_OP_OPENAT:  // only flags with which the ring's open agrees with open(2)
             return (op.args[2] & (O_NONBLOCK | O_PATH | O_DIRECTORY | O_CREAT | O_TRUNC | __O_TMPFILE))
                        ? p : ASYS_PATH_POOL;

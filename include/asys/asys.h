@@ -148,7 +148,8 @@ struct asys_stats {
     uint64_t rejected_full;  /* submits refused with -EAGAIN for lack of room  */
     uint32_t workers;        /* pool threads                                   */
     uint32_t inflight;       /* accepted and not yet completed                 */
-    uint64_t ring_retried;   /* io_uring reported EINTR; re-run on the pool    */
+    uint64_t ring_retried;   /* io_uring reported EINTR, EFAULT or EINVAL;
+                                re-run on the pool for the call's own result */
 };
 
 /** Which backends a context runs on, and why io_uring is not used. */

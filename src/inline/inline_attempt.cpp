@@ -29,22 +29,29 @@ inline long probe_syscall(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64
     return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
 }
 
-// True if the short count `got` at a regular file's position ends at EOF,
-// so the result is final. Only runs on the (rare) short path.
-bool short_is_final(int fd, bool positional, int64_t off, long got) noexcept {
+// What a short nonblocking count means (only asked on the rare short path).
+enum class short_kind {
+    final,       ///< the blocking call would return the same (EOF, a pipe's or socket's data)
+    partial,     ///< a regular file partly in the page cache: the rest must be read
+    never_waits, ///< a memory device (/dev/zero, /dev/urandom): NOWAIT stopped it early;
+                 ///< the rest can be read here, it never waits
+};
+
+short_kind classify_short(int fd, bool positional, int64_t off, long got) noexcept {
     struct stat st;
     if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(&st), 0, 0,
                      0, 0) < 0)
-        return true;
-    if (!S_ISREG(st.st_mode)) return true;  // pipes, sockets, ttys: short is normal
+        return short_kind::final;
+    if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1) return short_kind::never_waits;
+    if (!S_ISREG(st.st_mode)) return short_kind::final;  // pipes, sockets, ttys: short is normal
     int64_t pos;
     if (positional) {
         pos = off + got;
     } else {
         pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0);
-        if (pos < 0) return true;
+        if (pos < 0) return short_kind::final;
     }
-    return pos >= st.st_size;
+    return pos >= st.st_size ? short_kind::final : short_kind::partial;
 }
 
 // Filesystems whose close(2) may wait for the network or a user-space
@@ -174,9 +181,27 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
         // lengths can be summed here.
         for (unsigned i = 0; i < cnt; ++i) total += sys_iov[i].iov_len;
     }
-    if (r <= 0 || static_cast<uint64_t>(r) == total) return attempt::done;
-    if ((rwf & RWF_NOWAIT) || short_is_final(fd, positional, off, r)) return attempt::done;
-    return attempt::partial;
+    if (r <= 0 || static_cast<uint64_t>(r) == total || (rwf & RWF_NOWAIT)) return attempt::done;
+    switch (classify_short(fd, positional, off, r)) {
+        case short_kind::final: return attempt::done;
+        case short_kind::partial: return attempt::partial;
+        case short_kind::never_waits:
+            // A single buffer is finished here, as read(2) would (a memory
+            // device's read cannot wait); a vectored one by a backend.
+            if (vectored) return attempt::partial;
+            for (;;) {
+                const uint64_t at = static_cast<uint64_t>(*res);
+                const struct iovec rest{reinterpret_cast<char *>(op.args[1]) + at, total - at};
+                const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd),
+                                               reinterpret_cast<uint64_t>(&rest), 1,
+                                               positional ? static_cast<uint64_t>(off) + at : ~uint64_t{0},
+                                               0, static_cast<uint64_t>(rwf));
+                if (more <= 0) return attempt::done;  // a fault after some bytes: the count so far
+                *res += more;
+                if (static_cast<uint64_t>(*res) == total) return attempt::done;
+            }
+    }
+    return attempt::done;
 }
 
 attempt probe_recv(const asys_op &op, long *res) noexcept {

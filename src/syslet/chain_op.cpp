@@ -70,6 +70,13 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
             last_res = r;
             break;
         }
+        if (!cancelled && (r == -EFAULT || r == -EINVAL)) {
+            // The ring may report these before the errors the call checks
+            // first; nothing ran: the interpreter runs this atom again on
+            // the general backend and gets the call's own result.
+            resume = at;
+            break;
+        }
         if (at->ret_ptr) *at->ret_ptr = r;
         last = at;
         last_res = r;

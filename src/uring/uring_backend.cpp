@@ -232,16 +232,18 @@ bool uring_backend::links(uint32_t opcode, const uint64_t (&args)[6]) const noex
 
 namespace {
 
-enum class fd_kind { stream, seekable, other, bad };
+enum class fd_kind { stream, seekable, anon, other, bad };
 
 // One fstat: whether the descriptor is a stream (pipe, FIFO, socket), a
-// seekable file (regular, block device), or something else.
+// seekable file (regular, block device), an anonymous inode (eventfd,
+// timerfd, signalfd: no file type bits), or something else.
 fd_kind kind_of(uint64_t fd_arg) noexcept {
     struct stat st;
     const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
     if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return fd_kind::bad;
     if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return fd_kind::stream;
     if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return fd_kind::seekable;
+    if ((st.st_mode & S_IFMT) == 0) return fd_kind::anon;
     return fd_kind::other;
 }
 
@@ -312,10 +314,16 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
         case ASYS_OP_RENAMEAT:
             return (static_cast<uint32_t>(a[4]) & ~static_cast<uint32_t>(RENAME_NOREPLACE | RENAME_EXCHANGE |
                                                                          RENAME_WHITEOUT)) == 0;
-        case ASYS_OP_POLL:  // poll(2) ignores a negative fd (and then sleeps)
-            if (static_cast<int>(a[0]) < 0) return false;
-            if (static_cast<int64_t>(a[2]) == 0) return false;  // a zero link timeout is refused
-            return static_cast<int64_t>(a[2]) < 0 || link_timeout;
+        case ASYS_OP_POLL: {
+            // poll(2) ignores a negative fd (and then sleeps); a zero link
+            // timeout is refused by the ring; a file the kernel cannot
+            // poll (regular files, directories, most devices) reports its
+            // default mask to poll(2), but -EINVAL on the ring.
+            if (static_cast<int>(a[0]) < 0 || static_cast<int64_t>(a[2]) == 0) return false;
+            if (static_cast<int64_t>(a[2]) > 0 && !link_timeout) return false;
+            const fd_kind k = kind_of(a[0]);
+            return k == fd_kind::stream || k == fd_kind::anon || k == fd_kind::bad;  // bad: POLLNVAL
+        }
         default:
             return true;
     }

@@ -33,8 +33,8 @@ struct syslet_uatom; /* <asys/syslet.h> */
 #define ASYS_VERSION_MINOR 1
 
 /** asys_submit() returns this when the op finished inline: the result is
- *  already in *ret_ptr and no completion entry will follow (seed 002's
- *  IOF_QUICK). 0 means "accepted, will complete later". */
+ *  already in *ret_ptr and no completion entry will follow (the
+ *  "IOF_QUICK" of the thread-blocked-hook proposal, docs/design.md). 0 means "accepted, will complete later". */
 #define ASYS_DONE 1
 
 /* ---------------------------------------------------------------- opcodes */

@@ -1,4 +1,4 @@
-/* asys sockets — seed 001's socket AIO: one pollable socket per pool of
+/* asys sockets — socket-based AIO (docs/design.md): one pollable socket per pool of
  * requests. Files are handed over once by SCM_RIGHTS and named by a handle
  * afterwards; reads, writes, syncs and timers are submitted with sendmsg and
  * retired with recvmsg. Each message is one record on an AF_UNIX
@@ -43,7 +43,7 @@
  * ends. A client that is gone (closed, shut its read side so that a reply
  * fails, or disconnected) has its requests in flight cancelled; the server
  * ends once they complete. Every public function here leaves errno as it
- * found it. The seed put the offset and cookie in
+ * found it. The original socket-AIO proposal put the offset and cookie in
  * ancillary data; AF_UNIX drops ancillary data of other levels than
  * SOL_SOCKET, so they live in the header instead.
  *

@@ -27,8 +27,8 @@ void futex_wake(std::atomic<uint32_t> *w) noexcept {
 void on_cancel_signal(int) noexcept {}
 
 // A worker that runs out of work spins this long before it sleeps, so a
-// steady stream of punts never pays a futex wake-up (tens of microseconds on
-// a virtual machine). At most kMaxSpinners spin at once.
+// steady stream of punts never pays a futex wake-up (see docs/benchmarks.md
+// for what one costs). At most kMaxSpinners spin at once.
 constexpr int64_t kSpinNs = 50 * 1000;
 // While a cancelled op still runs, its worker gets the cancel signal again
 // this often (see worker::timer).

@@ -112,7 +112,8 @@ ssize_t asys_sock_recv(int sock, struct asys_sock_msg *m, void *payload, size_t 
     mh.msg_iov = iov;
     mh.msg_iovlen = cap ? 2 : 1;
     // Spin briefly before blocking, as asys_wait does: a reply that comes
-    // within 20 us is taken without a sleep and a wake-up (~30 us on a VM).
+    // within the spin is taken without a sleep and a wake-up (costs in
+    // docs/benchmarks.md).
     ssize_t n;
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
     for (;;) {

@@ -1,4 +1,4 @@
-/* asys syslets — Ingo Molnar's syslet API (seed 003), in user space.
+/* asys syslets — Ingo Molnar's syslet API (docs/design.md), in user space.
  *
  * A syslet is a chain of atoms. Each atom names one system call; its
  * arguments are read through arg_ptr[] at the moment it runs, so an earlier
@@ -7,7 +7,7 @@
  * would block (and everything after it) continues on an asys worker, and the
  * caller gets control back at once. See docs/syslets.md.
  *
- * The seed's names operate on a process-wide default context; the asys_*
+ * The original names operate on a process-wide default context; the asys_*
  * variants take an explicit context. Compiles as C99 and as C++.
  */
 #ifndef ASYS_SYSLET_H
@@ -52,7 +52,7 @@ struct syslet_uatom {
 /* Pseudo system call usable as an atom's nr: umem_add(ptr, inc). */
 #define __NR_umem_add 1025
 
-/* The library exports asys_* symbols only: the seed's names (umem_add,
+/* The library exports asys_* symbols only: the original names (umem_add,
  * async_exec, async_register, async_wait) are static inline functions of
  * this header over these. The asys_async_* calls take an explicit context;
  * chains of one context share its ring. */

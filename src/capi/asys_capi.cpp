@@ -2,6 +2,7 @@
 #include <cerrno>
 
 #include "asys/asys.h"
+#include "base/errno_keeper.hpp"
 #include "core/context.hpp"
 #include "base/denylist.hpp"
 #include "base/opcodes.hpp"
@@ -9,7 +10,10 @@
 
 using asys::internal::context;
 
+// Every entry point keeps errno (an errno_keeper): the core calls libc
+// (pthread_create, sysconf, allocation), which may set it.
 #define ASYS_CTX_OR_RETURN(h)                          \
+    const asys::internal::errno_keeper keep_;          \
     int err_ = 0;                                      \
     context *c = context::from_handle((h), &err_);     \
     if (!c) return err_
@@ -17,10 +21,12 @@ using asys::internal::context;
 extern "C" {
 
 int asys_ctx_create(const struct asys_params *params, asys_ctx **out) {
+    const asys::internal::errno_keeper keep;
     return context::create(params, out);
 }
 
 int asys_ctx_destroy(asys_ctx *ctx, unsigned how) {
+    const asys::internal::errno_keeper keep;
     int err = 0;
     context *c = context::from_handle(ctx, &err, /*allow_forked=*/true);
     if (!c) return err;

@@ -1,4 +1,5 @@
 // The client side of the asys socket protocol and asys_socket_open.
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -8,24 +9,12 @@
 #include <cstring>
 
 #include "asys/socket.h"
+#include "base/errno_keeper.hpp"
 #include "socket/sock_server.hpp"
 
-namespace {
-
-/// Every public function returns -errno and leaves errno as it found it
-/// (asys.h): the libc calls below set it, so each one restores it on return.
-class errno_keeper {
-public:
-    errno_keeper() noexcept : saved_(errno) {}
-    ~errno_keeper() { errno = saved_; }
-    errno_keeper(const errno_keeper &) = delete;
-    errno_keeper &operator=(const errno_keeper &) = delete;
-
-private:
-    int saved_;
-};
-
-}  // namespace
+// Every public function returns -errno and leaves errno as it found it
+// (asys.h): the libc calls below set it, so each one restores it on return.
+using asys::internal::errno_keeper;
 
 extern "C" {
 
@@ -34,6 +23,7 @@ int asys_socket_serve_flags(asys_ctx *ctx, int fd, unsigned flags) {
     asys_info info;
     int rc = asys_ctx_info(ctx, &info);
     if (rc == 0 && (flags & ~ASYS_SOCK_NO_SIGNALS)) rc = -EINVAL;
+    if (rc == 0 && ::fcntl(fd, F_GETFD) < 0) return -EBADF;  // nothing to serve (and nothing to close)
     if (rc < 0) {
         ::close(fd);
         return rc;

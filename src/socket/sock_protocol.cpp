@@ -5,7 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "pool/worker_pool.hpp"
+#include "base/denylist.hpp"
 
 namespace asys::internal {
 
@@ -51,7 +51,7 @@ int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out
             // signal asys interrupts its workers with (taking it would eat
             // cancellations).
             if (h.res < 1 || h.res > 64 || h.res == SIGKILL || h.res == SIGSTOP ||
-                h.res == worker_pool::cancel_signal())
+                h.res == library_signal())
                 return -EINVAL;
             if (h.len != 0 || h.offset != 0) return -EBADMSG;
             return 0;

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "asys/syslet.h"
+#include "base/errno_keeper.hpp"
 #include "core/context.hpp"
 #include "base/opcodes.hpp"
 #include "syslet/chain_op.hpp"
@@ -230,6 +231,7 @@ asys_ctx *default_ctx() noexcept {
 using asys::internal::context;
 
 #define ASYS_SYSLET_CTX(h)                              \
+    const asys::internal::errno_keeper keep_;           \
     int err_ = 0;                                       \
     context *c = context::from_handle((h), &err_);      \
     if (!c) return err_
@@ -264,9 +266,12 @@ long asys_async_cancel(asys_ctx *ctx, struct syslet_uatom *head) {
     return asys::internal::cancel_chain(*c, head);
 }
 
-asys_ctx *asys_syslet_default_ctx(void) { return asys::internal::default_ctx(); }
+asys_ctx *asys_syslet_default_ctx(void) {
+    const asys::internal::errno_keeper keep;
+    return asys::internal::default_ctx();
+}
 
-// The seed's umem_add, async_exec, async_register and async_wait are static
+// The original umem_add, async_exec, async_register and async_wait are static
 // inline functions of <asys/syslet.h> over these: only asys_* is exported.
 
 }  // extern "C"

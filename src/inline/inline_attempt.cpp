@@ -142,6 +142,10 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
         total = op.args[2];
         if (total == 0) return attempt::not_tried;
     }
+    // Past MAX_RW_COUNT the call checks more (a segment longer than
+    // SSIZE_MAX is EINVAL, not a fault), and such a read is no cached
+    // block: the backend runs the call itself.
+    if (total > 0x7ffff000) return attempt::not_tried;
 
     alignas(16) char scratch[2];
     char *last_byte = nullptr;
@@ -152,10 +156,11 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
         while (k > 0 && iov[k - 1].iov_len == 0) --k;
         if (k == 0) return attempt::not_tried;
         struct iovec &lastseg = iov[k - 1];
-        char *const lb = static_cast<char *>(lastseg.iov_base) + lastseg.iov_len - 1;
-        if (lastseg.iov_len < 2 || (reinterpret_cast<uintptr_t>(lb) & 4095) == 0)
-            return attempt::not_tried;  // rare: the backend reads it
-        last_byte = lb;
+        // Integer arithmetic: the caller's address may be anything (NULL,
+        // the kernel's half); the kernel judges it.
+        const uintptr_t lb = reinterpret_cast<uintptr_t>(lastseg.iov_base) + lastseg.iov_len - 1;
+        if (lastseg.iov_len < 2 || (lb & 4095) == 0) return attempt::not_tried;  // rare: the backend reads it
+        last_byte = reinterpret_cast<char *>(lb);
         lastseg.iov_len -= 1;
         iov[k].iov_base = &scratch[1];
         iov[k].iov_len = 1;
@@ -191,7 +196,7 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
             if (vectored) return attempt::partial;
             for (;;) {
                 const uint64_t at = static_cast<uint64_t>(*res);
-                const struct iovec rest{reinterpret_cast<char *>(op.args[1]) + at, total - at};
+                const struct iovec rest{reinterpret_cast<void *>(op.args[1] + at), total - at};
                 const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd),
                                                reinterpret_cast<uint64_t>(&rest), 1,
                                                positional ? static_cast<uint64_t>(off) + at : ~uint64_t{0},

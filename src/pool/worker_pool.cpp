@@ -374,7 +374,7 @@ long run_slot(op_slot &s) noexcept {
             uint64_t skip = done;
             for (int i = 0; i < cnt && n < 1024; ++i) {
                 if (skip >= iov[i].iov_len) { skip -= iov[i].iov_len; continue; }
-                rest[n].iov_base = static_cast<char *>(iov[i].iov_base) + skip;
+                rest[n].iov_base = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(iov[i].iov_base) + skip);
                 rest[n].iov_len = iov[i].iov_len - skip;
                 skip = 0;
                 ++n;

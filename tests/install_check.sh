@@ -29,7 +29,7 @@ mkdir -p "$tmp/user"
 cat > "$tmp/user/CMakeLists.txt" <<EOF2
 cmake_minimum_required(VERSION 3.25)
 project(user C CXX)
-find_package(asys 0.1 REQUIRED)
+find_package(asys 0.2 REQUIRED)
 add_executable(u "$src/examples/cat_async.c")
 target_link_libraries(u PRIVATE asys::asys)
 EOF2

@@ -30,7 +30,7 @@ struct syslet_uatom; /* <asys/syslet.h> */
 #endif
 
 #define ASYS_VERSION_MAJOR 0
-#define ASYS_VERSION_MINOR 1
+#define ASYS_VERSION_MINOR 2
 
 /** asys_submit() returns this when the op finished inline: the result is
  *  already in *ret_ptr and no completion entry will follow (the
@@ -122,7 +122,14 @@ typedef struct asys_ctx asys_ctx;
 #define ASYS_CTX_INLINE_NEVER    (1u << 1) /* every op as if ASYS_F_ASYNC   */
 #define ASYS_CTX_INLINE_ALWAYS   (1u << 2) /* every op as if ASYS_F_SYNC    */
 #define ASYS_CTX_NO_ODIRECT      (1u << 3) /* every op as if ASYS_F_BUFFERED */
-#define ASYS_CTX__ALL            0xfu
+#define ASYS_CTX_LAZY_THREADS    (1u << 4) /* start pool workers and the ring's
+                                              reaper when first needed, not at
+                                              creation (a context whose ops all
+                                              complete inline starts none)   */
+#define ASYS_CTX__ALL            0x1fu
+
+/* asys_params spin fields: 0 picks the default, ASYS_SPIN_NONE never spins. */
+#define ASYS_SPIN_NONE 0xffffffffu
 
 enum asys_backend { ASYS_BACKEND_AUTO = 0, ASYS_BACKEND_POOL = 1, ASYS_BACKEND_URING = 2 };
 
@@ -132,7 +139,14 @@ struct asys_params {
     unsigned ring_entries; /* completion ring; 0: max_inflight; >= it       */
     unsigned flags;        /* ASYS_CTX_*                                    */
     unsigned backend;      /* enum asys_backend; AUTO honours $ASYS_BACKEND */
-    unsigned reserved[3];  /* must be zero                                  */
+    /* Spins (microseconds; 0: default; ASYS_SPIN_NONE: none; at most
+     * 1000000): a thread that runs out of work spins this long before it
+     * sleeps, so a steady stream pays no wake-up. */
+    unsigned pool_spin_us;   /* an idle pool worker; default 50             */
+    unsigned wait_spin_us;   /* asys_wait before it sleeps; default 20       */
+    unsigned server_spin_us; /* a socket server (asys_socket_open/serve)
+                                after its last request; default 50          */
+    unsigned reserved[4];  /* must be zero                                  */
 };
 
 /** Counters of one context (monotonic since creation). */

@@ -79,6 +79,8 @@ public:
 struct backend_config {
     unsigned entries;  ///< the context's in-flight limit (ring sizes)
     unsigned workers;  ///< threads (pool) or the kernel worker cap (io-wq)
+    bool lazy;         ///< start threads when first needed, not at creation
+    int64_t spin_ns;   ///< how long an idle worker spins before it sleeps
 };
 
 /// One row of the backend list.

@@ -121,6 +121,8 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (p.max_inflight == 0) p.max_inflight = 4096;
     if (p.ring_entries == 0) p.ring_entries = p.max_inflight;
     if (p.ring_entries < p.max_inflight || p.ring_entries > kMaxInflight) return -EINVAL;
+    for (unsigned spin : {p.pool_spin_us, p.wait_spin_us, p.server_spin_us})
+        if (spin != ASYS_SPIN_NONE && spin > 1000000) return -EINVAL;
 
     registry &reg = registry::get();
     context *c;
@@ -148,8 +150,18 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     return 0;
 }
 
+namespace {
+// A spin field in nanoseconds: 0 picks the default, ASYS_SPIN_NONE none.
+int64_t spin_ns(unsigned us, unsigned default_us) noexcept {
+    if (us == ASYS_SPIN_NONE) return 0;
+    return int64_t{us ? us : default_us} * 1000;
+}
+}  // namespace
+
 int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
+    wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
+    server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
@@ -167,7 +179,8 @@ int context::init(const asys_params &p) noexcept {
     preferred_error_ = 0;
     preferred_fail_step_ = "";
     preferred_entry_ = general_entry_ = nullptr;
-    const backend_config cfg{p.ring_entries, p.workers};
+    const backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
+                             spin_ns(p.pool_spin_us, 50)};
     for (unsigned i = 0; i < kBackendCount; ++i) {
         const backend_entry &e = kBackends[i];
         if (e.general) {
@@ -494,9 +507,9 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (preferred_) preferred_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
-    if (min > 0 && ring_.count_relaxed() < min &&
+    if (min > 0 && wait_spin_ns_ > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_spin_ns_);
         if (preferred_) preferred_->begin_reaping();  // this thread reaps while it spins
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (preferred_ && preferred_->ready()) preferred_->reap();

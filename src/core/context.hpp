@@ -80,6 +80,9 @@ public:
     void unplug() noexcept;
     int fd() noexcept { return ring_.fd(); }
     unsigned ctx_flags() const noexcept { return flags_; }
+    /// How long a socket server serving this context spins after its last
+    /// request (asys_params.server_spin_us), in nanoseconds.
+    int64_t server_spin_ns() const noexcept { return server_spin_ns_; }
 
     counters cnt;
     /// Syslet chains: atoms one chain may run (0: no limit). Relaxed: a
@@ -106,6 +109,8 @@ private:
     std::atomic<int> state_{0};  ///< 0 free, 1 live, 2 closing
     uint64_t fork_gen_ = 0;
     unsigned flags_ = 0;
+    int64_t wait_spin_ns_ = 0;    ///< asys_wait's spin (asys_params.wait_spin_us)
+    int64_t server_spin_ns_ = 0;  ///< socket servers' spin
     unsigned max_inflight_ = 0;
 
     op_slab slab_;

@@ -26,10 +26,10 @@ void futex_wake(std::atomic<uint32_t> *w) noexcept {
 }
 void on_cancel_signal(int) noexcept {}
 
-// A worker that runs out of work spins this long before it sleeps, so a
-// steady stream of punts never pays a futex wake-up (see docs/benchmarks.md
-// for what one costs). At most kMaxSpinners spin at once.
-constexpr int64_t kSpinNs = 50 * 1000;
+// A worker that runs out of work spins a while (asys_params.pool_spin_us)
+// before it sleeps, so a steady stream of punts never pays a futex wake-up
+// (see docs/benchmarks.md for what one costs). At most kMaxSpinners spin at
+// once.
 // While a cancelled op still runs, its worker gets the cancel signal again
 // this often (see worker::timer).
 constexpr long kResendNs = 1000 * 1000;
@@ -75,7 +75,7 @@ backend *worker_pool::make(completion_sink &sink, const backend_config &cfg, int
         *step = "memory";
         return nullptr;
     }
-    if (int rc = b->start(cfg.workers); rc < 0) {
+    if (int rc = b->start(cfg.workers, cfg.lazy, cfg.spin_ns); rc < 0) {
         *err = rc;
         *step = "worker threads";
         delete b;
@@ -85,13 +85,28 @@ backend *worker_pool::make(completion_sink &sink, const backend_config &cfg, int
 }
 
 worker_pool::~worker_pool() {
-    if (nworkers_) stop();  // e.g. a context whose creation failed later on
+    if (reserved_) stop();  // e.g. a context whose creation failed later on
 }
 
-int worker_pool::start(unsigned n) noexcept {
+int worker_pool::start(unsigned n, bool lazy, int64_t spin_ns) noexcept {
     cancel_signal();
     workers_.reset(new (std::nothrow) worker[n]);
     if (!workers_) return -ENOMEM;
+    max_ = n;
+    spin_ns_ = spin_ns;
+    for (unsigned i = 0; i < n; ++i) workers_[i].pool = this;
+    if (lazy) return 0;  // punt() starts them as work arrives
+    for (unsigned i = 0; i < n; ++i) {
+        reserved_ = i + 1;
+        if (int rc = spawn(workers_[i]); rc < 0) {
+            stop();
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int worker_pool::spawn(worker &w) noexcept {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -101,24 +116,12 @@ int worker_pool::start(unsigned n) noexcept {
     sigfillset(&all);
     sigdelset(&all, cancel_signal());
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = 0;
-    for (unsigned i = 0; i < n; ++i) {
-        workers_[i].pool = this;
-        int rc = fault::fail_thread_create() ? EAGAIN
-                                             : pthread_create(&workers_[i].thread, &attr, thread_main,
-                                                              &workers_[i]);
-        if (rc != 0) {
-            err = -rc;
-            break;
-        }
-        ++nworkers_;
-    }
+    const int rc = fault::fail_thread_create() ? EAGAIN : pthread_create(&w.thread, &attr, thread_main, &w);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     pthread_attr_destroy(&attr);
-    if (err) {
-        stop();
-        return err;
-    }
+    if (rc != 0) return -rc;
+    w.started = true;
+    nworkers_.fetch_add(1, std::memory_order_relaxed);
     return 0;
 }
 
@@ -156,11 +159,11 @@ void worker_pool::loop(worker &w) noexcept {
         op_slot *s = pop_locked();
         if (!s) {
             if (stopping_) return;
-            if (!spun && spinning_.load(std::memory_order_relaxed) < kMaxSpinners) {
+            if (!spun && spin_ns_ > 0 && spinning_.load(std::memory_order_relaxed) < kMaxSpinners) {
                 spinning_.store(spinning_.load(std::memory_order_relaxed) + 1,
                                 std::memory_order_relaxed);
                 lk.unlock();
-                const int64_t deadline = now_ns() + kSpinNs;
+                const int64_t deadline = now_ns() + spin_ns_;
                 for (unsigned i = 1;; ++i) {
                     if (queued_.load(std::memory_order_relaxed) != 0) break;
                     if ((i & 63) == 0 && now_ns() > deadline) break;
@@ -222,12 +225,13 @@ void worker_pool::loop(worker &w) noexcept {
 
 int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
     worker *w;
+    worker *fresh = nullptr;  // a worker to start (lazy pools)
     {
         std::lock_guard lk(mu_);
         const unsigned q = queued_.load(std::memory_order_relaxed);
         // A spinner not yet claimed by a queued op counts as idle.
         const bool spinner_free = spinning_.load(std::memory_order_relaxed) > q;
-        if (atomic && !idle_ && !spinner_free) return -EAGAIN;
+        if (atomic && !idle_ && !spinner_free) return -EAGAIN;  // never waits for (or starts) a thread
         slot->next = nullptr;
         slot->prev = tail_;
         if (tail_) tail_->next = slot; else head_ = slot;
@@ -236,6 +240,8 @@ int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
         queued_.store(q + 1, std::memory_order_relaxed);
         w = spinner_free ? nullptr : idle_;  // a spinner will take it
         if (w) idle_ = w->next_idle;
+        else if (!spinner_free && reserved_ < max_)
+            fresh = &workers_[reserved_++];  // nobody free for it: a new worker takes it
     }
     if (w) {
         // release: the worker's acquire load sees the queue state via mu_
@@ -243,12 +249,22 @@ int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
         w->wake.store(1, std::memory_order_release);
         futex_wake(&w->wake);
     }
+    if (fresh && spawn(*fresh) < 0) {
+        // No thread: if no worker exists at all, nobody would ever run the
+        // op, so it is handed back (not accepted); otherwise a running
+        // worker takes it when it is done.
+        std::lock_guard lk(mu_);
+        if (nworkers_.load(std::memory_order_relaxed) == 0 && slot->queued) {
+            unlink_locked(slot);
+            return -EAGAIN;
+        }
+    }
     return 0;
 }
 
 void worker_pool::interrupt_running_locked() noexcept {
     const pid_t pid = static_cast<pid_t>(raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0));
-    for (unsigned i = 0; i < nworkers_; ++i) {
+    for (unsigned i = 0; i < reserved_; ++i) {
         worker &w = workers_[i];
         if (!w.current || !w.current->cancel.load(std::memory_order_relaxed)) continue;
         if (!fault::drop_cancel_signal())
@@ -278,7 +294,7 @@ int worker_pool::cancel(uint64_t user_data) noexcept {
             }
             s = nx;
         }
-        for (unsigned i = 0; i < nworkers_; ++i) {
+        for (unsigned i = 0; i < reserved_; ++i) {
             op_slot *c = workers_[i].current;
             if (c && c->user_data == user_data) {
                 c->cancel.store(1, std::memory_order_relaxed);
@@ -305,7 +321,7 @@ void worker_pool::cancel_all() noexcept {
             s->next = cancelled;
             cancelled = s;
         }
-        for (unsigned i = 0; i < nworkers_; ++i)
+        for (unsigned i = 0; i < reserved_; ++i)
             if (workers_[i].current) workers_[i].current->cancel.store(1, std::memory_order_relaxed);
         interrupt_running_locked();
     }
@@ -328,18 +344,21 @@ void worker_pool::stop() noexcept {
         idle->wake.store(1, std::memory_order_release);
         futex_wake(&idle->wake);
     }
-    for (unsigned i = 0; i < nworkers_; ++i) {
+    for (unsigned i = 0; i < reserved_; ++i) {
+        if (!workers_[i].started) continue;
         pthread_join(workers_[i].thread, nullptr);
         if (workers_[i].has_timer) timer_delete(workers_[i].timer);
     }
-    nworkers_ = 0;
+    nworkers_.store(0, std::memory_order_relaxed);
+    reserved_ = 0;
     workers_.reset();
 }
 
 void worker_pool::abandon() noexcept {
     // After fork() the threads do not exist in this process and mu_ may be
     // held by one of them: touch neither.
-    nworkers_ = 0;
+    nworkers_.store(0, std::memory_order_relaxed);
+    reserved_ = 0;
     (void)workers_.release();  // owned by the parent's image; never freed here
 }
 

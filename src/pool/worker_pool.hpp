@@ -20,8 +20,11 @@ public:
     explicit worker_pool(completion_sink &sink) noexcept : sink_(sink) {}
     ~worker_pool() override;
 
-    /// Starts `n` workers; on failure stops those started and returns -errno.
-    int start(unsigned n) noexcept;
+    /// Makes room for `n` workers and starts them (or, `lazy`, lets punt()
+    /// start each when work arrives that no worker is free for); on failure
+    /// stops those started and returns -errno. An idle worker spins
+    /// `spin_ns` before it sleeps (0: never).
+    int start(unsigned n, bool lazy, int64_t spin_ns) noexcept;
     /// The backend list's constructor for this backend.
     static backend *make(completion_sink &sink, const backend_config &cfg, int *err, const char **step) noexcept;
 
@@ -34,7 +37,7 @@ public:
     void cancel_all() noexcept override;
     void stop() noexcept override;
     void abandon() noexcept override;
-    unsigned threads() const noexcept override { return nworkers_; }
+    unsigned threads() const noexcept override { return nworkers_.load(std::memory_order_relaxed); }
 
     /// The signal used to interrupt a running op on cancel (no-op handler,
     /// installed once per process without SA_RESTART).
@@ -56,7 +59,10 @@ private:
         timer_t timer{};
         bool has_timer = false;
         bool resending = false;         ///< the timer is armed (guarded by mu_)
+        bool started = false;           ///< its thread exists (set by spawn())
     };
+    /// Starts w's thread (all application signals blocked). 0 or -errno.
+    int spawn(worker &w) noexcept;
     static void *thread_main(void *arg) noexcept;
     void loop(worker &w) noexcept;
     void interrupt_running_locked() noexcept;
@@ -74,8 +80,11 @@ private:
     worker *idle_ = nullptr;                     ///< idle stack (guarded by mu_)
     bool stopping_ = false;                      ///< guarded by mu_
     std::unique_ptr<worker[]> workers_;
-    unsigned nworkers_ = 0;
-    std::atomic<unsigned> started_{0};
+    unsigned max_ = 0;       ///< the bound on threads
+    unsigned reserved_ = 0;  ///< workers_[0..reserved_) claimed by a start (guarded by mu_ once running)
+    /// Threads that exist (relaxed: a statistic; stop() joins by `started`).
+    std::atomic<unsigned> nworkers_{0};
+    int64_t spin_ns_ = 0;
 };
 
 }  // namespace asys::internal

@@ -20,6 +20,7 @@
 
 #include "asys/socket.h"
 #include "base/library_fds.hpp"
+#include "core/context.hpp"
 #include "socket/sock_protocol.hpp"
 
 namespace asys::internal {
@@ -58,6 +59,8 @@ class sock_server {
 public:
     sock_server(asys_ctx *ctx, int fd, int efd, unsigned flags)
         : ctx_(ctx), fd_(fd), efd_(efd), no_signals_((flags & ASYS_SOCK_NO_SIGNALS) != 0) {
+        int err = 0;
+        if (context *c = context::from_handle(ctx_, &err)) spin_ns_ = c->server_spin_ns();
         library_fds::add(fd_);  // out of reach of the ops this server submits
         library_fds::add(efd_);
     }
@@ -105,6 +108,7 @@ private:
 
     asys_ctx *ctx_;
     int fd_, efd_;
+    int64_t spin_ns_ = 0;  ///< the context's server spin
     const bool no_signals_;           ///< SIGNAL requests are refused (-EPERM)
     bool reading_ = true;             ///< false once the client shut its write side (or is gone)
     bool gone_ = false;               ///< no reply can reach the client any more
@@ -432,10 +436,11 @@ bool sock_server::receive_one() noexcept {
 }
 
 void sock_server::run() noexcept {
-    // Spin for a while after the last activity before sleeping in poll():
-    // a wake-up costs far more than a request (docs/benchmarks.md).
+    // Spin for a while after the last activity before sleeping in poll()
+    // (asys_params.server_spin_us of the context): a wake-up costs far more
+    // than a request (docs/benchmarks.md).
     using clock = std::chrono::steady_clock;
-    constexpr auto kSpin = std::chrono::microseconds(50);
+    const auto kSpin = std::chrono::nanoseconds(spin_ns_);
     auto last = clock::now();
     while (!done()) {
         bool progress = false;

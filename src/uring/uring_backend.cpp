@@ -130,7 +130,7 @@ backend *uring_backend::make(completion_sink &sink, const backend_config &cfg, i
         *step = "memory";
         return nullptr;
     }
-    if (int rc = b->start(cfg.entries, cfg.workers); rc < 0) {
+    if (int rc = b->start(cfg.entries, cfg.workers, cfg.lazy); rc < 0) {
         *err = rc;
         *step = b->failed_step();
         delete b;
@@ -139,7 +139,7 @@ backend *uring_backend::make(completion_sink &sink, const backend_config &cfg, i
     return b;
 }  // no-op once stopped or abandoned
 
-int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
+int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noexcept {
     if (fault::fail_uring_setup()) {
         failed_step_ = "io_uring_setup";
         return -EPERM;
@@ -196,17 +196,8 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
         return rc;
     }
 
-    // The reaper blocks every signal: it only ever sleeps on its eventfd.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    rc = fault::fail_thread_create() ? EAGAIN : pthread_create(&reaper_, &attr, reaper_main, this);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (rc != 0) {
+    if (lazy) return 0;  // the first punt starts the reaper
+    if (int err = start_reaper(); err < 0) {
         failed_step_ = "the reaper thread";
         library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);
@@ -214,9 +205,27 @@ int uring_backend::start(unsigned entries, unsigned max_workers) noexcept {
         close(efd_);
         efd_ = -1;
         ring_ok_ = false;
-        return -rc;
+        return err;
     }
-    reaper_started_ = true;
+    return 0;
+}
+
+int uring_backend::start_reaper() noexcept {
+    std::lock_guard lk(reaper_mu_);
+    if (reaper_started_.load(std::memory_order_relaxed)) return 0;
+    // The reaper blocks every signal: it only ever sleeps on its eventfd.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    const int rc = fault::fail_thread_create() ? EAGAIN : pthread_create(&reaper_, &attr, reaper_main, this);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) return -rc;
+    // release: a punt that sees it started also sees reaper_ (for stop()).
+    reaper_started_.store(true, std::memory_order_release);
     return 0;
 }
 
@@ -420,6 +429,10 @@ int uring_backend::submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const
 }
 
 int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
+    // A lazy ring starts its reaper with the first op (without one, a
+    // callback op would complete only when someone waits); if it cannot,
+    // the op goes elsewhere.
+    if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return -EAGAIN;
     int rc = punt_locked(slot, atomic);
     // Ops the kernel completed during io_uring_enter are reaped here, by the
     // submitter: no other thread needs waking for them.
@@ -461,6 +474,7 @@ bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
 
 int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
     if (lo->n == 0 || lo->n > linked_ops::kMax) return -EINVAL;
+    if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return -EAGAIN;
     {
         std::lock_guard lk(sq_mu_);
         if (inring_count_ + lo->n >= cq_entries_) return -EAGAIN;
@@ -691,12 +705,12 @@ void uring_backend::cancel_all() noexcept {
 
 void uring_backend::stop() noexcept {
     if (!ring_ok_) return;
-    if (reaper_started_) {
+    if (reaper_started_.load(std::memory_order_acquire)) {
         stopping_.store(true, std::memory_order_release);
         uint64_t one = 1;
         raw_syscall6(SYS_write, static_cast<uint64_t>(efd_), reinterpret_cast<uint64_t>(&one), 8, 0, 0, 0);
         pthread_join(reaper_, nullptr);
-        reaper_started_ = false;
+        reaper_started_.store(false, std::memory_order_relaxed);
     }
     library_fds::remove(ring_.ring_fd);
     io_uring_queue_exit(&ring_);
@@ -709,7 +723,7 @@ void uring_backend::stop() noexcept {
 void uring_backend::abandon() noexcept {
     // In a fork child: the reaper does not exist here. Unmapping the ring
     // and closing the fd only affect this process.
-    reaper_started_ = false;
+    reaper_started_.store(false, std::memory_order_relaxed);
     if (ring_ok_) {
         library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);

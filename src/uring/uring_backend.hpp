@@ -35,7 +35,8 @@ public:
 
     /// Sets up the ring (entries >= 1) and probes opcodes. -errno on failure
     /// (the context then runs on the pool and reports why: failed_step()).
-    int start(unsigned entries, unsigned max_workers) noexcept;
+    /// `lazy`: the reaper thread starts with the first op, not here.
+    int start(unsigned entries, unsigned max_workers, bool lazy) noexcept;
     /// The set-up step that failed (after start() returned an error).
     const char *failed_step() const noexcept { return failed_step_; }
     /// The backend list's constructor for this backend.
@@ -53,7 +54,7 @@ public:
     void cancel_all() noexcept override;
     void stop() noexcept override;
     void abandon() noexcept override;
-    unsigned threads() const noexcept override { return reaper_started_ ? 1 : 0; }
+    unsigned threads() const noexcept override { return reaper_started_.load(std::memory_order_relaxed) ? 1 : 0; }
 
     /// Batching: while plugged, punt() prepares SQEs without entering the
     /// kernel; unplug() submits them all in one io_uring_enter; flush()
@@ -118,7 +119,10 @@ private:
     unsigned muted_ = 0;
     pthread_t reaper_{};
     int efd_ = -1;                 ///< completion eventfd the reaper sleeps on
-    bool reaper_started_ = false;
+    /// The reaper runs (set once under reaper_mu_, release; cleared by stop()).
+    std::atomic<bool> reaper_started_{false};
+    std::mutex reaper_mu_;
+    int start_reaper() noexcept;
     std::atomic<bool> stopping_{false};
 };
 

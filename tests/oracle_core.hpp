@@ -1573,13 +1573,32 @@ inline std::vector<case_spec> enumerate_cases() {
                     push(s);
                 }
             for (uint8_t cnt : {0, 6, 7})
-                for (uint8_t fd : {FD_PIPE_R, FD_PIPE_W, FD_SOCK_STREAM, FD_ODIRECT}) {
+                for (uint8_t fd : {FD_PIPE_R, FD_PIPE_W, FD_SOCK_STREAM, FD_SOCK_DGRAM, FD_ODIRECT}) {
                     if (fd == (reads(op) ? FD_PIPE_W : FD_PIPE_R)) continue;
                     case_spec s = base(op);
                     s.fd = fd;
                     s.iovcnt = cnt;
                     push(s);
                 }
+        }
+        // O_DIRECT reads and writes that reach past the end of the file.
+        if (main_op)
+            for (uint8_t len : {4, 5})
+                for (uint8_t pos : {0, 2, 3}) {
+                    case_spec s = base(op);
+                    s.fd = FD_ODIRECT;
+                    s.len = len;
+                    s.pos = pos;
+                    s.off = pos == 0 ? OFF_0 : pos == 2 ? OFF_4096 : OFF_S;
+                    push(s);
+                }
+        // A datagram socket with a bad buffer: a failed read still consumes
+        // the datagram, so running the call twice shows.
+        for (uint8_t b : {B_NULL, B_RO}) {
+            case_spec s = base(op);
+            s.fd = FD_SOCK_DGRAM;
+            s.buf = b;
+            push(s);
         }
         // Which error wins: a descriptor that cannot serve the op together
         // with a bad buffer, iovec array or length.
@@ -1605,6 +1624,8 @@ inline std::vector<case_spec> enumerate_cases() {
                         s.flags = static_cast<uint8_t>(f);
                         s.off = off;
                         s.fd = fd;
+                        push(s);
+                        s.iovcnt = 0;  // nothing to transfer: which check comes first
                         push(s);
                     }
     }
@@ -1691,7 +1712,7 @@ inline std::vector<case_spec> enumerate_cases() {
             }
         }
     for (unsigned off = 0; off < OFF__COUNT; ++off)
-        for (uint8_t fd : {FD_REG, FD_ODIRECT, FD_REG_RDONLY, FD_REG_APPEND}) {
+        for (uint8_t fd : {FD_REG, FD_ODIRECT, FD_REG_RDONLY, FD_REG_APPEND, FD_CLOSED}) {
             case_spec s = base(OP_FTRUNCATE);
             s.fd = fd;
             s.off = static_cast<uint8_t>(off);

@@ -415,6 +415,10 @@ TEST_F(AsysdHostile, MalformedAndOversizedRecords) {
         }
     close(s);
     for (int f : fds) close(f);
+    // The daemon frees the client's slot once its server has ended (on its
+    // own time): wait for that before taking all three slots.
+    ASSERT_TRUE(eventually([&] { return daemon_->fds() == base_fds_ && daemon_->threads() == base_threads_; }))
+        << "the first client's server did not end";
     int quiet[3];
     for (int &c : quiet) {
         c = client();

@@ -1,12 +1,29 @@
 #include "base/opcodes.hpp"
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "base/library_fds.hpp"
 #include "base/raw_syscall.hpp"
 
 namespace asys::internal {
+
+bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
+    if (res != -EFAULT && res != -EINVAL) return false;
+    switch (opcode) {
+        case ASYS_OP_RECV: case ASYS_OP_SEND: case ASYS_OP_ACCEPT: case ASYS_OP_CONNECT:
+            return false;
+        case ASYS_OP_READ: case ASYS_OP_READV: case ASYS_OP_WRITE: case ASYS_OP_WRITEV: {
+            struct stat st;
+            return !(raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])),
+                                  reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) == 0 &&
+                     S_ISSOCK(st.st_mode));
+        }
+        default:
+            return true;
+    }
+}
 
 bool syscall_never_blocks(long nr) noexcept {
     switch (nr) {

@@ -106,6 +106,15 @@ constexpr int opcode_for_atom(long nr, uint8_t use) noexcept {
     return -1;
 }
 
+/// An io_uring completion of `opcode` with `res` EFAULT or EINVAL, where the
+/// ring did nothing but may have checked the error before one the system
+/// call checks first (a read of a write-only fd into a bad buffer is EBADF
+/// for read(2), EFAULT on the ring): true if running the call again gives
+/// the call's own result with no other effect. Not on sockets: a datagram
+/// the ring failed to copy out is gone, as it is for recv(2). (May fstat;
+/// only asked on these error paths.)
+bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+
 /// True if a generic syscall number is in the "never blocks" set.
 bool syscall_never_blocks(long nr) noexcept;
 

@@ -412,30 +412,6 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
     }
 }
 
-namespace {
-
-// EFAULT / EINVAL from the ring, where nothing happened: the call may check
-// another error first. Not on sockets: a datagram the ring failed to copy
-// out is gone, as it is for recv(2), and sockets have no access mode to
-// check first. (Runs only on these error paths.)
-bool ring_error_to_recheck(const op_slot &s, long res) noexcept {
-    if (res != -EFAULT && res != -EINVAL) return false;
-    if (s.opcode == ASYS_OP_RECV || s.opcode == ASYS_OP_SEND || s.opcode == ASYS_OP_ACCEPT ||
-        s.opcode == ASYS_OP_CONNECT)
-        return false;
-    if (s.opcode == ASYS_OP_READ || s.opcode == ASYS_OP_READV || s.opcode == ASYS_OP_WRITE ||
-        s.opcode == ASYS_OP_WRITEV) {
-        struct stat st;
-        if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(s.sys.args[0])),
-                         reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) == 0 &&
-            S_ISSOCK(st.st_mode))
-            return false;
-    }
-    return true;
-}
-
-}  // namespace
-
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // Results the general backend must give instead, by running the call
     // again (nothing happened the first time): EINTR, for a call a signal
@@ -444,7 +420,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // the call checks first (a read of a write-only fd into a bad buffer is
     // EBADF for read(2)). A NOP's result is the caller's value, even
     // -EINTR; a poll's errors are decided before it is punted.
-    if ((res == -EINTR || ring_error_to_recheck(*slot, res)) && path == ASYS_PATH_URING &&
+    if ((res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) && path == ASYS_PATH_URING &&
         slot->opcode != ASYS_OP_NOP && slot->opcode != ASYS_OP_POLL && !slot->hooks &&
         !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);

@@ -70,7 +70,7 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
             last_res = r;
             break;
         }
-        if (!cancelled && (r == -EFAULT || r == -EINVAL)) {
+        if (!cancelled && ring_error_to_recheck(e.opcode, e.args, r)) {
             // The ring may report these before the errors the call checks
             // first; nothing ran: the interpreter runs this atom again on
             // the general backend and gets the call's own result.

@@ -256,6 +256,15 @@ fd_kind kind_of(uint64_t fd_arg) noexcept {
     return fd_kind::other;
 }
 
+// One lseek (cheaper than fstat, for the transfers on the hot path):
+// whether the descriptor seeks. A stream (pipe, FIFO, socket, tty) says
+// ESPIPE; files that take positional transfers seek.
+fd_kind seekability_of(uint64_t fd_arg) noexcept {
+    const long r = raw_syscall6(SYS_lseek, static_cast<uint64_t>(static_cast<int>(fd_arg)), 0, SEEK_CUR, 0, 0, 0);
+    if (r >= 0) return fd_kind::seekable;
+    return r == -ESPIPE ? fd_kind::stream : fd_kind::bad;
+}
+
 }  // namespace
 
 bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_known,
@@ -273,27 +282,29 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
     //   buffer) moves the position for the call, not on the ring;
     // - fsync of a pipe, socket or device is -EINVAL for the call, and the
     //   ring did not stop a link after it.
-    // So positional transfers and syncs go to the ring only for regular
-    // files and block devices, transfers at the file position only for
-    // pipes and sockets (where the ring waits by polling, not in a thread).
+    // So positional transfers go to the ring only for descriptors that seek
+    // (one lseek), transfers at the file position only for those that do
+    // not (pipes, sockets, ttys: the ring waits for them by polling, not in
+    // a thread), syncs only for regular files and block devices (fstat).
     switch (opcode) {
         case ASYS_OP_READ:
         case ASYS_OP_WRITE:
-            return a[2] <= kMaxRw && kind_of(a[0]) == fd_kind::stream;
+            return a[2] <= kMaxRw && seekability_of(a[0]) == fd_kind::stream;
         case ASYS_OP_READV:
-        case ASYS_OP_WRITEV:
-            return a[2] <= kMaxIov && kind_of(a[0]) == fd_kind::stream;
+        case ASYS_OP_WRITEV:  // no segments: the call returns 0 at once, the ring sent an empty datagram
+            return a[2] != 0 && a[2] <= kMaxIov && seekability_of(a[0]) == fd_kind::stream;
         case ASYS_OP_PREAD:
         case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
-            return a[2] <= kMaxRw && off >= 0 && (fd_seekable_known || kind_of(a[0]) == fd_kind::seekable);
+            return a[2] <= kMaxRw && off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_PREADV:
         case ASYS_OP_PWRITEV:
             // RWF_HIPRI needs a polled ring; RWF_NOWAIT writes: the ring says
             // EAGAIN where the call says EOPNOTSUPP. The pool runs the call.
-            if (a[4] & (RWF_HIPRI | RWF_NOWAIT)) return false;
-            if (a[2] > kMaxIov) return false;
-            if (off == -1) return kind_of(a[0]) == fd_kind::stream;  // the file position
-            return off >= 0 && (fd_seekable_known || kind_of(a[0]) == fd_kind::seekable);
+            // Unknown flags: the call checks them only when it transfers.
+            if (a[4] & ~static_cast<uint64_t>(RWF_DSYNC | RWF_SYNC | RWF_APPEND)) return false;
+            if (a[2] == 0 || a[2] > kMaxIov) return false;
+            if (off == -1) return seekability_of(a[0]) == fd_kind::stream;  // the file position
+            return off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_FSYNC:
         case ASYS_OP_FDATASYNC:
             return kind_of(a[0]) == fd_kind::seekable;
@@ -318,6 +329,8 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             return a[1] != 0 && (static_cast<uint32_t>(a[2]) & ~kFlags) == 0 &&
                    (static_cast<uint32_t>(a[3]) & STATX__RESERVED) == 0;
         }
+        case ASYS_OP_FTRUNCATE:  // a negative length is EINVAL before the fd is looked at
+            return static_cast<int64_t>(a[1]) >= 0;
         case ASYS_OP_UNLINKAT:
             return (static_cast<uint32_t>(a[2]) & ~static_cast<uint32_t>(AT_REMOVEDIR)) == 0;
         case ASYS_OP_RENAMEAT:

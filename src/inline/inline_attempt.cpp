@@ -173,7 +173,7 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
     // EOPNOTSUPP: no nowait support (ttys, some filesystems); EINVAL: direct
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
-    if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::not_tried;
+    if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::refused;
     if (last_byte && static_cast<uint64_t>(r) == total) {
         *last_byte = scratch[1];  // the kernel just wrote the byte before it
         if (proved_buffered) *proved_buffered = true;

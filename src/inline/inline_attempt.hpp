@@ -9,6 +9,9 @@ enum class attempt : unsigned char {
     done,        ///< finished; *res holds the final result
     partial,     ///< *res bytes done; the remainder must run asynchronously
     would_block, ///< the probe said it would block; nothing was done
+    refused,     ///< the file refused the probe's form (direct I/O, no nowait
+                 ///< support): run it on a backend; nothing was done, and a
+                 ///< positional read reached the file (it seeks)
     not_tried,   ///< no probe for this op (or it cannot be probed safely)
 };
 

@@ -91,12 +91,12 @@ int route(context &c, const asys_op &op) noexcept {
     }
     op_slot *s = c.new_slot(op);
     if (a == attempt::partial) s->done = static_cast<uint32_t>(res);  // a short read: <= MAX_RW_COUNT
-    const bool direct = a == attempt::not_tried;
+    const bool direct = a == attempt::not_tried || a == attempt::refused;
     s->direct = direct;
-    // A positional read the probe got EAGAIN for: the fd takes positional
-    // reads (a stream would have said ESPIPE).
-    s->seekable = a == attempt::would_block && (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) &&
-                  static_cast<int64_t>(op.args[3]) >= 0;
+    // A positional read the probe got EAGAIN or a refusal for: the fd takes
+    // positional reads (a stream would have said ESPIPE first).
+    s->seekable = (a == attempt::would_block || a == attempt::refused) &&
+                  (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
     if (rc) {

@@ -229,3 +229,20 @@ TEST(UringBackend, FloodKeepsThreadsBounded) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(UringBackend, OpcodeMaskCarriesOnlyAsysOpcodes) {
+    if (!uring_usable()) GTEST_SKIP() << "SKIPPED: io_uring unavailable here; fallback tests cover the pool";
+    asys_params p{};
+    p.backend = ASYS_BACKEND_URING;
+    ctx_guard ctx(&p);
+    asys_info info{};
+    ASSERT_EQ(asys_ctx_info(ctx, &info), 0);
+    EXPECT_EQ(info.uring_opcodes >> ASYS_OP__COUNT, 0u) << std::hex << info.uring_opcodes;
+    EXPECT_TRUE(info.uring_opcodes & (uint64_t{1} << ASYS_OP_READ));
+    EXPECT_FALSE(info.uring_opcodes & (uint64_t{1} << ASYS_OP_SYSCALL)) << "generic calls run on the pool";
+    EXPECT_FALSE(info.uring_opcodes & (uint64_t{1} << ASYS_OP_CLOSE)) << "punted closes wait: the pool";
+}
+
+}  // namespace

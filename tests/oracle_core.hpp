@@ -1518,6 +1518,11 @@ inline std::vector<case_spec> enumerate_cases() {
                 s.queued = 0;
                 push(s);
             }
+            s = base(op);  // nothing to transfer: is the descriptor still checked?
+            s.fd = static_cast<uint8_t>(fd);
+            s.len = 0;
+            if (vectored(op)) s.iovcnt = 0;
+            push(s);
         }
         for (unsigned len = 0; len < count_of(kLens); ++len)
             for (unsigned b = 0; b < B__COUNT; ++b) {

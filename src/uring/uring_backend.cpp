@@ -167,9 +167,7 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
     rc = io_uring_register_probe(&ring_, probe, 256);
     if (rc < 0) {
         failed_step_ = "io_uring_register(PROBE)";
-        library_fds::remove(ring_.ring_fd);
-        io_uring_queue_exit(&ring_);
-        ring_ok_ = false;
+        release_ring();
         return rc;
     }
     for (unsigned op = 0; op < ASYS_OP__COUNT; ++op)
@@ -185,26 +183,14 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
     rc = efd_ < 0 ? efd_ : io_uring_register_eventfd(&ring_, efd_);
     if (rc < 0) {
         failed_step_ = efd_ < 0 ? "eventfd" : "io_uring_register(EVENTFD)";
-        if (efd_ >= 0) {
-            library_fds::remove(efd_);
-            close(efd_);
-        }
-        efd_ = -1;
-        library_fds::remove(ring_.ring_fd);
-        io_uring_queue_exit(&ring_);
-        ring_ok_ = false;
+        release_ring();
         return rc;
     }
 
     if (lazy) return 0;  // the first punt starts the reaper
     if (int err = start_reaper(); err < 0) {
         failed_step_ = "the reaper thread";
-        library_fds::remove(ring_.ring_fd);
-        io_uring_queue_exit(&ring_);
-        library_fds::remove(efd_);
-        close(efd_);
-        efd_ = -1;
-        ring_ok_ = false;
+        release_ring();
         return err;
     }
     return 0;
@@ -725,18 +711,10 @@ void uring_backend::stop() noexcept {
         pthread_join(reaper_, nullptr);
         reaper_started_.store(false, std::memory_order_relaxed);
     }
-    library_fds::remove(ring_.ring_fd);
-    io_uring_queue_exit(&ring_);
-    library_fds::remove(efd_);
-    close(efd_);
-    efd_ = -1;
-    ring_ok_ = false;
+    release_ring();
 }
 
-void uring_backend::abandon() noexcept {
-    // In a fork child: the reaper does not exist here. Unmapping the ring
-    // and closing the fd only affect this process.
-    reaper_started_.store(false, std::memory_order_relaxed);
+void uring_backend::release_ring() noexcept {
     if (ring_ok_) {
         library_fds::remove(ring_.ring_fd);
         io_uring_queue_exit(&ring_);
@@ -747,6 +725,13 @@ void uring_backend::abandon() noexcept {
     }
     efd_ = -1;
     ring_ok_ = false;
+}
+
+void uring_backend::abandon() noexcept {
+    // In a fork child: the reaper does not exist here. Unmapping the ring
+    // and closing the fd only affect this process.
+    reaper_started_.store(false, std::memory_order_relaxed);
+    release_ring();
 }
 
 }  // namespace asys::internal

@@ -123,6 +123,8 @@ private:
     std::atomic<bool> reaper_started_{false};
     std::mutex reaper_mu_;
     int start_reaper() noexcept;
+    /// Unmaps the ring and closes its eventfd (whichever exist).
+    void release_ring() noexcept;
     std::atomic<bool> stopping_{false};
 };
 

@@ -56,4 +56,21 @@ inline long copy_from_caller(void *dst, const void *src, size_t len) noexcept {
     return static_cast<size_t>(r) == len ? 0 : -EFAULT;
 }
 
+/// Copies `len` bytes from `src` to this process's memory at `dst` (a
+/// caller's pointer that may be bad) through the kernel
+/// (process_vm_writev): 0, or -EFAULT instead of a crash (or -ENOSYS /
+/// -EPERM where a seccomp filter refuses the call).
+inline long copy_to_caller(void *dst, const void *src, size_t len) noexcept {
+    struct {
+        const void *base;
+        size_t len;
+    } local{src, len}, remote{dst, len};
+    const long pid = raw_syscall6(SYS_getpid, 0, 0, 0, 0, 0, 0);
+    const long r = raw_syscall6(SYS_process_vm_writev, static_cast<uint64_t>(pid),
+                                reinterpret_cast<uint64_t>(&local), 1,
+                                reinterpret_cast<uint64_t>(&remote), 1, 0);
+    if (r < 0) return r;
+    return static_cast<size_t>(r) == len ? 0 : -EFAULT;
+}
+
 }  // namespace asys::internal

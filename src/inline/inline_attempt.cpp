@@ -148,24 +148,35 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
     if (total > 0x7ffff000) return attempt::not_tried;
 
     alignas(16) char scratch[2];
-    char *last_byte = nullptr;
+    char *first_byte = nullptr;  // may be NULL: the caller's address
+    bool guarded = false;
     const uint64_t align = (positional ? static_cast<uint64_t>(off) : 0) | total;
     if (sys_iov == iov && !buffered && (align & 511) == 0) {
-        // Guard the last non-empty segment's last byte.
-        unsigned k = cnt;
-        while (k > 0 && iov[k - 1].iov_len == 0) --k;
-        if (k == 0) return attempt::not_tried;
-        struct iovec &lastseg = iov[k - 1];
-        // Integer arithmetic: the caller's address may be anything (NULL,
-        // the kernel's half); the kernel judges it.
-        const uintptr_t lb = reinterpret_cast<uintptr_t>(lastseg.iov_base) + lastseg.iov_len - 1;
-        if (lastseg.iov_len < 2 || (lb & 4095) == 0) return attempt::not_tried;  // rare: the backend reads it
-        last_byte = reinterpret_cast<char *>(lb);
-        lastseg.iov_len -= 1;
-        iov[k].iov_base = &scratch[1];
-        iov[k].iov_len = 1;
-        cnt = k + 1;
+        // A read at the file position may be of a pipe or socket, which
+        // direct I/O never concerns: one lseek tells (ESPIPE), and a
+        // stream is read without the guard (its bytes could not be put
+        // back if the caller's buffer turned out bad).
+        if (!positional) {
+            const long pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0);
+            if (pos == -ESPIPE) goto unguarded;
+            if (pos < 0) return attempt::not_tried;  // EBADF and the like: the backend's call says so
+        }
+        {
+            // Guard the first byte. It must share a page with the second,
+            // which the kernel writes before the library copies the first.
+            const uintptr_t fb = reinterpret_cast<uintptr_t>(iov[0].iov_base);
+            if (iov[0].iov_len < 2 || (fb & 4095) == 4095) return attempt::not_tried;  // rare: the backend reads it
+            first_byte = reinterpret_cast<char *>(fb);
+            guarded = true;
+            for (unsigned i = cnt; i > 0; --i) iov[i] = iov[i - 1];
+            iov[0].iov_base = &scratch[1];
+            iov[0].iov_len = 1;
+            iov[1].iov_base = reinterpret_cast<void *>(fb + 1);  // integers: fb may be anything
+            iov[1].iov_len -= 1;
+            ++cnt;
+        }
     }
+unguarded:
     long r = probe_syscall(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(sys_iov),
                           cnt, static_cast<uint64_t>(off), 0,
                           static_cast<uint64_t>(rwf | RWF_NOWAIT));
@@ -174,11 +185,21 @@ attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buf
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
     if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::refused;
-    if (last_byte && static_cast<uint64_t>(r) == total) {
-        *last_byte = scratch[1];  // the kernel just wrote the byte before it
+    if (guarded && r >= 2) {
+        *first_byte = scratch[1];  // the kernel just wrote the byte after it, in the same page
         if (proved_buffered) *proved_buffered = true;
-    } else if (last_byte && r > 0 && proved_buffered) {
-        *proved_buffered = true;
+    } else if (guarded && r == 1) {
+        // Only the scratch byte: EOF after one byte, or the caller's buffer
+        // is bad after its first byte (or at it). Store it through the
+        // kernel; if the first byte is bad too, the call would have failed
+        // there with nothing read: undo the position and say so.
+        if (const long c = copy_to_caller(first_byte, &scratch[1], 1); c < 0) {
+            if (!positional)  // a seekable file (streams take no guard): put the position back
+                raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), static_cast<uint64_t>(-1), SEEK_CUR, 0, 0, 0);
+            if (c != -EFAULT) return attempt::not_tried;  // no way to tell here: the backend's call
+            *res = -EFAULT;
+            return attempt::done;
+        }
     }
     *res = r;
     if (sys_iov != iov && r > 0) {

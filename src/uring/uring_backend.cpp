@@ -273,15 +273,18 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
     // not (pipes, sockets, ttys: the ring waits for them by polling, not in
     // a thread), syncs only for regular files and block devices (fstat).
     switch (opcode) {
+        // A zero length: the call still checks the descriptor (a directory
+        // is EISDIR), the ring returns 0 at once.
         case ASYS_OP_READ:
         case ASYS_OP_WRITE:
-            return a[2] <= kMaxRw && seekability_of(a[0]) == fd_kind::stream;
+            return a[2] != 0 && a[2] <= kMaxRw && seekability_of(a[0]) == fd_kind::stream;
         case ASYS_OP_READV:
         case ASYS_OP_WRITEV:  // no segments: the call returns 0 at once, the ring sent an empty datagram
             return a[2] != 0 && a[2] <= kMaxIov && seekability_of(a[0]) == fd_kind::stream;
         case ASYS_OP_PREAD:
         case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
-            return a[2] <= kMaxRw && off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
+            return a[2] != 0 && a[2] <= kMaxRw && off >= 0 &&
+                   (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_PREADV:
         case ASYS_OP_PWRITEV:
             // RWF_HIPRI needs a polled ring; RWF_NOWAIT writes: the ring says
@@ -295,7 +298,7 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
         case ASYS_OP_FDATASYNC:
             return kind_of(a[0]) == fd_kind::seekable;
         case ASYS_OP_RECV:
-        case ASYS_OP_SEND:
+        case ASYS_OP_SEND:  // (a zero-length datagram is legal: the ring sends it too)
             return a[2] <= kMaxRw;
         case ASYS_OP_OPENAT: {
             // The ring first opens without blocking (O_NONBLOCK) and clears

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 
 #include "base/library_fds.hpp"
@@ -23,6 +24,15 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) no
         default:
             return true;
     }
+}
+
+bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
+    if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD) || res <= 0 || static_cast<uint64_t>(res) >= a[2])
+        return false;
+    struct stat st;
+    return raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0,
+                        0, 0, 0) == 0 &&
+           S_ISCHR(st.st_mode) && major(st.st_rdev) == 1;
 }
 
 bool syscall_never_blocks(long nr) noexcept {

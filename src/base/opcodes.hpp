@@ -115,6 +115,13 @@ constexpr int opcode_for_atom(long nr, uint8_t use) noexcept {
 /// only asked on these error paths.)
 bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
 
+/// An io_uring read of `opcode` that returned a short count `res` > 0: true
+/// if the descriptor is a memory device (/dev/zero, /dev/urandom: major 1),
+/// whose read the ring's nonblocking first attempt may stop after a page
+/// where read(2) fills the buffer; the rest is then read on the pool.
+/// (fstat; only asked on short ring reads.)
+bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+
 /// True if a generic syscall number is in the "never blocks" set.
 bool syscall_never_blocks(long nr) noexcept;
 

@@ -426,6 +426,14 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }
+    // A short ring read of a memory device: the pool reads the rest, as
+    // read(2) would have (the slot's `done` carries what the ring read).
+    if (path == ASYS_PATH_URING && !slot->hooks && slot->done == 0 &&
+        ring_short_read_to_finish(slot->opcode, slot->sys.args, res)) {
+        slot->done = static_cast<uint32_t>(res);
+        if (general_->punt(slot, false) == 0) return;
+        slot->done = 0;
+    }
     // A feature's slot (a chain) may go on, e.g. after its linked sequence
     // was cut short; if the general backend cannot take it, the feature
     // ends it with -EAGAIN.

@@ -175,6 +175,11 @@ TEST(FastPathAtomic, PartialReadThatCannotPuntIsDeliveredInline) {
     asys_cqe cqe;
     ASSERT_EQ(asys_peek(ctx, &cqe, 1), 1);
     EXPECT_EQ(cqe.user_data, 2u);
+    if (cqe.res == static_cast<long>(kSize) && cached(fd, kSize - 4096, 4096)) {
+        ASSERT_EQ(busy.release(), 1);
+        GTEST_SKIP() << "SKIPPED: the kernel cached the tail during the probe (readahead under load): "
+                        "no partly cached range left to test";
+    }
     EXPECT_GE(cqe.res, static_cast<long>(kCachedPart));
     EXPECT_LT(cqe.res, static_cast<long>(kSize));
     check_pattern(buf.data(), static_cast<size_t>(cqe.res), 0);

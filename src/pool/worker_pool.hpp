@@ -1,6 +1,7 @@
-// Bounded pool of preallocated worker threads: the backend that can run any
-// system call. Threads are created at context creation and never exceed the
-// configured count. One queue (FIFO) per pool; idle workers sleep on their
+// Bounded pool of worker threads: the backend that can run any system call
+// (the context's general backend). Threads are created at context creation
+// (or, with ASYS_CTX_LAZY_THREADS, when an op finds none free) and never
+// exceed the configured count. One queue (FIFO) per pool; idle workers sleep on their
 // own futex and are woken one at a time (LIFO, so a warm worker is reused).
 #pragma once
 #include <sys/types.h>

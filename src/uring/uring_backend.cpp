@@ -359,7 +359,7 @@ void uring_backend::end_reaping() noexcept {
         io_uring_cq_eventfd_toggle(&ring_, true);
         // Pairs with the kernel's barrier between posting a CQE and testing
         // the flag: a CQE posted unsignalled is visible to ready() after,
-        // and every unmute() caller checks it (punt, unplug, wait).
+        // and every end_reaping() caller checks it (punt, unplug, wait).
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
 }

@@ -15,57 +15,13 @@
 #include <string>
 
 #include "asys/socket.h"
+#include "asysd_helpers.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;
 
 namespace {
 
-struct daemon_proc {
-    pid_t pid = -1;
-    std::string sock;
-    daemon_proc(const std::string &dir, const char *max_clients) : sock(dir + "/asysd.sock") {
-        int out[2];
-        if (pipe2(out, O_CLOEXEC) != 0) return;
-        pid = fork();
-        if (pid == 0) {
-            dup2(out[1], 1);
-            execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
-                  static_cast<char *>(nullptr));
-            _exit(127);
-        }
-        close(out[1]);
-        // Wait for "asysd: listening on ..." (the daemon prints it once the
-        // socket accepts connections).
-        char line[256] = {};
-        size_t got = 0;
-        while (got < sizeof line - 1 && !strchr(line, '\n')) {
-            const ssize_t n = read(out[0], line + got, sizeof line - 1 - got);
-            if (n <= 0) break;
-            got += static_cast<size_t>(n);
-        }
-        close(out[0]);
-        EXPECT_NE(strstr(line, "asysd: listening on"), nullptr) << line;
-    }
-    /// SIGTERM; its exit status, 128 + the signal if it died of one, or -2
-    /// if it was still running 10 s later (then it is killed).
-    int stop() {
-        if (pid <= 0) return -1;
-        kill(pid, SIGTERM);
-        int st = 0;
-        pid_t r = 0;
-        for (int i = 0; i < 10000 && (r = waitpid(pid, &st, WNOHANG)) == 0; ++i) poll(nullptr, 0, 1);
-        if (r == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            pid = -1;
-            return -2;
-        }
-        pid = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    ~daemon_proc() { stop(); }
-};
 
 TEST(Asysd, ServesAFileToAClient) {
     temp_dir d;

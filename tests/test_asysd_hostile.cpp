@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "asys/socket.h"
+#include "asysd_helpers.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;
@@ -48,58 +49,7 @@ bool eventually(Pred pred, int seconds = 10) {
     return true;
 }
 
-/// Entries of a /proc directory (fds, tasks), or -1 if it cannot be read.
-int entries(const std::string &dir) {
-    DIR *d = opendir(dir.c_str());
-    if (!d) return -1;
-    int n = 0;
-    while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
-struct daemon_proc {
-    pid_t pid = -1;
-    std::string sock;
-    daemon_proc(const std::string &dir, const char *max_clients) : sock(dir + "/asysd.sock") {
-        int out[2];
-        if (pipe2(out, O_CLOEXEC) != 0) return;
-        pid = fork();
-        if (pid == 0) {
-            dup2(out[1], 1);
-            execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
-                  static_cast<char *>(nullptr));
-            _exit(127);
-        }
-        close(out[1]);
-        char line[256] = {};
-        size_t got = 0;
-        while (got < sizeof line - 1 && !strchr(line, '\n')) {
-            const ssize_t n = read(out[0], line + got, sizeof line - 1 - got);
-            if (n <= 0) break;
-            got += static_cast<size_t>(n);
-        }
-        close(out[0]);
-        EXPECT_NE(strstr(line, "asysd: listening on"), nullptr) << line;
-    }
-    int fds() const { return entries("/proc/" + std::to_string(pid) + "/fd"); }
-    int threads() const { return entries("/proc/" + std::to_string(pid) + "/task"); }
-    /// SIGTERM, bounded: the exit status, or -2 if it had to be killed.
-    int stop() {
-        if (pid <= 0) return -1;
-        kill(pid, SIGTERM);
-        int st = 0;
-        pid_t r = 0;
-        for (int i = 0; i < 10000 && (r = waitpid(pid, &st, WNOHANG)) == 0; ++i) poll(nullptr, 0, 1);
-        if (r == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-        }
-        pid = -1;
-        return r == 0 ? -2 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    ~daemon_proc() { stop(); }
-};
 
 /// Sends one record (with `nfds` fds), without blocking. 0 or -errno.
 int send_raw(int s, const void *buf, size_t len, const int *fds = nullptr, unsigned nfds = 0) {

@@ -1816,4 +1816,23 @@ inline std::vector<case_spec> enumerate_cases() {
     return out;
 }
 
+/// Whether `dir`'s filesystem takes O_DIRECT (a 4 KiB direct write and
+/// read of a probe file there); O_DIRECT fixtures are made only where it does.
+inline bool odirect_works(const std::string &dir) {
+    const std::string f = dir + "/odirect-probe";
+    int fd = open(f.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644);
+    bool ok = false;
+    if (fd >= 0) {
+        void *p = nullptr;
+        if (posix_memalign(&p, 4096, 4096) == 0) {
+            memset(p, 'x', 4096);
+            ok = pwrite(fd, p, 4096, 0) == 4096 && pread(fd, p, 4096, 0) == 4096;
+            free(p);
+        }
+        close(fd);
+    }
+    unlink(f.c_str());
+    return ok;
+}
+
 }  // namespace oracle

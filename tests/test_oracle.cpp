@@ -170,22 +170,6 @@ const bool g_worker_registered = [] {
 
 // ------------------------------------------------------------------ parent
 
-bool odirect_works(const std::string &dir) {
-    const std::string f = dir + "/odirect-probe";
-    int fd = open(f.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644);
-    bool ok = false;
-    if (fd >= 0) {
-        void *p = nullptr;
-        if (posix_memalign(&p, 4096, 4096) == 0) {
-            memset(p, 'x', 4096);
-            ok = pwrite(fd, p, 4096, 0) == 4096 && pread(fd, p, 4096, 0) == 4096;
-            free(p);
-        }
-        close(fd);
-    }
-    unlink(f.c_str());
-    return ok;
-}
 
 std::string self_exe() {
     char b[4096];
@@ -233,7 +217,7 @@ void add_mismatch(report &r, const oracle::case_spec &s, unsigned path, const st
 void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &rep) {
     temp_dir tmp;
     std::string root = tmp.path;
-    bool odirect = odirect_works(root);
+    bool odirect = oracle::odirect_works(root);
     std::string fallback;
     if (!odirect) {
         // /tmp may be tmpfs: try the build directory's filesystem.
@@ -243,7 +227,7 @@ void run_cases(const std::string &mode, uint64_t seed, unsigned count, report &r
         b.push_back(0);
         if (mkdtemp(b.data())) {
             fallback = b.data();
-            if (odirect_works(fallback)) {
+            if (oracle::odirect_works(fallback)) {
                 root = fallback;
                 odirect = true;
             }

@@ -32,22 +32,6 @@ void remove_root() {
     if (system(cmd.c_str()) != 0) fprintf(stderr, "fuzz_oracle: could not remove %s\n", g_root.c_str());
 }
 
-bool odirect_works(const std::string &dir) {
-    const std::string f = dir + "/odirect-probe";
-    int fd = open(f.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644);
-    bool ok = false;
-    if (fd >= 0) {
-        void *p = nullptr;
-        if (posix_memalign(&p, 4096, 4096) == 0) {
-            memset(p, 'x', 4096);
-            ok = pwrite(fd, p, 4096, 0) == 4096;
-            free(p);
-        }
-        close(fd);
-    }
-    unlink(f.c_str());
-    return ok;
-}
 
 std::string make_root(const std::string &base) {
     std::string tmpl = base + "/asys-fuzz-oracle-XXXXXX";
@@ -63,13 +47,13 @@ oracle::runner &the_runner() {
             fprintf(stderr, "fuzz_oracle: no temporary directory\n");
             abort();
         }
-        bool od = odirect_works(g_root);
+        bool od = oracle::odirect_works(g_root);
         if (!od) {
             // /tmp may be tmpfs: try the working directory's filesystem.
             char cwd[4096];
             if (getcwd(cwd, sizeof cwd)) {
                 std::string alt = make_root(cwd);
-                if (!alt.empty() && odirect_works(alt)) {
+                if (!alt.empty() && oracle::odirect_works(alt)) {
                     remove_root();
                     g_root = alt;
                     od = true;

@@ -13,6 +13,8 @@ PKGS=(
   libboost-context-dev                # fiber switch for threadlets
   libseccomp-dev                      # io_uring fallback tests
   libuv1-dev libaio-dev fio           # peers in asys-bench, fio engine
+  libboost-dev libasio-dev            # Boost.Asio / standalone Asio loop examples
+  gnuplot-nox                         # asys-bench --plot
 )
 
 missing=()

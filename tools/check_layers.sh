@@ -23,7 +23,7 @@ LAYERS=(
                         # fault knobs, completion ring
   "pool uring"          # execution backends
   "core router inline"  # context, routing, inline probes
-  "syslet socket"       # features built on ops
+  "syslet socket threadlet"  # features built on ops
   "capi asysd"          # C entry points; the asysd program
 )
 # ---------------------------------------------------------------------------

@@ -66,6 +66,8 @@ enum asys_opcode {
     ASYS_OP_SYSCALL,     /* any syscall: op.nr, args[0..5]                  */
     ASYS_OP_CHAIN,       /* a syslet chain: head atom, struct syslet_uatom **
                             last_out (may be NULL) → the last atom's result */
+    ASYS_OP_THREADLET,   /* a threadlet: fn, arg, tflags → fn's return value
+                            (asys_prep_threadlet, docs/threadlets.md)       */
     ASYS_OP__COUNT
 };
 
@@ -280,9 +282,42 @@ static inline void asys_prep_syscall(struct asys_op *op, long nr, const uint64_t
 static inline void asys_prep_chain(struct asys_op *op, struct syslet_uatom *head,
                                    struct syslet_uatom **last_out)
 { asys_prep__(op, ASYS_OP_CHAIN, ASYS_U64(head), ASYS_U64(last_out), 0, 0, 0, 0); }
+
+/* ------------------------------------------- threadlets (docs/threadlets.md)
+ * A threadlet is ordinary code run as an op: asys_submit() runs fn(arg) at
+ * once on the caller's thread, on a small pooled stack. If it returns
+ * without blocking, submit returns ASYS_DONE and *ret_ptr holds its return
+ * value. If a call inside it would block (asys_call(), or any system call in
+ * transparent mode), the threadlet is parked, the call runs on a backend,
+ * and submit returns 0; the threadlet resumes on the submitting thread only,
+ * when that thread drives the context (asys_wait, asys_peek, asys_run), and
+ * completes like any op. The context's eventfd is readable while a
+ * threadlet waits to resume. */
+typedef long (*asys_threadlet_fn)(void *arg);
+/* tflags: catch the system calls of any code inside (libc, third-party
+ * libraries) with syscall user dispatch, not only asys_call(). */
+#define ASYS_THREADLET_TRANSPARENT (1u << 0)
+#define ASYS_THREADLET__ALL        0x1u
+static inline void asys_prep_threadlet(struct asys_op *op, asys_threadlet_fn fn, void *arg, unsigned tflags)
+{ asys_prep__(op, ASYS_OP_THREADLET, ASYS_U64(fn), ASYS_U64(arg), tflags, 0, 0, 0); }
 #if defined(__cplusplus) && defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
+
+/** Like syscall(2), but returns the result or -errno (errno untouched).
+ *  Inside a threadlet: tries the call without blocking and parks the
+ *  threadlet if it would block; outside one: the plain call. */
+ASYS_API long asys_call(long nr, ...);
+/** Runs the threadlets of the calling thread that are ready to resume
+ *  (never blocks). Returns how many ran. */
+ASYS_API int  asys_run(asys_ctx *ctx);
+/** Linus' async(): runs system call `nr` on the default context. Inline
+ *  when it would not block: ASYS_DONE, *status written. Otherwise 0:
+ *  *status is written at completion and a cqe with user_data = status is
+ *  posted on asys_default_ctx(). -errno if not accepted. */
+ASYS_API int  asys_async(long *status, long nr, ...);
+/** The process's default context (made on first use; anew in a forked child). */
+ASYS_API asys_ctx *asys_default_ctx(void);
 
 #ifdef __cplusplus
 }

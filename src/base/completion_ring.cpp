@@ -29,7 +29,7 @@ int completion_ring::fd() noexcept {
         efd_ = static_cast<int>(fd);
         library_fds::add(efd_);
         readable_ = false;
-        set_readable_locked(count_.load(std::memory_order_relaxed) != 0);
+        set_readable_locked(count_.load(std::memory_order_relaxed) != 0 || pending_work_ != 0);
     }
     return efd_;
 }
@@ -71,7 +71,7 @@ unsigned completion_ring::pop_locked(asys_cqe *out, unsigned max) noexcept {
     for (unsigned i = 0; i < n; ++i) out[i] = buf_[(head_ + i) % cap];
     head_ = (head_ + n) % cap;
     count_.store(have - n, std::memory_order_relaxed);
-    if (have == n) set_readable_locked(false);
+    if (have == n) set_readable_locked(pending_work_ != 0);
     if (n && waiters_) cv_.notify_all();  // a waiter's hopes may be gone
     return n;
 }
@@ -88,6 +88,19 @@ unsigned completion_ring::size() noexcept {
 
 int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                           unsigned max, const std::atomic<uint32_t> *producers) noexcept {
+    return wait_or_work(min, timeout, out, max, producers, nullptr, nullptr);
+}
+
+void completion_ring::add_pending_work(int delta) noexcept {
+    std::lock_guard lk(mu_);
+    pending_work_ = static_cast<unsigned>(static_cast<int>(pending_work_) + delta);
+    set_readable_locked(count_.load(std::memory_order_relaxed) != 0 || pending_work_ != 0);
+    if (delta > 0 && waiters_) cv_.notify_all();
+}
+
+int completion_ring::wait_or_work(unsigned min, const struct timespec *timeout, asys_cqe *out,
+                                  unsigned max, const std::atomic<uint32_t> *producers,
+                                  bool (*work_ready)(void *), void *arg) noexcept {
     std::unique_lock lk(mu_);
     // Without a deadline, a wait that no op in flight can satisfy any more
     // (another thread took the entries, or only callback ops remain) ends.
@@ -95,7 +108,10 @@ int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe
         return !timeout && producers && min > 0 &&
                count_.load(std::memory_order_relaxed) + producers->load() < min;
     };
-    auto ready = [&] { return shutdown_ || count_.load(std::memory_order_relaxed) >= min || hopeless(); };
+    auto work = [&] { return work_ready && count_.load(std::memory_order_relaxed) < min && work_ready(arg); };
+    auto ready = [&] {
+        return shutdown_ || count_.load(std::memory_order_relaxed) >= min || hopeless() || work();
+    };
     if (!ready()) {
         if (waiters_++ == 0 || min > need_.load()) need_.store(min);
         if (timeout) {
@@ -107,6 +123,7 @@ int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe
         if (--waiters_ == 0 && shutdown_) cv_.notify_all();
     }
     if (shutdown_) return -ESHUTDOWN;
+    if (work()) return kWokenForWork;
     if (count_.load(std::memory_order_relaxed) < min && hopeless()) return -EDEADLK;
     unsigned n = pop_locked(out, max);
     if (n == 0 && min > 0) return -ETIME;

@@ -37,6 +37,17 @@ public:
     /// flight that will push one) fall below min.
     int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max,
              const std::atomic<uint32_t> *producers = nullptr) noexcept;
+    /// A wait that also ends (returning kWokenForWork, nothing popped) as
+    /// soon as `work_ready(arg)` is true (asked under the ring's lock, at
+    /// the start and whenever the waiter is woken: see add_pending_work).
+    static constexpr int kWokenForWork = -1000;
+    int wait_or_work(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max,
+                     const std::atomic<uint32_t> *producers, bool (*work_ready)(void *),
+                     void *arg) noexcept;
+    /// Work other than entries that a driver of the context should do (a
+    /// threadlet ready to resume): the eventfd is readable while entries or
+    /// such work are pending. `delta` > 0 also wakes every waiter.
+    void add_pending_work(int delta) noexcept;
     /// In a child of fork(): threads of the parent that waited here do not
     /// exist; forget them (fresh lock and condition, no waiters), so the
     /// ring can be released and destroyed.
@@ -76,6 +87,7 @@ private:
     std::atomic<unsigned> need_{0};
     bool shutdown_ = false;
     bool readable_ = false;
+    unsigned pending_work_ = 0;  ///< guarded by mu_ (add_pending_work)
     int efd_ = -1;  ///< guarded by mu_; -1 until fd() is first called
 };
 

@@ -71,7 +71,8 @@ constexpr uint8_t kRingOpFtruncate = 55;
     X(SEND, "send", SYS_sendto, 4, send, IORING_OP_SEND, atom_probe)                                \
     X(POLL, "poll", -1, 3, poll, IORING_OP_POLL_ADD, atom_none)                                     \
     X(SYSCALL, "syscall", -1, 6, syscall, kNoRingOp, atom_none)                                     \
-    X(CHAIN, "chain", -1, 2, feature, kNoRingOp, atom_none)
+    X(CHAIN, "chain", -1, 2, feature, kNoRingOp, atom_none)                                         \
+    X(THREADLET, "threadlet", -1, 3, feature, kNoRingOp, atom_none)
 
 struct opcode_info {
     const char *name;

@@ -7,6 +7,7 @@
 #include "pool/worker_pool.hpp"
 #include "router/router.hpp"
 #include "syslet/chain_op.hpp"
+#include "threadlet/threadlet.hpp"
 #include "uring/uring_backend.hpp"
 
 namespace asys::internal {
@@ -21,8 +22,10 @@ const unsigned kBackendCount = sizeof kBackends / sizeof kBackends[0];
 
 const feature_ops *feature_for(uint32_t opcode) noexcept {
     static constexpr feature_ops kChain{&validate_chain_op, &route_chain};
+    static constexpr feature_ops kThreadlet{&validate_threadlet_op, &route_threadlet};
     switch (opcode) {
         case ASYS_OP_CHAIN: return &kChain;
+        case ASYS_OP_THREADLET: return &kThreadlet;
         default: return nullptr;
     }
 }

@@ -269,6 +269,9 @@ void context::recycle() noexcept {
     general_.reset();
     preferred_.reset();
     syslet_ext_.reset();
+    driver_.store(nullptr, std::memory_order_relaxed);
+    driver_ext_.reset();
+    cancelling_.store(false, std::memory_order_relaxed);
     ring_.release();
     ring_.~completion_ring();
     new (&ring_) completion_ring;
@@ -301,27 +304,39 @@ int context::destroy(unsigned how) noexcept {
         sleepers_.store(0);
         ring_.forget_threads_after_fork();
         (void)syslet_ext_.release();  // may hold locks of threads that are gone
+        driver_.store(nullptr, std::memory_order_relaxed);
+        (void)driver_ext_.release();  // work of the parent's threads
         recycle();
         return 0;
     }
 
+    if (how == ASYS_DESTROY_CANCEL) cancelling_.store(true, std::memory_order_relaxed);
     {
+        // Driver work of this thread (its threadlets) is run while waiting:
+        // the ops it holds complete only when it runs.
+        driver_work *dw = driver_.load(std::memory_order_acquire);
+        auto done_or_work = [&] { return inflight_.load() == 0 || (dw && dw->ready_here()); };
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
         wait_cv_.notify_all();  // blocked submitters see closing and leave
-        if (how == ASYS_DESTROY_CANCEL) {
-            // Interrupting a running call is a signal; one can arrive just
-            // before the worker enters its syscall, so re-send until done.
-            while (inflight_.load() != 0) {
+        while (inflight_.load() != 0) {
+            if (dw) {
+                lk.unlock();
+                dw->run_here();
+                lk.lock();
+                if (inflight_.load() == 0) break;
+            }
+            if (how == ASYS_DESTROY_CANCEL) {
+                // Interrupting a running call is a signal; one can arrive just
+                // before the worker enters its syscall, so re-send until done.
                 lk.unlock();
                 general_->cancel_all();
                 if (preferred_) preferred_->cancel_all();
                 lk.lock();
-                wait_cv_.wait_for(lk, std::chrono::milliseconds(2),
-                                  [&] { return inflight_.load() == 0; });
+                wait_cv_.wait_for(lk, std::chrono::milliseconds(2), done_or_work);
+            } else {
+                wait_cv_.wait(lk, done_or_work);
             }
-        } else {
-            wait_cv_.wait(lk, [&] { return inflight_.load() == 0; });
         }
         sleepers_.fetch_sub(1);
     }
@@ -473,12 +488,42 @@ void context::post_inline(const asys_op &op, long res) noexcept {
     }
 }
 
+void context::driver_work_ready(int delta) noexcept {
+    ring_.add_pending_work(delta);
+    if (delta > 0 && sleepers_.load() != 0) {  // destroy() waits for this thread's work too
+        std::lock_guard lk(wait_mu_);
+        wait_cv_.notify_all();
+    }
+}
+
 int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                   unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
     if (min > max || min > ring_.capacity()) return -EINVAL;
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
         return -EINVAL;
+    driver_work *dw = driver_.load(std::memory_order_acquire);
+    if (!dw) return wait_entries(min, timeout, out, max, nullptr);
+    // Runs this thread's driver work, waits, and runs it again whenever the
+    // wait is woken for it, until entries arrive or the deadline passes.
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+        dw->run_here();
+        struct timespec left {};
+        if (timeout) {
+            const auto total = std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec);
+            auto rem = std::chrono::duration_cast<std::chrono::nanoseconds>(total - (std::chrono::steady_clock::now() - start));
+            if (rem.count() < 0) rem = std::chrono::nanoseconds(0);
+            left.tv_sec = static_cast<time_t>(rem.count() / 1000000000);
+            left.tv_nsec = static_cast<long>(rem.count() % 1000000000);
+        }
+        const int n = wait_entries(min, timeout ? &left : nullptr, out, max, dw);
+        if (n != completion_ring::kWokenForWork) return n;
+    }
+}
+
+int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max,
+                          driver_work *dw) noexcept {
     if (!timeout && min > 0) {
         // Producers first: complete() pushes the cqe before it decrements
         // cqe_producers_, so an op counted by neither read cannot exist.
@@ -507,13 +552,16 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
             if (preferred_->ready()) preferred_->reap();
         }
     }
-    int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
+    auto work_ready = [](void *w) { return static_cast<driver_work *>(w)->ready_here(); };
+    int n = dw ? ring_.wait_or_work(min, timeout, out, max, &cqe_producers_, work_ready, dw)
+               : ring_.wait(min, timeout, out, max, &cqe_producers_);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
 }
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
+    run_driver_work();
     if (preferred_) preferred_->reap();
     unsigned n = ring_.pop(out, max);
     if (n) release_room(n);

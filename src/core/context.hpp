@@ -34,6 +34,20 @@ public:
     virtual ~extension() = default;
 };
 
+/// Work a layer above the core keeps for particular threads (threadlets
+/// resume only on the thread that submitted them). A thread that drives the
+/// context (wait, peek, destroy, asys_run) runs the work waiting for it
+/// first. Created on first use (driver_work_state), destroyed with the
+/// context after it drained.
+class driver_work : public extension {
+public:
+    /// Runs the work waiting for the calling thread; how many items ran.
+    virtual unsigned run_here() noexcept = 0;
+    /// True if work waits for the calling thread (cheap; takes no lock of
+    /// the context, may be asked under them).
+    virtual bool ready_here() noexcept = 0;
+};
+
 class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
@@ -98,8 +112,33 @@ public:
         return static_cast<T *>(syslet_ext_.get());
     }
 
+    /// The driver-work layer's per-context state: created by `make` on
+    /// first use (thread-safe), destroyed after the context drained.
+    template <typename T, typename Make>
+    T *driver_work_state(Make make) noexcept {
+        std::lock_guard lk(ext_mu_);
+        if (!driver_ext_) {
+            driver_ext_.reset(make());
+            // release: wait()/peek() see the constructed object.
+            driver_.store(driver_ext_.get(), std::memory_order_release);
+        }
+        return static_cast<T *>(driver_ext_.get());
+    }
+    /// Runs the calling thread's driver work, if any layer keeps some.
+    unsigned run_driver_work() noexcept {
+        driver_work *dw = driver_.load(std::memory_order_acquire);
+        return dw ? dw->run_here() : 0;
+    }
+    /// Driver work became ready (delta > 0: waiters are woken) or was
+    /// taken (< 0). The eventfd is readable while any is ready.
+    void driver_work_ready(int delta) noexcept;
+    /// True once destroy(ASYS_DESTROY_CANCEL) started.
+    bool cancelling() const noexcept { return cancelling_.load(std::memory_order_relaxed); }
+
 private:
     context() = default;
+    int wait_entries(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max,
+                     driver_work *dw) noexcept;
     int init(const asys_params &p) noexcept;
     void recycle() noexcept;
     void finish(op_slot *slot, const asys_cqe &cqe) noexcept;
@@ -138,6 +177,9 @@ private:
 
     std::mutex ext_mu_;
     std::unique_ptr<extension> syslet_ext_;
+    std::unique_ptr<driver_work> driver_ext_;
+    std::atomic<driver_work *> driver_{nullptr};
+    std::atomic<bool> cancelling_{false};  ///< relaxed: a hint for new calls of the layer above
 
     context *next_free_ = nullptr;
     friend struct registry;

@@ -110,6 +110,7 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
         case ASYS_OP_CLOSE:    // no ring opcode (see the opcode table)
         case ASYS_OP_SYSCALL:
         case ASYS_OP_CHAIN:
+        case ASYS_OP_THREADLET:
         case ASYS_OP__COUNT:
             io_uring_prep_nop(sqe);  // unreachable: accepts() refused it
             break;

@@ -379,3 +379,71 @@ TEST(Threadlet, TenThousandParkedThreadlets) {
         ASSERT_EQ(r[i].tid_after, gettid_now());
     }
 }
+
+// ---------------------------------------------------------------- asys_async
+TEST(Async, RunsInlineWhenTheCallWouldNotBlock) {
+    long st = -999;
+    ASSERT_EQ(asys_async(&st, SYS_getpid), ASYS_DONE);
+    EXPECT_EQ(st, getpid());
+    pipe_pair p;
+    ASSERT_EQ(write(p.w, "q", 1), 1);
+    char c = 0;
+    ASSERT_EQ(asys_async(&st, SYS_read, p.r, &c, 1), ASYS_DONE);
+    EXPECT_EQ(st, 1);
+    EXPECT_EQ(c, 'q');
+    asys_cqe cqe;
+    EXPECT_EQ(asys_peek(asys_default_ctx(), &cqe, 1), 0) << "inline: no completion entry";
+}
+
+TEST(Async, RefusesWhatGenericSubmissionRefuses) {
+    long st = -999;
+    EXPECT_EQ(asys_async(&st, SYS_fork), -EPERM);
+    EXPECT_EQ(asys_async(&st, SYS_rt_sigprocmask, SIG_BLOCK, nullptr, nullptr, 8), -EPERM);
+    EXPECT_EQ(asys_async(&st, 5000), -ENOSYS);
+    EXPECT_EQ(st, -999);
+}
+
+TEST(Async, ThousandOutstandingCallsCompleteThroughTheDefaultContext) {
+    constexpr unsigned kN = 1000;
+    asys_ctx *dflt = asys_default_ctx();
+    ASSERT_NE(dflt, nullptr);
+    pipe_pair p;
+    std::vector<long> status(kN, -999);
+    std::vector<char> buf(kN, 0);
+    for (unsigned i = 0; i < kN; ++i)
+        ASSERT_EQ(asys_async(&status[i], SYS_read, p.r, &buf[i], 1), 0) << i;
+    for (long s : status) ASSERT_EQ(s, -999) << "nothing completed before the data";
+    std::string bytes(kN, 'k');
+    ASSERT_EQ(write(p.w, bytes.data(), kN), static_cast<ssize_t>(kN));
+    auto c = reap(dflt, kN, 120);
+    ASSERT_EQ(c.size(), kN);
+    std::vector<bool> seen(kN, false);
+    for (const asys_cqe &e : c) {
+        auto *s = reinterpret_cast<long *>(e.user_data);
+        ASSERT_TRUE(s >= status.data() && s < status.data() + kN) << "user_data is the status pointer";
+        const size_t i = static_cast<size_t>(s - status.data());
+        EXPECT_FALSE(seen[i]);
+        seen[i] = true;
+        EXPECT_EQ(e.res, 1);
+        EXPECT_EQ(*s, 1);
+        EXPECT_EQ(buf[i], 'k');
+    }
+}
+
+TEST(Async, CompletionCanBePolledThroughTheEventfd) {
+    asys_ctx *dflt = asys_default_ctx();
+    const int efd = asys_ctx_fd(dflt);
+    ASSERT_GE(efd, 0);
+    pipe_pair p;
+    long st = -999;
+    char c = 0;
+    ASSERT_EQ(asys_async(&st, SYS_read, p.r, &c, 1), 0);
+    EXPECT_FALSE(readable(efd, 0));
+    ASSERT_EQ(write(p.w, "e", 1), 1);
+    ASSERT_TRUE(readable(efd, 30000));
+    asys_cqe cqe{};
+    ASSERT_EQ(asys_peek(dflt, &cqe, 1), 1);
+    EXPECT_EQ(cqe.user_data, reinterpret_cast<uint64_t>(&st));
+    EXPECT_EQ(st, 1);
+    EXPECT_EQ(c, 'e');
+}

@@ -1,6 +1,8 @@
 #include "threadlet/threadlet.hpp"
 
+#include <signal.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cerrno>
@@ -16,14 +18,16 @@
 
 namespace asys::internal {
 
-void (*g_threadlet_switch_hook)(threadlet *t, bool entering) noexcept = nullptr;
+std::atomic<const switch_hooks *> g_switch_hooks{nullptr};
+
+struct threadlet_owner {};
 
 namespace {
 
 struct threadlet_state;
 
 /// One thread's threadlets of one context that are ready to resume.
-struct owner {
+struct owner : threadlet_owner {
     uint64_t thread;  ///< thread_serial() of the owner thread
     threadlet_state *st;
     std::mutex mu;
@@ -36,26 +40,6 @@ struct owner {
 };
 
 }  // namespace
-
-struct threadlet {
-    fiber f;
-    fiber_caller caller;  ///< who resumed it last
-    context *ctx;
-    owner *own = nullptr;  ///< set when it first parks
-    asys_op op;            ///< as submitted (ret_ptr, user_data, callback)
-    uint32_t flags;        ///< effective flags (context defaults applied)
-    unsigned tflags;
-    /// The op's slot, made when it first parks: it holds the op's room and
-    /// counts it in flight until the threadlet ends.
-    op_slot *slot = nullptr;
-    bool reserved;         ///< room for the op's cqe was reserved at submit
-    bool running = false;  ///< switched in right now (owner thread only)
-    bool finished = false;
-    long call_res = 0;     ///< the parked call's result (its ret_ptr)
-    long result = 0;       ///< fn's return value
-    threadlet *next_ready = nullptr;
-    fiber_stack stack;
-};
 
 namespace {
 
@@ -155,7 +139,7 @@ threadlet_state *state_of(context &c) noexcept {
 // A threadlet's parked call completed (on any thread): queue it for its owner.
 void call_done(const asys_cqe *, void *arg) noexcept {
     auto *t = static_cast<threadlet *>(arg);
-    owner *o = t->own;
+    auto *o = static_cast<owner *>(t->own);
     context *c = t->ctx;  // read before the owner may resume and free t
     {
         std::lock_guard lk(o->mu);
@@ -170,9 +154,11 @@ void threadlet_main(void *arg) noexcept {
     auto *t = static_cast<threadlet *>(arg);
     fiber_entered(t->f, t->caller);
     auto fn = reinterpret_cast<asys_threadlet_fn>(t->op.args[0]);
+    const switch_hooks *h = g_switch_hooks.load(std::memory_order_acquire);
+    if (h) h->begin(t);
     t->result = fn(reinterpret_cast<void *>(t->op.args[1]));
     t->finished = true;
-    if (g_threadlet_switch_hook) g_threadlet_switch_hook(t, false);
+    if (h) h->leave(t);
     fiber_exit(t->f, t->caller);
 }
 
@@ -204,14 +190,15 @@ void free_threadlet(threadlet *t) noexcept {
 // Switches into t on the calling (owner) thread until it parks or ends.
 void switch_in(threadlet *t) noexcept {
     threadlet *prev = t_current;
-    if (prev && g_threadlet_switch_hook) g_threadlet_switch_hook(prev, false);
+    const switch_hooks *h = g_switch_hooks.load(std::memory_order_acquire);
+    const uint64_t saved = h ? h->save() : 0;
     t_current = t;
     t->running = true;
-    if (g_threadlet_switch_hook) g_threadlet_switch_hook(t, true);
+    if (h) h->enter(t);
     fiber_resume(t->f, t->caller);
     t->running = false;
     t_current = prev;
-    if (prev && g_threadlet_switch_hook) g_threadlet_switch_hook(prev, true);
+    if (h) h->restore(saved);
 }
 
 // Resumes a parked threadlet whose call completed; completes its op if it ends.
@@ -227,15 +214,23 @@ void resume(threadlet *t) noexcept {
 
 // From inside t: gives control back until the parked call completed.
 long park(threadlet *t) noexcept {
-    if (g_threadlet_switch_hook) g_threadlet_switch_hook(t, false);
+    if (const switch_hooks *h = g_switch_hooks.load(std::memory_order_acquire)) h->leave(t);
+    // Parked from the trap handler (transparent mode): the owner goes on
+    // with the mask of the trapped code, not the handler's (which blocks
+    // SIGSYS); on resume, the frame takes the mask the thread has then, so
+    // the signal return keeps the owner's changes made meanwhile.
+    auto *uc = static_cast<ucontext_t *>(t->trap_uc);
+    if (uc)
+        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 0, 8, 0, 0);
     fiber_yield(t->f, t->caller);
+    if (uc)
+        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 8, 0, 0);
     return t->call_res;
 }
 
 }  // namespace
 
 threadlet *current_threadlet() noexcept { return t_current; }
-unsigned threadlet_tflags(const threadlet *t) noexcept { return t->tflags; }
 
 bool runs_on_owner(long nr, const uint64_t (&a)[6]) noexcept {
     if (syscall_allowed_with(nr, a) != 0) return true;  // denied (or refused for its arguments)
@@ -352,6 +347,12 @@ int validate_threadlet_op(const asys_op &op) noexcept {
 }
 
 int route_threadlet(context &c, const asys_op &op, uint32_t f, bool reserved) noexcept {
+    if (op.args[2] & ASYS_THREADLET_TRANSPARENT) {
+        if (int rc = transparent_init()) {
+            if (reserved) c.release_room(1);
+            return rc;
+        }
+    }
     threadlet *t = make_threadlet(c, op, f, reserved);
     if (!t) {
         if (reserved) c.release_room(1);

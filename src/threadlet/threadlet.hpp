@@ -11,10 +11,54 @@
 
 #include "asys/asys.h"
 #include "core/context.hpp"
+#include "threadlet/fiber.hpp"
 
 namespace asys::internal {
 
-struct threadlet;
+struct threadlet_owner;
+
+/// One threadlet: its record sits at the top of its own stack.
+struct threadlet {
+    fiber f;
+    fiber_caller caller;  ///< who resumed it last
+    context *ctx;
+    threadlet_owner *own = nullptr;  ///< set when it first parks
+    asys_op op;                      ///< as submitted (ret_ptr, user_data, callback)
+    uint32_t flags;                  ///< effective flags (context defaults applied)
+    unsigned tflags;                 ///< ASYS_THREADLET_*
+    /// The op's slot, made when it first parks: it holds the op's room and
+    /// counts it in flight until the threadlet ends.
+    op_slot *slot = nullptr;
+    bool reserved;         ///< room for the op's cqe was reserved at submit
+    bool running = false;  ///< switched in right now (owner thread only)
+    bool finished = false;
+    unsigned char selector = 0;  ///< transparent mode: its dispatch selector while switched out
+    void *trap_uc = nullptr;     ///< transparent mode: the signal frame of the trapped call it handles
+    long call_res = 0;           ///< the parked call's result (its ret_ptr)
+    long result = 0;             ///< fn's return value
+    threadlet *next_ready = nullptr;
+    fiber_stack stack;
+};
+
+/// What transparent mode does around switches (dispatch.cpp installs it
+/// when the first transparent threadlet is submitted; null before, so
+/// threadlets that never use it pay one load).
+struct switch_hooks {
+    /// The calling thread's dispatch state, to give back after a switch.
+    uint64_t (*save)() noexcept;
+    void (*restore)(uint64_t saved) noexcept;
+    /// Switching into `t` (its own selector; dispatch on if transparent).
+    void (*enter)(threadlet *t) noexcept;
+    /// `t` is about to run its function (transparent: calls trap from now).
+    void (*begin)(threadlet *t) noexcept;
+    /// `t` switches out (parks or ends): it keeps its selector.
+    void (*leave)(threadlet *t) noexcept;
+};
+extern std::atomic<const switch_hooks *> g_switch_hooks;
+
+/// Turns transparent mode on for the process (once): 0 or -errno
+/// (-EOPNOTSUPP: no syscall user dispatch). dispatch.cpp.
+int transparent_init() noexcept;
 
 /// ASYS_OP_THREADLET's argument checks and route (see feature_ops).
 int validate_threadlet_op(const asys_op &op) noexcept;
@@ -39,12 +83,5 @@ void op_for_call(asys_op &op, long nr, const uint64_t (&args)[6]) noexcept;
 /// else punted while `t` is parked. The result or -errno.
 long threadlet_call(threadlet *t, long nr, const uint64_t (&args)[6]) noexcept;
 
-/// The threadlet's tflags (ASYS_THREADLET_*).
-unsigned threadlet_tflags(const threadlet *t) noexcept;
-
-/// Called around every switch into (entering = true) and out of a
-/// threadlet on the calling thread (transparent mode turns the system
-/// call trap on and off there). Set once by dispatch.cpp.
-extern void (*g_threadlet_switch_hook)(threadlet *t, bool entering) noexcept;
 
 }  // namespace asys::internal

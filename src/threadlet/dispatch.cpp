@@ -36,6 +36,9 @@ asys_sud_restorer:
 )");
 
 namespace asys::internal {
+
+std::atomic<uint64_t> g_trapped_calls{0};
+
 namespace {
 
 constexpr unsigned char kAllow = SYSCALL_DISPATCH_FILTER_ALLOW;
@@ -133,6 +136,7 @@ void on_sigsys(int sig, siginfo_t *si, void *ucv) noexcept {
     }
     const unsigned char prev = t_selector;
     t_selector = kAllow;  // the handler's own calls run untrapped
+    g_trapped_calls.fetch_add(1, std::memory_order_relaxed);
     auto *uc = static_cast<ucontext_t *>(ucv);
     greg_t *g = uc->uc_mcontext.gregs;
     const long nr = si->si_syscall;

@@ -10,6 +10,7 @@
 #pragma once
 #include <ucontext.h>
 
+#include <atomic>
 #include <cstdint>
 
 namespace asys::internal {
@@ -24,6 +25,10 @@ bool dispatch_enabled() noexcept;
 /// The calling thread's selector: true = calls trap.
 void dispatch_block(bool block) noexcept;
 bool dispatch_blocking() noexcept;
+
+/// System calls trapped so far in this process (relaxed: a statistic for
+/// tests and benchmarks).
+extern std::atomic<uint64_t> g_trapped_calls;
 
 /// maybe_fork's part of the handler (maybe_fork.cpp): true while the
 /// calling thread is in a region; region_call handles a trapped call

@@ -238,6 +238,7 @@ bool runs_on_owner(long nr, const uint64_t (&a)[6]) noexcept {
         case SYS_gettid:
         case SYS_getcpu:
         case SYS_rt_sigpending:
+        case SYS_pause:  // waits for a signal to the calling thread
             return true;
         case SYS_sched_setaffinity: case SYS_sched_getaffinity: case SYS_sched_setscheduler:
         case SYS_sched_getscheduler: case SYS_sched_setparam: case SYS_sched_getparam:

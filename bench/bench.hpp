@@ -11,6 +11,7 @@
 //   head_of_line.cpp  cached-read latency next to cold reads (asys, libuv)
 //   direct.cpp        O_DIRECT reads at queue depth 32, alone and as chains
 //   scale.cpp         100,000 reads in flight
+//   threadlets.cpp    threadlets: asys_call, transparent mode, parked memory
 #pragma once
 #include <sys/types.h>
 
@@ -114,5 +115,6 @@ void sockets_fini();
 void head_of_line_table(const options &o, workload &w);  // head_of_line.cpp
 void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
+void threadlet_table(const options &o, workload &w);     // threadlets.cpp
 
 }  // namespace bench

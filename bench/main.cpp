@@ -159,6 +159,7 @@ int main(int argc, char **argv) {
     if (!o.skip_hol) head_of_line_table(o, w);
     if (!o.skip_direct) direct_tables(o, have_uring);
     scale_table();
+    threadlet_table(o, w);
 
     sockets_fini();
     asys_ctx_destroy(g_ctx, ASYS_DESTROY_DRAIN);

@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <ucontext.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -249,6 +250,24 @@ bool runs_on_owner(long nr, const uint64_t (&a)[6]) noexcept {
     }
 }
 
+namespace {
+
+// The opcode that takes system call `nr` with its arguments as they are
+// (the table's nr column; one lookup per call), or ASYS_OP_SYSCALL.
+constexpr long kCallTable = 512;
+constexpr auto make_call_table() {
+    std::array<uint8_t, kCallTable> t{};
+    for (auto &v : t) v = ASYS_OP_SYSCALL;
+    for (uint32_t k = ASYS_OP__COUNT; k-- > 0;) {  // the first row wins
+        const opcode_info &oi = kOpcodes[k];
+        if (oi.nr >= 0 && oi.nr < kCallTable && oi.cls != op_class::feature) t[static_cast<size_t>(oi.nr)] = static_cast<uint8_t>(k);
+    }
+    return t;
+}
+constexpr auto kCallOpcode = make_call_table();
+
+}  // namespace
+
 void op_for_call(asys_op &op, long nr, const uint64_t (&a)[6]) noexcept {
     op = asys_op{};
     switch (nr) {
@@ -264,11 +283,9 @@ void op_for_call(asys_op &op, long nr, const uint64_t (&a)[6]) noexcept {
             for (unsigned i = 0; i < 4; ++i) op.args[i] = a[i];
             return;
         default:
-            for (uint32_t k = 0; k < ASYS_OP__COUNT; ++k) {
-                const opcode_info &oi = kOpcodes[k];
-                if (oi.nr != nr || oi.cls == op_class::feature) continue;
-                op.opcode = k;
-                for (unsigned i = 0; i < oi.nargs; ++i) op.args[i] = a[i];
+            if (nr >= 0 && nr < kCallTable && kCallOpcode[static_cast<size_t>(nr)] != ASYS_OP_SYSCALL) {
+                op.opcode = kCallOpcode[static_cast<size_t>(nr)];
+                for (unsigned i = 0; i < kOpcodes[op.opcode].nargs; ++i) op.args[i] = a[i];
                 return;
             }
     }

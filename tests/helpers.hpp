@@ -60,6 +60,18 @@ inline unsigned thread_count() {
     return n;
 }
 
+/// True in a ThreadSanitizer build.
+inline bool under_tsan() {
+#if defined(__SANITIZE_THREAD__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return true;
+#endif
+#endif
+    return false;
+}
+
 /// The context's counters (fails the test if they cannot be read).
 inline asys_stats stats(asys_ctx *ctx) {
     asys_stats st{};

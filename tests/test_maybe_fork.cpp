@@ -62,17 +62,6 @@ std::vector<int> codes(const std::vector<event> &es) {
     return c;
 }
 
-bool under_tsan() {
-#if defined(__SANITIZE_THREAD__)
-    return true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return true;
-#endif
-#endif
-    return false;
-}
-
 struct shared_log {
     shared_log() {
         void *p = mmap(nullptr, sizeof(event_log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

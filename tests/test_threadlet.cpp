@@ -415,7 +415,8 @@ TEST(Async, ThousandOutstandingCallsCompleteThroughTheDefaultContext) {
     std::vector<char> buf(kN, 0);
     for (unsigned i = 0; i < kN; ++i)
         ASSERT_EQ(asys_async(&status[i], SYS_read, p.r, &buf[i], 1), 0) << i;
-    for (long s : status) ASSERT_EQ(s, -999) << "nothing completed before the data";
+    asys_cqe none;
+    EXPECT_EQ(asys_peek(dflt, &none, 1), 0) << "nothing completed before the data";
     std::string bytes(kN, 'k');
     ASSERT_EQ(write(p.w, bytes.data(), kN), static_cast<ssize_t>(kN));
     auto c = reap(dflt, kN, 120);

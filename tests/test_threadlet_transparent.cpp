@@ -34,6 +34,12 @@ asys_op transparent(asys_threadlet_fn fn, void *arg, long *ret, uint64_t user_da
     return op;
 }
 
+// Under TSan, its runtime's own system calls (made inside its interceptors
+// of the code a transparent threadlet runs) would be trapped and run the
+// library inside that runtime, which it does not support.
+#define SKIP_UNDER_TSAN() \
+    if (under_tsan()) GTEST_SKIP() << "transparent mode traps TSan's own runtime calls (unsupported there)"
+
 // Submits; skips the test loudly when the kernel has no syscall user dispatch.
 #define SUBMIT_OR_SKIP(ctx, op, expect)                                                          \
     do {                                                                                         \
@@ -80,6 +86,7 @@ struct usr1_handler {
 }  // namespace
 
 TEST(Transparent, PlainLibcReadParksAndResumesOnTheOwner) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     pipe_pair p;
     libc_reader r{p.r};
@@ -98,6 +105,7 @@ TEST(Transparent, PlainLibcReadParksAndResumesOnTheOwner) {
 }
 
 TEST(Transparent, ErrorsComeBackThroughErrno) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     libc_reader r{-1};
     long ret = -999;
@@ -108,6 +116,7 @@ TEST(Transparent, ErrorsComeBackThroughErrno) {
 }
 
 TEST(Transparent, NanosleepIsCaughtAndParks) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     struct sl {
         int rc = -1;
@@ -132,6 +141,7 @@ TEST(Transparent, NanosleepIsCaughtAndParks) {
 }
 
 TEST(Transparent, RecvIsCaughtAndParks) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -156,6 +166,7 @@ TEST(Transparent, RecvIsCaughtAndParks) {
 }
 
 TEST(Transparent, ThreadsThatDoNotUseThreadletsAreNotTrapped) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     pipe_pair p;
     libc_reader r{p.r};
@@ -178,6 +189,7 @@ TEST(Transparent, ThreadsThatDoNotUseThreadletsAreNotTrapped) {
 }
 
 TEST(Transparent, SignalWhileParkedRunsOnTheOwnerUntrapped) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     usr1_handler h;
     pipe_pair p;
@@ -197,6 +209,7 @@ TEST(Transparent, SignalWhileParkedRunsOnTheOwnerUntrapped) {
 }
 
 TEST(Transparent, SignalDuringATrappedCallInterruptsItLikeThePlainCall) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     usr1_handler h;
     struct sus {
@@ -232,6 +245,7 @@ TEST(Transparent, SignalDuringATrappedCallInterruptsItLikeThePlainCall) {
 }
 
 TEST(Transparent, HandlerRunningInsideTheThreadletReturnsThroughTheTrap) {
+    SKIP_UNDER_TSAN();
     // A signal delivered while the threadlet's own code runs (calls
     // trapped): the handler's getpid() is trapped too, and its return
     // (libc's rt_sigreturn, outside the allowed range) is made again.
@@ -270,6 +284,7 @@ TEST(Transparent, HandlerRunningInsideTheThreadletReturnsThroughTheTrap) {
 }
 
 TEST(Transparent, SignalMaskChangesInsideStayTheOwners) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     struct m {
         sigset_t seen;
@@ -298,6 +313,7 @@ TEST(Transparent, SignalMaskChangesInsideStayTheOwners) {
 }
 
 TEST(Transparent, NestedTransparentThreadlets) {
+    SKIP_UNDER_TSAN();
     ctx_guard ctx;
     pipe_pair inner_pipe, outer_pipe;
     struct nest {

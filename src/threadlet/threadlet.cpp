@@ -57,6 +57,8 @@ uint64_t thread_serial() noexcept {
 }
 
 void resume(threadlet *t) noexcept;
+struct owner;
+void queue_ready(owner *o, threadlet *t) noexcept;
 
 /// Per context: the owners (threads) that have parked threadlets on it.
 struct threadlet_state final : driver_work {
@@ -127,10 +129,29 @@ unsigned threadlet_state::run_here() noexcept {
         threadlet *t = list;
         list = t->next_ready;
         t->next_ready = nullptr;
+        if (t->running) {
+            // Its call completed while it still runs (a callback on this
+            // thread drove the context before the threadlet switched out):
+            // it is resumed at the next drive.
+            queue_ready(o, t);
+            continue;
+        }
         resume(t);
         ++ran;
     }
     return ran;
+}
+
+// Puts t on its owner's ready list (any thread) and wakes the owner.
+void queue_ready(owner *o, threadlet *t) noexcept {
+    context *c = t->ctx;  // read before the owner may resume and free t
+    {
+        std::lock_guard lk(o->mu);
+        if (o->tail) o->tail->next_ready = t; else o->head = t;
+        o->tail = t;
+        o->nready.fetch_add(1, std::memory_order_release);
+    }
+    c->driver_work_ready(1);
 }
 
 threadlet_state *state_of(context &c) noexcept {
@@ -140,15 +161,7 @@ threadlet_state *state_of(context &c) noexcept {
 // A threadlet's parked call completed (on any thread): queue it for its owner.
 void call_done(const asys_cqe *, void *arg) noexcept {
     auto *t = static_cast<threadlet *>(arg);
-    auto *o = static_cast<owner *>(t->own);
-    context *c = t->ctx;  // read before the owner may resume and free t
-    {
-        std::lock_guard lk(o->mu);
-        if (o->tail) o->tail->next_ready = t; else o->head = t;
-        o->tail = t;
-        o->nready.fetch_add(1, std::memory_order_release);
-    }
-    c->driver_work_ready(1);
+    queue_ready(static_cast<owner *>(t->own), t);
 }
 
 void threadlet_main(void *arg) noexcept {

@@ -184,53 +184,55 @@ TEST(Threadlet, CancelOfAParkedThreadletFailsItsCallWithECANCELED) {
     EXPECT_EQ(asys_cancel(ctx, 31), -ENOENT);
 }
 
-TEST(Threadlet, DestroyDrainRunsParkedThreadletsToTheEnd) {
-    asys_ctx *ctx;
-    ASSERT_EQ(asys_ctx_create(nullptr, &ctx), 0);
-    constexpr int kN = 4;
+// kN threadlets parked on reads of their own pipes, each reading twice, on
+// a context the test destroys.
+struct parked_pair_set {
+    static constexpr int kN = 4;
+    asys_ctx *ctx = nullptr;
     pipe_pair p[kN];
     pipe_reader r[kN] = {{p[0].r}, {p[1].r}, {p[2].r}, {p[3].r}};
     long ret[kN];
-    for (int i = 0; i < kN; ++i) {
-        ret[i] = -999;
-        r[i].second_call = true;  // parks twice: drain lets the second call run too
-        r[i].len = 2;             // "ab" (one atomic write), then "c"
-        asys_op op = threadlet_op(read_pipe, &r[i], &ret[i], i);
-        ASSERT_EQ(asys_submit(ctx, &op), 0);
-    }
-    std::thread writer([&] {
+    /// Submits them (each first reads up to `len` bytes); false on failure.
+    bool park(size_t len) {
+        if (asys_ctx_create(nullptr, &ctx) != 0) return false;
         for (int i = 0; i < kN; ++i) {
-            EXPECT_EQ(write(p[i].w, "ab", 2), 2);
-            EXPECT_EQ(write(p[i].w, "c", 1), 1);
+            ret[i] = -999;
+            r[i].second_call = true;  // parks twice
+            r[i].len = len;
+            asys_op op = threadlet_op(read_pipe, &r[i], &ret[i], static_cast<uint64_t>(i));
+            if (asys_submit(ctx, &op) != 0) return false;
+        }
+        return true;
+    }
+};
+
+TEST(Threadlet, DestroyDrainRunsParkedThreadletsToTheEnd) {
+    parked_pair_set s;
+    ASSERT_TRUE(s.park(2));  // "ab" (one atomic write), then "c"
+    std::thread writer([&] {
+        for (int i = 0; i < s.kN; ++i) {
+            EXPECT_EQ(write(s.p[i].w, "ab", 2), 2);
+            EXPECT_EQ(write(s.p[i].w, "c", 1), 1);
         }
     });
-    // The writer may run before or during the destroy: both must drain.
-    EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+    // The writer may run before or during the destroy: both must drain,
+    // and drain lets the second call run too.
+    EXPECT_EQ(asys_ctx_destroy(s.ctx, ASYS_DESTROY_DRAIN), 0);
     writer.join();
-    for (int i = 0; i < kN; ++i) {
-        EXPECT_EQ(ret[i], 2) << i;
-        EXPECT_EQ(r[i].second, 1) << i;  // the second call ran too
-        EXPECT_EQ(r[i].tid_after, gettid_now());
+    for (int i = 0; i < s.kN; ++i) {
+        EXPECT_EQ(s.ret[i], 2) << i;
+        EXPECT_EQ(s.r[i].second, 1) << i;
+        EXPECT_EQ(s.r[i].tid_after, gettid_now());
     }
 }
 
 TEST(Threadlet, DestroyCancelEndsParkedThreadletsWithECANCELED) {
-    asys_ctx *ctx;
-    ASSERT_EQ(asys_ctx_create(nullptr, &ctx), 0);
-    constexpr int kN = 4;
-    pipe_pair p[kN];
-    pipe_reader r[kN] = {{p[0].r}, {p[1].r}, {p[2].r}, {p[3].r}};
-    long ret[kN];
-    for (int i = 0; i < kN; ++i) {
-        ret[i] = -999;
-        r[i].second_call = true;
-        asys_op op = threadlet_op(read_pipe, &r[i], &ret[i], i);
-        ASSERT_EQ(asys_submit(ctx, &op), 0);
-    }
-    EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
-    for (int i = 0; i < kN; ++i) {
-        EXPECT_EQ(ret[i], -ECANCELED) << i;
-        EXPECT_EQ(r[i].second, -ECANCELED) << "a call after the cancel that would block " << i;
+    parked_pair_set s;
+    ASSERT_TRUE(s.park(sizeof s.r[0].buf - 1));
+    EXPECT_EQ(asys_ctx_destroy(s.ctx, ASYS_DESTROY_CANCEL), 0);
+    for (int i = 0; i < s.kN; ++i) {
+        EXPECT_EQ(s.ret[i], -ECANCELED) << i;
+        EXPECT_EQ(s.r[i].second, -ECANCELED) << "a call after the cancel that would block " << i;
     }
 }
 

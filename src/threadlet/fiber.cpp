@@ -215,12 +215,16 @@ void fiber_entered([[maybe_unused]] fiber &f, [[maybe_unused]] fiber_caller &c) 
 #endif
 }
 
-void fiber_yield(fiber &f, fiber_caller &c) noexcept {
+namespace {
+
+// From inside `f` back to its caller; `last`: `f` never runs again (ASan
+// drops its fake stack).
+void switch_to_caller(fiber &f, fiber_caller &c, [[maybe_unused]] bool last) noexcept {
 #ifdef ASYS_FIBER_TSAN
     __tsan_switch_to_fiber(c.tsan, 0);
 #endif
 #ifdef ASYS_FIBER_ASAN
-    __sanitizer_start_switch_fiber(&f.fake_stack, c.stack_bottom, c.stack_size);
+    __sanitizer_start_switch_fiber(last ? nullptr : &f.fake_stack, c.stack_bottom, c.stack_size);
 #endif
     asys_fiber_switch(&f.sp, c.sp);
 #ifdef ASYS_FIBER_ASAN
@@ -228,14 +232,12 @@ void fiber_yield(fiber &f, fiber_caller &c) noexcept {
 #endif
 }
 
+}  // namespace
+
+void fiber_yield(fiber &f, fiber_caller &c) noexcept { switch_to_caller(f, c, false); }
+
 void fiber_exit(fiber &f, fiber_caller &c) noexcept {
-#ifdef ASYS_FIBER_TSAN
-    __tsan_switch_to_fiber(c.tsan, 0);
-#endif
-#ifdef ASYS_FIBER_ASAN
-    __sanitizer_start_switch_fiber(nullptr, c.stack_bottom, c.stack_size);
-#endif
-    asys_fiber_switch(&f.sp, c.sp);
+    switch_to_caller(f, c, true);
     __builtin_unreachable();
 }
 

@@ -71,7 +71,11 @@ int route(context &c, const asys_op &op) noexcept {
     attempt a = attempt::not_tried;
     if (!(f & ASYS_F_ASYNC)) {
         const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
-        a = try_inline(op, buffered, &res);
+        // A read of an fd whose probe direct I/O refused goes to a backend
+        // untouched (NOWAIT ops never punt: they probe).
+        const bool skip = !buffered && !(f & ASYS_F_NOWAIT) && kOpcodes[op.opcode].cls == op_class::read &&
+                          direct_hint_skips_probe(static_cast<int>(op.args[0]));
+        if (!skip) a = try_inline(op, buffered, &res);
         if (a == attempt::done) return finish_inline(c, op, res, reserved);
     }
     if (f & ASYS_F_NOWAIT) {

@@ -30,6 +30,9 @@ public:
     /// Whether this backend gives the plain system call's result for the
     /// slot (its opcode and arguments; may look at the descriptor).
     virtual bool accepts(const op_slot &slot) const noexcept = 0;
+    /// The same for a call not yet in a slot (`seekable`: the fd is known to
+    /// take positional transfers).
+    virtual bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept = 0;
     /// Takes the slot. 0, or -EAGAIN when `atomic` and nothing is idle, or
     /// when full (the slot is then still the caller's).
     virtual int punt(op_slot *slot, bool atomic) noexcept = 0;

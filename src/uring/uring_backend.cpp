@@ -216,9 +216,12 @@ int uring_backend::start_reaper() noexcept {
 }
 
 bool uring_backend::accepts(const op_slot &s) const noexcept {
-    if (!supports_opcode(s.opcode)) return false;
     if (s.done != 0) return false;  // remainders of short reads: the pool
-    return args_fit_ring(s.opcode, s.sys.args, s.seekable, link_timeout_);
+    return accepts_call(s.opcode, s.sys.args, s.seekable);
+}
+
+bool uring_backend::accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept {
+    return supports_opcode(opcode) && args_fit_ring(opcode, args, seekable, link_timeout_);
 }
 
 bool uring_backend::links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
@@ -530,7 +533,7 @@ namespace {
 /// The backend whose CQ the calling thread is draining (completion
 /// callbacks run inside the drain): a callback that submits, waits or
 /// cancels on the same context must not take cq_mu_ again.
-thread_local const uring_backend *t_draining = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local const uring_backend *t_draining = nullptr;
 }  // namespace
 
 bool uring_backend::reaping_here() const noexcept { return t_draining == this; }

@@ -43,6 +43,7 @@ public:
     static backend *make(completion_sink &sink, const backend_config &cfg, int *err, const char **step) noexcept;
 
     bool accepts(const op_slot &s) const noexcept override;
+    bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept override;
     bool links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept override;
     uint64_t opcode_mask() const noexcept override { return supported_; }
     unsigned kernel_workers() const noexcept override { return iowq_limit_; }

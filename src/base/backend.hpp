@@ -36,6 +36,10 @@ public:
     /// Takes the slot. 0, or -EAGAIN when `atomic` and nothing is idle, or
     /// when full (the slot is then still the caller's).
     virtual int punt(op_slot *slot, bool atomic) noexcept = 0;
+    /// While plugged: takes slots[0..k) for the next submission under one
+    /// lock and returns k (< n when full; 0 if not plugged or not supported).
+    /// The slots it did not take are still the caller's.
+    virtual unsigned punt_plugged(op_slot *const *, unsigned) noexcept { return 0; }
     /// Submits a sequence of calls as linked entries for one slot (see
     /// linked_ops.hpp); the slot completes (res 0) once every entry has its
     /// result. 0, or -EAGAIN / -EOPNOTSUPP (the caller runs it elsewhere).

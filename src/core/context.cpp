@@ -239,7 +239,7 @@ __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
 
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
     *saved = t_batch.ctx == this ? t_batch.w : nullptr;
-    w.n = w.done = 0;
+    w.n = w.done = w.queued = 0;
     t_batch = {this, &w};
 }
 
@@ -249,7 +249,7 @@ void context::settle_window(batch_window &w) noexcept {
     if (w.n > w.done) cnt.punted_direct.fetch_add(w.n - w.done, std::memory_order_relaxed);
     // Entries still set belong to ops in flight: they complete with a cqe.
     for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
-    w.n = w.done = 0;
+    w.n = w.done = w.queued = 0;
 }
 
 void context::close_window(batch_window *saved) noexcept {
@@ -261,10 +261,11 @@ bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool
     return preferred_ && preferred_->accepts_call(opcode, args, seekable);
 }
 
-int context::punt_windowed(op_slot *slot, bool atomic, batch_window &w, int *status) noexcept {
+void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
     if (w.n == batch_window::kMax) {
-        // Enter the kernel for the ops so far (their completions are
+        // Enter the kernel for the window's ops (their completions are
         // reaped here, inside the window), then start the next window.
+        punt_window(w);
         preferred_->unplug();
         preferred_->plug();
         settle_window(w);
@@ -273,13 +274,18 @@ int context::punt_windowed(op_slot *slot, bool atomic, batch_window &w, int *sta
     w.slot[k] = slot;
     w.status[k] = status;
     slot->batch_entry = static_cast<uint8_t>(k + 1);
-    if (preferred_->punt(slot, atomic) == 0) return 0;  // the slot may be finished already
-    --w.n;
-    w.slot[k] = nullptr;
-    slot->batch_entry = 0;
-    const int rc = general_->punt(slot, atomic);
-    if (rc == 0) cnt.punted_direct.fetch_add(1, std::memory_order_relaxed);
-    return rc;
+}
+
+void context::punt_window(batch_window &w) noexcept {
+    // One SQ lock for the whole window; ops the ring has no room for go to
+    // the general backend.
+    unsigned k = w.queued + preferred_->punt_plugged(w.slot + w.queued, w.n - w.queued);
+    for (; k < w.n; ++k) {
+        op_slot *s = w.slot[k];
+        if (preferred_->punt(s, false) == 0 || general_->punt(s, false) == 0) continue;
+        complete(s, -EAGAIN, ASYS_PATH_POOL);  // no thread could be started for it
+    }
+    w.queued = w.n;
 }
 
 bool context::finish_in_window(op_slot *slot, long res) noexcept {

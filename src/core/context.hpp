@@ -45,8 +45,9 @@ struct batch_window {
     static constexpr unsigned kMax = 64;
     op_slot *slot[kMax];
     int *status[kMax];  ///< the caller's status entry of each op (may be null)
-    unsigned n = 0;     ///< entries used (ops punted in this window)
-    unsigned done = 0;  ///< of them, finished in the window (counted at its end)
+    unsigned n = 0;       ///< entries used (ops accepted in this window)
+    unsigned queued = 0;  ///< of them, handed to a backend (a prefix)
+    unsigned done = 0;    ///< of them, finished in the window (counted at its end)
 };
 
 class context final : public completion_sink {
@@ -103,12 +104,15 @@ public:
     /// (nests: close restores the window that was open before).
     void open_window(batch_window &w, batch_window **saved) noexcept;
     void close_window(batch_window *saved) noexcept;
-    /// Punts a slot the preferred backend accepts to it, inside the calling
-    /// thread's window, entering the kernel first if the window is full;
-    /// `*status` becomes ASYS_DONE if the op finishes before the window
-    /// closes (the caller wrote 0 there first). Falls back to the general
-    /// backend if the preferred one is full. 0 or -EAGAIN.
-    int punt_windowed(op_slot *slot, bool atomic, batch_window &w, int *status) noexcept;
+    /// Adds a slot the preferred backend accepts to the calling thread's
+    /// window (entering the kernel for the window's ops first if it is
+    /// full); `*status` becomes ASYS_DONE if the op finishes before the
+    /// window closes (the caller wrote 0 there first). The op is accepted:
+    /// punt_window() hands it to a backend.
+    void window_add(op_slot *slot, int *status, batch_window &w) noexcept;
+    /// Hands the window's ops not yet punted to the preferred backend under
+    /// one lock (the general one if the ring is full).
+    void punt_window(batch_window &w) noexcept;
     int fd() noexcept { return ring_.fd(); }
     unsigned ctx_flags() const noexcept { return flags_; }
     /// How long a socket server serving this context spins after its last

@@ -64,9 +64,9 @@ struct batch_route {
 /// Whether a batch op skips the inline attempt for the preferred backend:
 /// ops whose probe costs a system call anyway (never the getters that run
 /// directly, nor generic calls, chains or closes), with flags that allow a
-/// punt and an inline answer.
+/// punt that cannot fail and an inline answer (not ATOMIC: it may be refused).
 bool batch_skips_probe(const asys_op &op, uint32_t f) noexcept {
-    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT)) return false;
+    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC)) return false;
     switch (kOpcodes[op.opcode].cls) {
         case op_class::read:
         case op_class::recv:
@@ -126,11 +126,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
             s->seekable = seekable;
             if (batch->status) *batch->status = 0;  // before the punt: the op may finish inside it
             batch->wrote_status = true;
-            if (int rc = c.punt_windowed(s, atomic, *batch->w, batch->status)) {  // counts it
-                c.abandon_slot(s);
-                batch->wrote_status = false;
-                return rc;
-            }
+            c.window_add(s, batch->status, *batch->w);  // counted when the window settles
             return 0;
         }
     }
@@ -209,6 +205,7 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
             break;
         }
     }
+    if (windowed) c.punt_window(w);
     c.unplug();  // enters the kernel; completions it posted are reaped here, in the window
     if (windowed) c.close_window(saved);
     return ret;

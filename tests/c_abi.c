@@ -5,6 +5,7 @@
  * header provides over exported asys_* functions), the socket protocol.
  * Prints "N passed, N failed" and exits non-zero on failure. */
 #include <asys/asys.h>
+#include <asys/maybe_fork.h>
 #include <asys/socket.h>
 #include <asys/syslet.h>
 #include <errno.h>
@@ -21,6 +22,14 @@ static int passed, failed;
         if (cond) ++passed;                                                \
         else { ++failed; fprintf(stderr, "FAILED: %s (line %d)\n", #cond, __LINE__); } \
     } while (0)
+
+/* A threadlet from C: reads its pipe with asys_call. */
+static long c_threadlet(void *arg)
+{
+    int *fd = (int *)arg;
+    char c;
+    return asys_call(SYS_read, *fd, &c, 1);
+}
 
 int main(void)
 {
@@ -102,6 +111,26 @@ int main(void)
     CHECK(asys_sock_send(sock, &m, NULL, 0, -1) == 0);
     CHECK(asys_sock_recv(sock, &rep, NULL, 0) == 0 && rep.cookie == 9 && rep.res == 0);
     close(sock);
+
+    /* Threadlets, asys_async and maybe_fork from C. */
+    int tfds[2];
+    CHECK(pipe(tfds) == 0);
+    long tres = -1;
+    struct asys_op top;
+    asys_prep_threadlet(&top, c_threadlet, &tfds[0], 0);
+    top.ret_ptr = &tres;
+    top.user_data = 5;
+    CHECK(asys_submit(ctx, &top) == 0); /* empty pipe: parked */
+    CHECK(write(tfds[1], "t", 1) == 1);
+    CHECK(asys_wait(ctx, 1, NULL, &cqe, 1) == 1 && cqe.user_data == 5 && cqe.res == 1 && tres == 1);
+    CHECK(asys_call(SYS_getpid) == getpid());
+    long st = 0;
+    CHECK(asys_async(&st, SYS_getpid) == ASYS_DONE && st == getpid());
+    CHECK(asys_default_ctx() != NULL);
+    CHECK(maybe_fork(NULL, FORK_ON_BLOCKING) == -EFAULT);
+    CHECK(maybe_fork(0, MAYBE_FORK_END) == 0);
+    close(tfds[0]);
+    close(tfds[1]);
 
     struct asys_info info;
     CHECK(asys_ctx_info(ctx, &info) == 0);

@@ -1310,6 +1310,37 @@ void scenario_sockets() {
     }
 }
 
+long errno_threadlet(void *arg) {
+    char c;
+    return asys_call(SYS_read, *static_cast<int *>(arg), &c, 1);
+}
+
+/// Threadlets, asys_call, asys_run, asys_async, asys_default_ctx.
+void scenario_threadlets() {
+    ctx_guard ctx;
+    int p[2];
+    VERIFY(pipe2(p, O_CLOEXEC) == 0);
+    asys_op op;
+    KEEPS_ERRNO_VOID(asys_prep_threadlet, (&op, errno_threadlet, &p[0], 0u));
+    long ret = -999;
+    op.ret_ptr = &ret;
+    KEEPS_ERRNO(asys_submit, (ctx.ctx, &op), got_ == 0);  // parked on the empty pipe
+    KEEPS_ERRNO(asys_run, (ctx.ctx), got_ == 0);
+    VERIFY(write(p[1], "x", 1) == 1);
+    struct pollfd pf{asys_ctx_fd(ctx.ctx), POLLIN, 0};
+    VERIFY(poll(&pf, 1, 30000) == 1);  // ready to resume
+    KEEPS_ERRNO(asys_run, (ctx.ctx), got_ == 1 && ret == 1);
+    settle(ctx.ctx, 0);
+    KEEPS_ERRNO(asys_run, (kNone), got_ == -EINVAL);
+    KEEPS_ERRNO(asys_call, (static_cast<long>(SYS_close), -1L), got_ == -EBADF);
+    KEEPS_ERRNO(asys_default_ctx, (), got_ != nullptr);
+    long st = 0;
+    KEEPS_ERRNO(asys_async, (&st, static_cast<long>(SYS_close), -1L), got_ == ASYS_DONE && st == -EBADF);
+    KEEPS_ERRNO(asys_async, (&st, static_cast<long>(SYS_fork)), got_ == -EPERM);
+    close(p[0]);
+    close(p[1]);
+}
+
 /// The rest of asys.h: the deny list, opcode names, every prep helper.
 void scenario_misc() {
     KEEPS_ERRNO(asys_syscall_allowed, (static_cast<long>(SYS_getpid)), got_ == 0);
@@ -1675,6 +1706,7 @@ TEST(ErrnoCoverage, EveryPublicFunctionIsCalled) {
     scenario_wait_peek_cancel();
     scenario_syslets();
     scenario_sockets();
+    scenario_threadlets();
     scenario_misc();
     std::string missing;
     for (const std::string &n : all)

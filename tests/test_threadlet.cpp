@@ -236,6 +236,32 @@ TEST(Threadlet, DestroyCancelEndsParkedThreadletsWithECANCELED) {
     }
 }
 
+TEST(Threadlet, BatchOfThreadletsSomeParked) {
+    ctx_guard ctx;
+    pipe_pair p;
+    ASSERT_EQ(write(p.w, "a", 1), 1);  // the first reader finds data; the second parks
+    pipe_reader r[3] = {{p.r}, {p.r}, {-1}};
+    long ret[3] = {-999, -999, -999};
+    asys_op ops[3];
+    for (int i = 0; i < 3; ++i) {
+        r[i].len = 1;
+        ops[i] = threadlet_op(read_pipe, &r[i], &ret[i], static_cast<uint64_t>(i));
+    }
+    int status[3] = {-1, -1, -1};
+    ASSERT_EQ(asys_submit_batch(ctx, ops, 3, status), 3);
+    EXPECT_EQ(status[0], ASYS_DONE);
+    EXPECT_EQ(ret[0], 1);
+    EXPECT_EQ(status[1], 0);
+    EXPECT_EQ(status[2], ASYS_DONE);
+    EXPECT_EQ(ret[2], -EBADF);
+    ASSERT_EQ(write(p.w, "b", 1), 1);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].user_data, 1u);
+    EXPECT_EQ(ret[1], 1);
+    EXPECT_EQ(r[1].buf[0], 'b');
+}
+
 TEST(Threadlet, NowaitThreadletGetsEAGAINInsteadOfParking) {
     ctx_guard ctx;
     pipe_pair p;

@@ -640,6 +640,7 @@ int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe
         bool in_time = true;
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (preferred_ && preferred_->ready()) preferred_->reap();
+            if ((i & 63) == 0 && dw && dw->ready_here()) break;  // this thread has work to run first
             if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) {
                 in_time = false;
                 break;

@@ -342,3 +342,43 @@ TEST(Transparent, NestedTransparentThreadlets) {
     EXPECT_STREQ(n.outer.buf, "out");
     EXPECT_EQ(n.outer.tid_after, gettid_now());
 }
+
+TEST(Transparent, AsysCallAndSubmitInsideAreNotTrapped) {
+    // Explicit calls and asys_submit (on a ring context, liburing's
+    // io_uring_enter: run inline, not parked in the middle of the library)
+    // from inside a transparent threadlet give the plain results.
+    SKIP_UNDER_TSAN();
+    ctx_guard ctx;
+    pipe_pair p;
+    struct both {
+        asys_ctx *ctx;
+        int fd;
+        char a = 0, b = 0;
+        long submit_rc = -1, op_res = -999, first = -999;
+    } x{ctx, p.r};
+    auto fn = [](void *arg) -> long {
+        auto *bb = static_cast<both *>(arg);
+        bb->first = asys_call(SYS_read, bb->fd, &bb->a, 1);  // parks: explicit
+        asys_op op;
+        asys_prep_read(&op, bb->fd, &bb->b, 1);
+        op.ret_ptr = &bb->op_res;
+        op.flags = ASYS_F_ASYNC;  // to a backend (the ring when there is one)
+        bb->submit_rc = asys_submit(bb->ctx, &op);
+        return read(bb->fd, &bb->a, 0);  // libc, trapped, inline
+    };
+    long ret = -999;
+    asys_op op = transparent(fn, &x, &ret, 1);
+    SUBMIT_OR_SKIP(ctx, op, 0);
+    ASSERT_EQ(write(p.w, "1", 1), 1);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(x.first, 1);
+    EXPECT_EQ(x.a, '1');
+    EXPECT_EQ(x.submit_rc, 0);
+    EXPECT_EQ(ret, 0);
+    ASSERT_EQ(write(p.w, "2", 1), 1);
+    c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(x.op_res, 1);
+    EXPECT_EQ(x.b, '2');
+}

@@ -123,6 +123,10 @@ trapped_kind kind_of(long nr, const uint64_t (&a)[6]) noexcept {
         case SYS_mmap: case SYS_munmap: case SYS_mprotect: case SYS_madvise: case SYS_mremap:
         case SYS_brk: case SYS_futex: case SYS_kill: case SYS_tkill: case SYS_tgkill:
         case SYS_rt_sigqueueinfo: case SYS_rt_tgsigqueueinfo: case SYS_exit: case SYS_exit_group:
+        // io_uring's own calls (liburing makes them outside the library's
+        // code, e.g. when asys_submit from the threadlet's code enters its
+        // ring under the ring's lock): never parked there.
+        case SYS_io_uring_enter: case SYS_io_uring_register: case SYS_io_uring_setup:
             return trapped_kind::direct;
         default:
             return runs_on_owner(nr, a) ? trapped_kind::direct : trapped_kind::routed;

@@ -9,6 +9,7 @@
 #include "base/raw_syscall.hpp"
 #include "core/context.hpp"
 #include "router/router.hpp"
+#include "threadlet/dispatch.hpp"
 #include "threadlet/threadlet.hpp"
 
 using asys::internal::context;
@@ -40,7 +41,14 @@ long asys_call(long nr, ...) {
     ASYS_VA_ARGS6(nr, a);
     if (asys::internal::threadlet *t = asys::internal::current_threadlet()) {
         const asys::internal::errno_keeper keep;
-        return asys::internal::threadlet_call(t, nr, a);
+        if (!(t->tflags & ASYS_THREADLET_TRANSPARENT)) return asys::internal::threadlet_call(t, nr, a);
+        // Transparent: the library's own work for the call (liburing's
+        // io_uring_enter, a contended lock) is not trapped.
+        const bool blocking = asys::internal::dispatch_blocking();
+        asys::internal::dispatch_block(false);
+        const long r = asys::internal::threadlet_call(t, nr, a);
+        asys::internal::dispatch_block(blocking);
+        return r;
     }
     return asys::internal::raw_syscall(nr, a);
 }

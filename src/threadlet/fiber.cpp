@@ -1,10 +1,12 @@
 #include "threadlet/fiber.hpp"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <mutex>
+#include <new>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -122,7 +124,12 @@ struct process_cache {
     unsigned n = 0;
 };
 process_cache &global() noexcept {
-    static process_cache *c = new process_cache;  // never destroyed: threads exit after static dtors
+    static process_cache *c = [] {
+        auto *pc = new process_cache;  // never destroyed: threads exit after static dtors
+        // A child of fork() has one thread: a lock another thread held is free.
+        pthread_atfork(nullptr, nullptr, [] { new (&global().mu) std::mutex; });
+        return pc;
+    }();
     return *c;
 }
 

@@ -310,6 +310,11 @@ static inline void asys_prep_threadlet(struct asys_op *op, asys_threadlet_fn fn,
  *  Inside a threadlet: tries the call without blocking and parks the
  *  threadlet if it would block; outside one: the plain call. */
 ASYS_API long asys_call(long nr, ...);
+/** The tflags (ASYS_THREADLET_*, >= 0) of the threadlet running on the
+ *  calling thread, or -ESRCH outside a threadlet. (For code that wants to
+ *  route a call through asys_call only inside a threadlet: the interposer
+ *  library libasys_interpose.so, docs/threadlets.md.) */
+ASYS_API int  asys_threadlet_flags(void);
 /** Runs the threadlets of the calling thread that are ready to resume
  *  (never blocks). Returns how many ran. */
 ASYS_API int  asys_run(asys_ctx *ctx);

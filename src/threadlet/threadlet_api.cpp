@@ -1,5 +1,6 @@
 // The exported threadlet calls: asys_call, asys_run, Linus' async() as
 // asys_async on the default context, and asys_default_ctx.
+#include <cerrno>
 #include <cstdarg>
 #include <cstdint>
 
@@ -51,6 +52,11 @@ long asys_call(long nr, ...) {
         return r;
     }
     return asys::internal::raw_syscall(nr, a);
+}
+
+int asys_threadlet_flags(void) {
+    const asys::internal::threadlet *t = asys::internal::current_threadlet();
+    return t ? static_cast<int>(t->tflags) : -ESRCH;
 }
 
 int asys_run(asys_ctx *ctx) {

@@ -1332,6 +1332,7 @@ void scenario_threadlets() {
     KEEPS_ERRNO(asys_run, (ctx.ctx), got_ == 1 && ret == 1);
     settle(ctx.ctx, 0);
     KEEPS_ERRNO(asys_run, (kNone), got_ == -EINVAL);
+    KEEPS_ERRNO(asys_threadlet_flags, (), got_ == -ESRCH);
     KEEPS_ERRNO(asys_call, (static_cast<long>(SYS_close), -1L), got_ == -EBADF);
     KEEPS_ERRNO(asys_default_ctx, (), got_ != nullptr);
     long st = 0;

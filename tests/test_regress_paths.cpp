@@ -611,7 +611,7 @@ TEST(Regress, ChildDestroysAContextAParentThreadWaitsOn) {
         asys_wait(ctx, 1, nullptr, &c, 1);
     });
     while (!wtid) sched_yield();
-    ASSERT_TRUE(wait_blocked_in(wtid, SYS_futex));
+    ASSERT_TRUE(wait_asleep_in_asys_wait(wtid));
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {

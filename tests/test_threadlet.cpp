@@ -262,6 +262,44 @@ TEST(Threadlet, BatchOfThreadletsSomeParked) {
     EXPECT_EQ(r[1].buf[0], 'b');
 }
 
+TEST(Threadlet, ReadyOnAWorkerWakesAnOwnerWaitingOnOtherOps) {
+    // The owner waits while an unrelated op keeps the ring (or the pool)
+    // busy; the threadlet's sleep ends on a pool worker: the owner wakes,
+    // resumes it, and its completion ends the wait.
+    ctx_guard ctx;
+    pipe_pair other;
+    char sink = 0;
+    long other_res = -999;
+    asys_op busy;
+    asys_prep_read(&busy, other.r, &sink, 1);
+    busy.ret_ptr = &other_res;
+    busy.user_data = 99;
+    ASSERT_EQ(asys_submit(ctx, &busy), 0);
+    struct sl {
+        long rc = -999, tid = 0;
+    } s;
+    auto fn = [](void *a) -> long {
+        auto *ss = static_cast<sl *>(a);
+        struct timespec ts{0, 20 * 1000 * 1000};
+        ss->rc = asys_call(SYS_nanosleep, &ts, nullptr);  // generic: the pool
+        ss->tid = gettid_now();
+        return 5;
+    };
+    long ret = -999;
+    asys_op op = threadlet_op(fn, &s, &ret, 1);
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    asys_cqe cqe{};
+    ASSERT_EQ(asys_wait(ctx, 1, nullptr, &cqe, 1), 1);
+    EXPECT_EQ(cqe.user_data, 1u);
+    EXPECT_EQ(ret, 5);
+    EXPECT_EQ(s.rc, 0);
+    EXPECT_EQ(s.tid, gettid_now());
+    ASSERT_EQ(write(other.w, "z", 1), 1);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].user_data, 99u);
+}
+
 TEST(Threadlet, NowaitThreadletGetsEAGAINInsteadOfParking) {
     ctx_guard ctx;
     pipe_pair p;

@@ -1,4 +1,5 @@
-// libasys_interpose.so (run with it preloaded): inside a transparent
+// libasys_interpose.so (the test re-executes itself with it preloaded):
+// inside a transparent
 // threadlet libc's read, recv and nanosleep go through asys_call (they park
 // without a trap); outside one they are libc's own.
 #include <dlfcn.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -24,7 +26,7 @@ bool preloaded() {
 }
 
 #define REQUIRE_PRELOAD() \
-    if (!preloaded()) GTEST_SKIP() << "run with LD_PRELOAD=libasys_interpose.so (ctest does)"
+    if (!preloaded()) GTEST_SKIP() << "libasys_interpose.so could not be preloaded (" ASYS_INTERPOSE_PATH ")"
 
 struct reader {
     int fd;
@@ -131,4 +133,15 @@ TEST(Interpose, OutsideThreadletsTheCallsAreLibcs) {
     ASSERT_EQ(asys_submit(ctx, &op), ASYS_DONE);
     EXPECT_EQ(ret, 1);
     EXPECT_EQ(r.flags, 0);
+}
+
+// Re-executes itself once with the interposer preloaded.
+int main(int argc, char **argv) {
+    if (!preloaded() && !getenv("ASYS_INTERPOSE_REEXEC")) {
+        setenv("ASYS_INTERPOSE_REEXEC", "1", 1);
+        setenv("LD_PRELOAD", ASYS_INTERPOSE_PATH, 1);
+        execv("/proc/self/exe", argv);  // returns only on failure: the tests then skip loudly
+    }
+    testing::InitGoogleTest(&argc, argv);
+    return RUN_ALL_TESTS();
 }

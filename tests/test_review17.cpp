@@ -1,0 +1,690 @@
+// Review of issue 17: batches through the ring (the batch window), the
+// designated ring waiter, the adaptive wait spin and the O_DIRECT hint,
+// attacked from the user's side. Every test runs on both backends (the pool
+// run has none of the ring paths and must behave the same).
+//
+// Tests named ..._Bug reproduce a defect found in review (see the comment
+// above each): they fail on the code as landed.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace asys_test;
+
+namespace {
+
+pid_t this_tid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+/// A thread's outcome that the test waits for with a bound (a condition
+/// wait on observable state, never a sleep).
+struct outcome {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int rc = 0;
+    asys_cqe cqe[4] = {};
+    std::atomic<pid_t> tid{0};
+
+    void set(int r) {
+        std::lock_guard lk(mu);
+        rc = r;
+        done = true;
+        cv.notify_all();
+    }
+    /// True if the thread finished within `s` seconds.
+    bool wait_done(int s) {
+        std::unique_lock lk(mu);
+        return cv.wait_for(lk, std::chrono::seconds(s), [&] { return done; });
+    }
+    pid_t wait_tid() {
+        while (tid.load() == 0) sched_yield();
+        return tid.load();
+    }
+};
+
+bool ring_takes_pipe_reads(asys_ctx *ctx, const pipe_pair &p) {
+    asys_op op;
+    char b;
+    asys_prep_read(&op, p.r, &b, 1);
+    return async_path(ctx, op) == ASYS_PATH_URING;
+}
+
+/// An ASYNC one-byte read of the pipe (the ring takes it on a uring context).
+int submit_pipe_read(asys_ctx *ctx, const pipe_pair &p, char *buf, uint64_t ud,
+                     asys_callback_t cb = nullptr, void *arg = nullptr) {
+    asys_op op;
+    asys_prep_read(&op, p.r, buf, 1);
+    op.flags = ASYS_F_ASYNC;
+    op.user_data = ud;
+    op.callback = cb;
+    op.cb_arg = arg;
+    return asys_submit(ctx, &op);
+}
+
+void check_stats_balanced(asys_ctx *ctx) {
+    const asys_stats st = stats(ctx);
+    EXPECT_EQ(st.submitted, st.done_inline + st.punted_probe + st.punted_direct);
+    EXPECT_EQ(st.inflight, 0u);
+}
+
+}  // namespace
+
+// BUG (lost wake-up of the designated ring waiter). asys_wait without a
+// timeout must end with -EDEADLK as soon as the entries present plus the ops
+// in flight that will post one fall below min (docs/api.md). A waiter on the
+// completion ring is woken when another thread pops entries
+// (completion_ring::pop_locked notifies). The designated ring waiter sleeps
+// in io_uring_enter instead, and nothing kicks it when another thread takes
+// the entries it counted on: asys_peek/asys_wait pop without
+// wake_ring_sleeper(), and retire()'s may_strand() only looks at threads in
+// completion_ring::wait (waiters_), never at the ring sleeper. Sequence: one
+// cqe present + one ring op pending (a read of an empty pipe); thread W
+// asys_wait(min 2, no timeout) sleeps in io_uring_enter; main asys_peek()s
+// the entry. W should return -EDEADLK; it sleeps until the pipe is written.
+TEST(Review17, PeekTakingTheEntriesEndsARingWaitersHopelessWait_Bug) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair pipe;
+    char byte = 0;
+    ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
+    asys_op nop;
+    asys_prep_nop(&nop, 7);
+    nop.user_data = 2;  // no ret_ptr: ASYS_DONE and a cqe
+    ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+
+    outcome w;
+    std::thread t([&] {
+        w.tid = this_tid();
+        w.set(asys_wait(ctx, 2, nullptr, w.cqe, 2));
+    });
+    ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
+    asys_cqe c{};
+    ASSERT_EQ(asys_peek(ctx, &c, 1), 1);
+    EXPECT_EQ(c.user_data, 2u);
+    const bool ended = w.wait_done(10);
+    EXPECT_TRUE(ended) << "asys_wait(min 2) still asleep 10 s after its second hope was taken (expected -EDEADLK)";
+    ASSERT_EQ(write(pipe.w, "x", 1), 1);  // lets a stuck waiter go
+    t.join();
+    if (ended) EXPECT_EQ(w.rc, -EDEADLK);
+    (void)reap(ctx, w.rc == 1 ? 0 : 1);
+    check_stats_balanced(ctx);
+}
+
+// BUG (pre-existing plug, made wider by ring batches). The ring's plug is a
+// context-wide count, not per thread: while any thread is inside
+// asys_submit_batch, punt()/punt_locked() of every other thread only
+// prepares SQEs ("unplug() submits"). If the batch blocks — an ASYS_F_SYNC
+// op runs the call on the caller — another thread's ring op is never
+// submitted, and its asys_wait (the designated waiter enters with
+// to_submit 0) times out although the op would complete at once.
+TEST(Review17, AnotherThreadsBlockedBatchDoesNotHoldBackMySubmit_Bug) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair pipe;
+    char byte = 0;
+    long sync_res = 0;
+    outcome b;
+    std::thread batcher([&] {
+        b.tid = this_tid();
+        asys_op op;
+        asys_prep_read(&op, pipe.r, &byte, 1);
+        op.flags = ASYS_F_SYNC;  // runs read(2) on this thread: blocks until the pipe is written
+        op.ret_ptr = &sync_res;
+        int st = 0;
+        b.set(asys_submit_batch(ctx, &op, 1, &st));
+    });
+    ASSERT_TRUE(wait_blocked_in(b.wait_tid(), SYS_read));
+
+    asys_op nop;
+    asys_prep_nop(&nop, 5);
+    nop.flags = ASYS_F_ASYNC;  // to the ring
+    nop.user_data = 9;
+    ASSERT_EQ(asys_submit(ctx, &nop), 0);
+    struct timespec ts{5, 0};
+    asys_cqe c{};
+    const int r = asys_wait(ctx, 1, &ts, &c, 1);
+    EXPECT_EQ(r, 1) << "a ring NOP did not complete in 5 s while another thread's batch blocked";
+    ASSERT_EQ(write(pipe.w, "y", 1), 1);
+    ASSERT_TRUE(b.wait_done(30));
+    batcher.join();
+    EXPECT_EQ(b.rc, 1);
+    EXPECT_EQ(sync_res, 1);
+    if (r != 1) (void)reap(ctx, 1);
+    check_stats_balanced(ctx);
+}
+
+// BUG (use after teardown). asys_ctx_destroy may run while threads sleep in
+// asys_wait (they return -ESHUTDOWN). completion_ring::shutdown() waits for
+// the threads in completion_ring::wait, but the designated ring waiter is in
+// context::sleep_in_ring, counted nowhere: with CANCEL, the cancelled op's
+// CQE wakes it while destroy reaps the same CQE, sees inflight 0, stops the
+// ring (munmap), resets preferred_ and recycles the context — and the waiter
+// goes on with preferred_->reap()/end_reaping()/ready() and then
+// completion_ring::wait on a re-constructed ring. Seen as a crash (SIGSEGV),
+// a waiter that never returns, or a sanitizer report; repeated to hit the
+// window.
+TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait) {
+    for (int iter = 0; iter < 200; ++iter) {
+        asys_params p = params(1);
+        asys_ctx *ctx = nullptr;
+        ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+        pipe_pair pipe;
+        char byte = 0;
+        ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
+        outcome w;
+        std::thread t([&] {
+            w.tid = this_tid();
+            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+        });
+        ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
+        ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
+        const bool ended = w.wait_done(10);
+        if (!ended) {
+            ADD_FAILURE() << "iteration " << iter << ": asys_wait never returned after destroy";
+            t.detach();
+            return;
+        }
+        t.join();
+        if (w.rc == 1) {
+            EXPECT_EQ(w.cqe[0].res, -ECANCELED);
+        } else {
+            EXPECT_EQ(w.rc, -ESHUTDOWN) << "iteration " << iter;
+        }
+    }
+}
+
+// The same with DRAIN: the waiter itself reaps the last completion (its
+// retire() lets destroy go on) and must be out of the library before the
+// ring is torn down.
+TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
+    for (int iter = 0; iter < 200; ++iter) {
+        asys_params p = params(1);
+        asys_ctx *ctx = nullptr;
+        ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+        pipe_pair pipe;
+        char byte = 0;
+        ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
+        outcome w, d;
+        std::thread t([&] {
+            w.tid = this_tid();
+            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+        });
+        ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
+        std::thread destroyer([&] {
+            d.tid = this_tid();
+            d.set(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN));
+        });
+        // destroy waits (futex) for the read; then the read completes.
+        ASSERT_TRUE(wait_blocked_in(d.wait_tid(), SYS_futex));
+        ASSERT_EQ(write(pipe.w, "z", 1), 1);
+        const bool ended = w.wait_done(10) && d.wait_done(10);
+        if (!ended) {
+            ADD_FAILURE() << "iteration " << iter << ": waiter or destroy never returned";
+            t.detach();
+            destroyer.detach();
+            return;
+        }
+        t.join();
+        destroyer.join();
+        EXPECT_EQ(d.rc, 0);
+        if (w.rc == 1) {
+            EXPECT_EQ(w.cqe[0].res, 1);
+        } else {
+            EXPECT_EQ(w.rc, -ESHUTDOWN) << "iteration " << iter;
+        }
+    }
+}
+
+// asys_wait honours its relative timeout while it sleeps in the ring: -ETIME
+// after at least the timeout, never before, when nothing arrives.
+TEST(Review17, TimeoutWhileAsleepInTheRingIsHonoured) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair pipe;
+    char byte = 0;
+    ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
+    for (long ms : {1L, 30L, 120L}) {
+        struct timespec ts{0, ms * 1000000};
+        asys_cqe c{};
+        const auto t0 = std::chrono::steady_clock::now();
+        EXPECT_EQ(asys_wait(ctx, 1, &ts, &c, 1), -ETIME);
+        const auto el = std::chrono::steady_clock::now() - t0;
+        EXPECT_GE(el, std::chrono::milliseconds(ms)) << "returned before its timeout";
+    }
+    ASSERT_EQ(write(pipe.w, "t", 1), 1);
+    auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, 1);
+    check_stats_balanced(ctx);
+}
+
+namespace {
+std::atomic<int> g_sigusr1{0};
+void on_sigusr1(int) { g_sigusr1.fetch_add(1); }
+}  // namespace
+
+// A signal (handler installed without SA_RESTART) delivered to the thread
+// asleep in io_uring_enter: the wait goes on (asys_wait has no EINTR) and
+// returns the completion when it arrives.
+TEST(Review17, SignalToTheSleepingWaiterNeitherEndsNorLosesTheWait) {
+    struct sigaction sa{}, old{};
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair pipe;
+    char byte = 0;
+    ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
+    outcome w;
+    std::thread t([&] {
+        w.tid = this_tid();
+        w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+    });
+    const pid_t tid = w.wait_tid();
+    for (int k = 1; k <= 5; ++k) {
+        ASSERT_TRUE(wait_asleep_in_asys_wait(tid));
+        ASSERT_EQ(syscall(SYS_tgkill, getpid(), tid, SIGUSR1), 0);
+        while (g_sigusr1.load() < k) sched_yield();
+    }
+    ASSERT_TRUE(wait_asleep_in_asys_wait(tid));
+    {
+        std::lock_guard lk(w.mu);
+        EXPECT_FALSE(w.done) << "asys_wait returned " << w.rc << " on a signal";
+    }
+    ASSERT_EQ(write(pipe.w, "s", 1), 1);
+    ASSERT_TRUE(w.wait_done(30));
+    t.join();
+    EXPECT_EQ(w.rc, 1);
+    EXPECT_EQ(w.cqe[0].res, 1);
+    EXPECT_EQ(byte, 's');
+    sigaction(SIGUSR1, &old, nullptr);
+    g_sigusr1 = 0;
+    check_stats_balanced(ctx);
+}
+
+namespace {
+struct nested_cb {
+    asys_ctx *ctx;
+    std::atomic<int> cancel_rc{1};
+    std::atomic<int> submit_rc{1};
+    std::atomic<int> wait_rc{1};
+    long nop_res = 0;
+    std::atomic<pid_t> ran_on{0};
+};
+void nested_callback(const asys_cqe *, void *arg) {
+    auto *n = static_cast<nested_cb *>(arg);
+    n->ran_on = this_tid();
+    asys_op nop;
+    asys_prep_nop(&nop, 11);
+    nop.ret_ptr = &n->nop_res;
+    n->submit_rc = asys_submit(n->ctx, &nop);
+    struct timespec zero{0, 0};
+    asys_cqe c;
+    n->wait_rc = asys_wait(n->ctx, 0, &zero, &c, 1);
+    n->cancel_rc = asys_cancel(n->ctx, 42);
+}
+}  // namespace
+
+// A callback run by the designated waiter (it reaps now) submits, waits
+// (min 0) and cancels the very op the waiter sleeps for: no deadlock, and
+// the waiter returns that op's -ECANCELED.
+TEST(Review17, CallbackOnTheWaiterSubmitsWaitsAndCancelsTheAwaitedOp) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair p1, p2;
+    char b1 = 0, b2 = 0;
+    nested_cb n{ctx};
+    ASSERT_EQ(submit_pipe_read(ctx, p1, &b1, 41, nested_callback, &n), 0);
+    ASSERT_EQ(submit_pipe_read(ctx, p2, &b2, 42), 0);
+    outcome w;
+    std::thread t([&] {
+        w.tid = this_tid();
+        w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+    });
+    ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
+    ASSERT_EQ(write(p1.w, "c", 1), 1);
+    const bool ended = w.wait_done(20);
+    EXPECT_TRUE(ended) << "the waiter did not return after its op was cancelled from a callback";
+    if (!ended) {
+        ASSERT_EQ(write(p2.w, "d", 1), 1);
+        ASSERT_TRUE(w.wait_done(20));
+    }
+    t.join();
+    EXPECT_EQ(n.submit_rc.load(), ASYS_DONE);
+    EXPECT_EQ(n.nop_res, 11);
+    EXPECT_EQ(n.wait_rc.load(), 0);
+    EXPECT_TRUE(n.cancel_rc == 0 || n.cancel_rc == -EALREADY) << n.cancel_rc;
+    ASSERT_EQ(w.rc, 1);
+    EXPECT_EQ(w.cqe[0].user_data, 42u);
+    EXPECT_EQ(w.cqe[0].res, -ECANCELED);
+    if (ring_takes_pipe_reads(ctx, p1)) EXPECT_EQ(n.ran_on.load(), w.tid.load()) << "the ring waiter reaps now";
+    check_stats_balanced(ctx);
+}
+
+// Several threads submit batches of cached preads (some with CQE_ALWAYS,
+// some without ret_ptr) while two others reap (one with a timeout, one
+// without); every op is reported exactly once — ASYS_DONE in its status
+// (plus one cqe if it asked for one or has no ret_ptr) or a cqe — with the
+// bytes and result of pread(2), and the counters balance. Stale window
+// entries (an op of the window completed by another thread, its slot reused
+// by another thread's window at the same index) would show as one op
+// reported twice and another never.
+TEST(Review17, ConcurrentBatchesAndWaitersReportEveryOpExactlyOnce) {
+    constexpr unsigned kThreads = 3, kRounds = 150, kMaxBatch = 48, kBlocks = 64;
+    asys_params p = params(4, 8192);
+    ctx_guard ctx(&p);
+    temp_dir dir;
+    const int fd = make_file(dir.file("f"), kBlocks * 4096);
+    ASSERT_GE(fd, 0);
+    {
+        std::vector<char> warm(kBlocks * 4096);
+        ASSERT_EQ(pread(fd, warm.data(), warm.size(), 0), static_cast<ssize_t>(warm.size()));
+    }
+    struct op_rec {
+        long res = -999999;
+        int status = -999999;
+        bool wants_cqe_when_done = false;
+        bool has_ret = true;
+        unsigned block = 0;
+        std::vector<char> buf;
+    };
+    const unsigned total = kThreads * kRounds * kMaxBatch;
+    std::vector<op_rec> recs(total);
+    std::atomic<bool> stop{false};
+    std::mutex cmu;
+    std::map<uint64_t, std::vector<asys_cqe>> cqes;
+    auto collect = [&](const asys_cqe *c, int n) {
+        std::lock_guard lk(cmu);
+        for (int i = 0; i < n; ++i) cqes[c[i].user_data].push_back(c[i]);
+    };
+    std::atomic<unsigned> accepted{0};
+    auto reaper = [&](bool timed) {
+        asys_cqe c[16];
+        while (!stop.load()) {
+            struct timespec ts{0, 1000000};
+            const int r = asys_wait(ctx, 1, timed ? &ts : nullptr, c, 16);
+            if (r > 0) collect(c, r);
+            else if (r != -ETIME && r != -EDEADLK) {
+                ADD_FAILURE() << "asys_wait: " << r;
+                return;
+            }
+            if (r == -EDEADLK) sched_yield();
+        }
+    };
+    std::thread r1(reaper, true), r2(reaper, false);
+    std::vector<std::thread> subs;
+    for (unsigned t = 0; t < kThreads; ++t) {
+        subs.emplace_back([&, t] {
+            std::vector<asys_op> ops(kMaxBatch);
+            std::vector<int> st(kMaxBatch);
+            for (unsigned r = 0; r < kRounds; ++r) {
+                const unsigned n = 1 + (r * 7 + t * 13) % kMaxBatch;
+                const unsigned base = (t * kRounds + r) * kMaxBatch;
+                for (unsigned i = 0; i < n; ++i) {
+                    op_rec &rec = recs[base + i];
+                    rec.block = (base + i * 5) % kBlocks;
+                    rec.buf.assign(4096, 0);
+                    asys_prep_pread(&ops[i], fd, rec.buf.data(), 4096, int64_t{rec.block} * 4096);
+                    ops[i].user_data = base + i;
+                    const unsigned kind = (base + i) % 5;
+                    rec.has_ret = kind != 3;
+                    ops[i].ret_ptr = rec.has_ret ? &rec.res : nullptr;
+                    if (kind == 4) ops[i].flags = ASYS_F_CQE_ALWAYS;
+                    rec.wants_cqe_when_done = kind == 3 || kind == 4;
+                }
+                const int rc = asys_submit_batch(ctx, ops.data(), n, st.data());
+                ASSERT_EQ(rc, static_cast<int>(n));
+                for (unsigned i = 0; i < n; ++i) recs[base + i].status = st[i];
+                accepted.fetch_add(n);
+            }
+        });
+    }
+    for (auto &s : subs) s.join();
+    // Every accepted op that must post a cqe has one (bounded).
+    unsigned expected = 0;
+    for (unsigned i = 0; i < total; ++i) {
+        const op_rec &rec = recs[i];
+        if (rec.status == -999999) continue;
+        if (rec.status == 0 || (rec.status == ASYS_DONE && rec.wants_cqe_when_done)) ++expected;
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+        size_t have = 0;
+        {
+            std::lock_guard lk(cmu);
+            for (auto &kv : cqes) have += kv.second.size();
+        }
+        if (have >= expected || std::chrono::steady_clock::now() > until) break;
+        sched_yield();
+    }
+    stop = true;
+    // The untimed reaper leaves with -EDEADLK once nothing is in flight; a
+    // NOP per reaper makes sure neither sleeps on.
+    for (int k = 0; k < 2; ++k) {
+        asys_op nop;
+        asys_prep_nop(&nop, 0);
+        nop.user_data = ~uint64_t{0};
+        nop.flags = ASYS_F_CQE_ALWAYS;
+        long ignore;
+        nop.ret_ptr = &ignore;
+        ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+    }
+    r1.join();
+    r2.join();
+    {
+        asys_cqe c[16];
+        int n;
+        while ((n = asys_peek(ctx, c, 16)) > 0) collect(c, n);
+    }
+    unsigned doubles = 0, missing = 0, wrong = 0;
+    for (unsigned i = 0; i < total; ++i) {
+        const op_rec &rec = recs[i];
+        if (rec.status == -999999) continue;
+        const auto it = cqes.find(i);
+        const size_t got = it == cqes.end() ? 0 : it->second.size();
+        const size_t want = rec.status == 0 ? 1 : rec.status == ASYS_DONE ? (rec.wants_cqe_when_done ? 1 : 0) : 0;
+        if (rec.status != 0 && rec.status != ASYS_DONE) {
+            ++wrong;
+            ADD_FAILURE() << "op " << i << " status " << rec.status;
+            continue;
+        }
+        if (got > want) ++doubles;
+        if (got < want) ++missing;
+        if (got != want && doubles + missing <= 5)
+            ADD_FAILURE() << "op " << i << " status " << rec.status << " cqes " << got << " expected " << want;
+        long res = rec.has_ret ? rec.res : (got ? it->second[0].res : -999999);
+        if (got && rec.has_ret) EXPECT_EQ(it->second[0].res, rec.res) << "op " << i;
+        if (res != 4096) {
+            if (++wrong <= 5) ADD_FAILURE() << "op " << i << " status " << rec.status << " result " << res;
+            continue;
+        }
+        if (rec.status == ASYS_DONE || got) {
+            for (size_t b = 0; b < 4096; b += 511)
+                if (rec.buf[b] != pattern(size_t{rec.block} * 4096 + b)) {
+                    if (++wrong <= 5) ADD_FAILURE() << "op " << i << " byte " << b << " differs from pread";
+                    break;
+                }
+        }
+    }
+    EXPECT_EQ(doubles, 0u);
+    EXPECT_EQ(missing, 0u);
+    EXPECT_EQ(wrong, 0u);
+    const asys_stats st = stats(ctx);
+    EXPECT_EQ(st.submitted, accepted.load() + 2u);
+    EXPECT_EQ(st.submitted, st.done_inline + st.punted_probe + st.punted_direct);
+    EXPECT_EQ(st.inflight, 0u);
+    close(fd);
+}
+
+// The hint never keeps a read off the caller once the fd reads buffered:
+// O_DIRECT cleared with fcntl(F_SETFL), the next cached read is inline (and
+// gives pread's bytes); set again, reads go to a backend and still match.
+TEST(Review17, DirectHintFollowsFcntlBothWays) {
+    temp_dir dir;
+    const std::string path = dir.file("d");
+    const int wfd = make_file(path, 64 * 4096);
+    ASSERT_GE(wfd, 0);
+    const int fd = open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) GTEST_SKIP() << "SKIPPED: O_DIRECT not supported in " << dir.path << ": " << strerror(errno);
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    alignas(4096) static char buf[4096];
+    alignas(4096) static char ref[4096];
+    auto read_block = [&](unsigned b, uint32_t *path_out) {
+        memset(buf, 0, sizeof buf);
+        asys_op op;
+        asys_prep_pread(&op, fd, buf, 4096, int64_t{b} * 4096);
+        const long r = run(ctx, op, path_out);
+        EXPECT_EQ(r, 4096);
+        EXPECT_EQ(pread(wfd, ref, 4096, int64_t{b} * 4096), 4096);
+        EXPECT_EQ(memcmp(buf, ref, 4096), 0) << "block " << b;
+    };
+    uint32_t path_used = 0;
+    for (unsigned b = 0; b < 4; ++b) {
+        read_block(b, &path_used);
+        EXPECT_NE(path_used, ASYS_PATH_INLINE) << "an O_DIRECT read ran on the caller";
+    }
+    const asys_stats before = stats(ctx);
+    read_block(4, &path_used);
+    const asys_stats after = stats(ctx);
+    EXPECT_EQ(after.punted_direct, before.punted_direct + 1) << "the hinted fd was probed again";
+    // Clear O_DIRECT: the page cache holds the file (make_file wrote it).
+    const int fl = fcntl(fd, F_GETFL);
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl & ~O_DIRECT), 0);
+    read_block(5, &path_used);
+    read_block(5, &path_used);
+    EXPECT_EQ(path_used, ASYS_PATH_INLINE) << "a buffered, cached read left the caller";
+    ASSERT_EQ(fcntl(fd, F_SETFL, fl), 0);
+    for (unsigned b = 6; b < 9; ++b) {
+        read_block(b, &path_used);
+        EXPECT_NE(path_used, ASYS_PATH_INLINE) << "O_DIRECT again, read inline";
+    }
+    close(fd);
+    close(wfd);
+    check_stats_balanced(ctx);
+}
+
+// Two threads wait (no timeout) while a third submits ring ops one by one:
+// every cqe reaches one of them, none is lost while the designated waiter
+// hands over, and both waiters end (-EDEADLK) once nothing is in flight.
+TEST(Review17, TwoUntimedWaitersShareTheCompletionsOfOneSubmitter) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    constexpr unsigned kOps = 2000;
+    std::atomic<unsigned> got{0};
+    std::atomic<bool> done{false};
+    std::atomic<unsigned> bad{0};
+    auto waiter = [&] {
+        asys_cqe c[8];
+        while (!done.load()) {
+            const int r = asys_wait(ctx, 1, nullptr, c, 8);
+            if (r > 0) got.fetch_add(static_cast<unsigned>(r));
+            else if (r == -EDEADLK) sched_yield();
+            else bad.fetch_add(1);
+        }
+    };
+    std::thread w1(waiter), w2(waiter);
+    for (unsigned i = 0; i < kOps; ++i) {
+        asys_op nop;
+        asys_prep_nop(&nop, static_cast<long>(i));
+        nop.flags = ASYS_F_ASYNC;
+        nop.user_data = i;
+        ASSERT_EQ(asys_submit(ctx, &nop), 0);
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (got.load() < kOps && std::chrono::steady_clock::now() < until) sched_yield();
+    EXPECT_EQ(got.load(), kOps);
+    done = true;
+    for (int k = 0; k < 2; ++k) {  // one entry each, in case a waiter sleeps on
+        asys_op nop;
+        asys_prep_nop(&nop, 0);
+        ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+    }
+    w1.join();  // with nothing in flight both end with -EDEADLK
+    w2.join();
+    EXPECT_EQ(bad.load(), 0u);
+    check_stats_balanced(ctx);
+}
+
+namespace {
+/// A cached file of `blocks` 4 KiB blocks, and a batch of preads of it.
+struct cached_batch {
+    temp_dir dir;
+    int fd = -1;
+    std::vector<char> buf;
+    std::vector<long> res;
+    std::vector<asys_op> ops;
+    std::vector<int> status;
+    explicit cached_batch(unsigned n) : buf(n * 4096), res(n, -999), ops(n), status(n, -999) {
+        fd = make_file(dir.file("f"), n * 4096);
+        EXPECT_EQ(pread(fd, buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
+        std::fill(buf.begin(), buf.end(), 0);
+        for (unsigned i = 0; i < n; ++i) {
+            asys_prep_pread(&ops[i], fd, &buf[i * 4096], 4096, int64_t{i} * 4096);
+            ops[i].ret_ptr = &res[i];
+            ops[i].user_data = i;
+        }
+    }
+    ~cached_batch() { close(fd); }
+};
+}  // namespace
+
+// BUG (regression of ring batches). Cached reads with a ret_ptr need no room
+// when they finish inline, so asys_submit_batch of 8 of them on a context
+// with max_inflight 4 accepts all 8 (the pool backend does). Through the
+// ring, each op reserves room before it joins the window (route_op:
+// reserve_room, then window_add) and the window's ops are only handed to the
+// ring at its end, so op 5 finds no room: the batch stops at 4 (-EAGAIN).
+TEST(Review17, BatchOfCachedReadsLargerThanMaxInflightIsAccepted_Bug) {
+    asys_params p = params(2, 4);
+    ctx_guard ctx(&p);
+    cached_batch b(8);
+    const int rc = asys_submit_batch(ctx, b.ops.data(), 8, b.status.data());
+    EXPECT_EQ(rc, 8) << "status of op 4: " << b.status[4];
+    const unsigned accepted = rc > 0 ? static_cast<unsigned>(rc) : 0;
+    unsigned pending = 0;
+    for (unsigned i = 0; i < accepted; ++i) pending += b.status[i] == 0;
+    (void)reap(ctx, pending);
+    for (unsigned i = 0; i < accepted; ++i) EXPECT_EQ(b.res[i], 4096) << i;
+    check_stats_balanced(ctx);
+}
+
+// BUG (self-deadlock). The same batch with ASYS_CTX_BLOCK_WHEN_FULL: op 5
+// sleeps in reserve_room() for room that only ops 1-4 can free, but they
+// sit in the calling thread's batch window, not yet handed to the ring
+// (punt_window runs at the window's end; the flush() before sleeping has
+// no SQE to submit). The batch never returns; only a destroy frees it.
+TEST(Review17, BatchLargerThanMaxInflightWithBlockWhenFullReturns_Bug) {
+    asys_params p = params(2, 4, ASYS_CTX_BLOCK_WHEN_FULL);
+    asys_ctx *ctx = nullptr;
+    ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+    cached_batch b(8);
+    outcome o;
+    std::thread t([&] { o.set(asys_submit_batch(ctx, b.ops.data(), 8, b.status.data())); });
+    const bool ended = o.wait_done(10);
+    EXPECT_TRUE(ended) << "asys_submit_batch of 8 cached reads, max_inflight 4, BLOCK_WHEN_FULL: stuck 10 s";
+    if (ended) {
+        EXPECT_EQ(o.rc, 8);
+        unsigned pending = 0;
+        for (unsigned i = 0; i < 8; ++i) pending += b.status[i] == 0;
+        (void)reap(ctx, pending);
+        for (unsigned i = 0; i < 8; ++i) EXPECT_EQ(b.res[i], 4096) << i;
+        check_stats_balanced(ctx);
+    }
+    // A destroy wakes a submitter asleep for room (-ESHUTDOWN).
+    EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
+    ASSERT_TRUE(o.wait_done(30));
+    t.join();
+}

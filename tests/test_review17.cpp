@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -50,6 +51,20 @@ struct outcome {
     pid_t wait_tid() {
         while (tid.load() == 0) sched_yield();
         return tid.load();
+    }
+    /// Waits (bounded, on kernel state) until the thread sleeps in asys_wait
+    /// or has returned; true if it sleeps.
+    bool asleep_or_done() {
+        for (long i = 0; i < 2000000; ++i) {
+            {
+                std::lock_guard lk(mu);
+                if (done) return false;
+            }
+            const long nr = blocked_syscall(wait_tid());
+            if (nr == SYS_futex || nr == SYS_io_uring_enter) return true;
+            sched_yield();
+        }
+        return false;
     }
 };
 
@@ -841,4 +856,92 @@ TEST(Review17, BatchesAcrossTheWindowBoundary) {
         }
         check_stats_balanced(ctx);
     }
+}
+
+namespace {
+void ignore_cqe(const asys_cqe *, void *) {}
+}  // namespace
+
+// A cqe pushed while the designated waiter sleeps in io_uring_enter
+// (GETEVENTS, min 1) wakes it with a no-op SQE (kick), and any thread may
+// reap that no-op's CQE (a submitter right after its enter, asys_peek, a
+// spinning waiter) before the woken waiter runs. The waiter must still
+// return with its entry. (Holds on kernels whose GETEVENTS wait compares
+// the CQ tail with the head at entry plus min, as here; a kernel that
+// re-checks head against tail after the wake-up would put the waiter back
+// to sleep inside the same io_uring_enter.) Sequence: a ring op pending
+// keeps the waiter in the ring; main pushes a cqe (an inline NOP without
+// ret_ptr) and at once submits an ASYNC NOP with a callback, whose submit
+// reaps the CQ, the kick with it.
+TEST(Review17, AKickReapedByAnotherThreadStillWakesTheWaiter) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    pipe_pair pipe;
+    char byte = 0;
+    unsigned stuck = 0;
+    for (int iter = 0; iter < 20 && stuck == 0; ++iter) {
+        ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 100 + iter), 0);
+        outcome w;
+        std::thread t([&] {
+            w.tid = this_tid();
+            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+        });
+        ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
+        asys_op nop;
+        asys_prep_nop(&nop, 3);
+        nop.user_data = 7;  // no ret_ptr: ASYS_DONE and a cqe, which kicks the waiter
+        ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+        asys_op steal;
+        asys_prep_nop(&steal, 0);
+        steal.flags = ASYS_F_ASYNC;  // to the ring; its submit reaps the CQ
+        steal.callback = ignore_cqe;
+        ASSERT_GE(asys_submit(ctx, &steal), 0);
+        if (!w.wait_done(5)) ++stuck;
+        ASSERT_EQ(write(pipe.w, "k", 1), 1);  // ends the pending read (and a stuck wait)
+        ASSERT_TRUE(w.wait_done(30));
+        t.join();
+        ASSERT_EQ(w.rc, 1);
+        // The other entry (the NOP's or the read's) is still to reap.
+        auto c = reap(ctx, 1);
+        ASSERT_EQ(c.size(), 1u);
+        const uint64_t a = w.cqe[0].user_data, b = c[0].user_data;
+        EXPECT_TRUE((a == 7 && b == 100u + iter) || (b == 7 && a == 100u + iter)) << a << " " << b;
+    }
+    EXPECT_EQ(stuck, 0u) << "asys_wait slept on for 5 s with its cqe in the completion ring";
+    check_stats_balanced(ctx);
+}
+
+// BUG (pre-existing on the pool path, and again in the new ring path). A
+// very long relative timeout (about 317 years, or the largest tv_sec) means
+// "wait": the wait must sleep until the op completes, never answer -ETIME
+// at once. The pool path overflows in completion_ring::wait (seconds(tv_sec)
+// added to steady_clock::now() in nanoseconds); the ring path in
+// context::wait / uring_backend::wait_completions ((deadline.tv_sec -
+// now.tv_sec) * 1000000000 in int64_t) and monotonic_after (tv_sec +=).
+TEST(Review17, VeryLongTimeoutWaitsForTheCompletion_Bug) {
+    asys_params p = params(2);
+    ctx_guard ctx(&p);
+    for (time_t secs : {time_t{10000000000}, std::numeric_limits<time_t>::max()}) {
+        pipe_pair pipe;
+        char byte = 0;
+        ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 5), 0);
+        outcome w;
+        std::thread t([&] {
+            w.tid = this_tid();
+            struct timespec ts{secs, 0};
+            w.set(asys_wait(ctx, 1, &ts, w.cqe, 1));
+        });
+        const bool asleep = w.asleep_or_done();
+        {
+            std::lock_guard lk(w.mu);
+            EXPECT_FALSE(w.done) << "tv_sec " << secs << ": asys_wait returned " << w.rc << " at once";
+        }
+        EXPECT_TRUE(asleep);
+        ASSERT_EQ(write(pipe.w, "l", 1), 1);
+        ASSERT_TRUE(w.wait_done(30));
+        t.join();
+        if (w.rc == -ETIME) (void)reap(ctx, 1);
+        else EXPECT_EQ(w.rc, 1);
+    }
+    check_stats_balanced(ctx);
 }

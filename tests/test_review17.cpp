@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -203,10 +204,11 @@ TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
         pipe_pair pipe;
         char byte = 0;
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
-        outcome w;
-        std::thread t([&] {
-            w.tid = this_tid();
-            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+        auto *wp = new outcome;  // leaked with the thread if it never returns
+        outcome &w = *wp;
+        std::thread t([ctx, wp] {
+            wp->tid = this_tid();
+            wp->set(asys_wait(ctx, 1, nullptr, wp->cqe, 1));
         });
         ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
         ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
@@ -216,6 +218,7 @@ TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
             t.detach();
             return;
         }
+        std::unique_ptr<outcome> own(wp);
         t.join();
         if (w.rc == 1) {
             EXPECT_EQ(w.cqe[0].res, -ECANCELED);
@@ -236,15 +239,16 @@ TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
         pipe_pair pipe;
         char byte = 0;
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
-        outcome w, d;
-        std::thread t([&] {
-            w.tid = this_tid();
-            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
+        auto *wp = new outcome, *dp = new outcome;  // leaked with the threads if they never return
+        outcome &w = *wp, &d = *dp;
+        std::thread t([ctx, wp] {
+            wp->tid = this_tid();
+            wp->set(asys_wait(ctx, 1, nullptr, wp->cqe, 1));
         });
         ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
-        std::thread destroyer([&] {
-            d.tid = this_tid();
-            d.set(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN));
+        std::thread destroyer([ctx, dp] {
+            dp->tid = this_tid();
+            dp->set(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN));
         });
         // destroy waits (futex) for the read; then the read completes.
         ASSERT_TRUE(wait_blocked_in(d.wait_tid(), SYS_futex));
@@ -256,6 +260,7 @@ TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
             destroyer.detach();
             return;
         }
+        std::unique_ptr<outcome> own_w(wp), own_d(dp);
         t.join();
         destroyer.join();
         EXPECT_EQ(d.rc, 0);
@@ -695,7 +700,8 @@ TEST(Review17, BatchLargerThanMaxInflightWithBlockWhenFullReturns_Bug) {
     cached_batch &b = *bp;
     outcome *op = new outcome;
     outcome &o = *op;
-    std::thread t([&] { o.set(asys_submit_batch(ctx, b.ops.data(), 8, b.status.data())); });
+    // By value: the thread may outlive this frame (detached below).
+    std::thread t([ctx, bp, op] { op->set(asys_submit_batch(ctx, bp->ops.data(), 8, bp->status.data())); });
     const bool ended = o.wait_done(10);
     EXPECT_TRUE(ended) << "asys_submit_batch of 8 cached reads, max_inflight 4, BLOCK_WHEN_FULL: stuck 10 s";
     if (!ended) {

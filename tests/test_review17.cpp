@@ -69,6 +69,25 @@ struct outcome {
     }
 };
 
+/// Starts a thread that calls asys_wait(ctx, min, timeout, w.cqe, min) and
+/// records its result in `w` (which, like ctx, must outlive the thread).
+std::thread start_waiter(asys_ctx *ctx, unsigned min, outcome *w, const struct timespec *timeout = nullptr) {
+    return std::thread([ctx, min, w, timeout] {
+        w->tid = this_tid();
+        w->set(asys_wait(ctx, min, timeout, w->cqe, min));
+    });
+}
+
+/// Puts one entry in the completion ring: an inline NOP without ret_ptr
+/// (ASYS_DONE and a cqe; a cqe pushed wakes a designated ring waiter).
+/// Returns asys_submit's result (ASYS_DONE).
+int push_entry(asys_ctx *ctx, uint64_t user_data) {
+    asys_op nop;
+    asys_prep_nop(&nop, 0);
+    nop.user_data = user_data;
+    return asys_submit(ctx, &nop);
+}
+
 bool ring_takes_pipe_reads(asys_ctx *ctx, const pipe_pair &p) {
     asys_op op;
     char b;
@@ -118,16 +137,10 @@ TEST(Review17, PeekTakingTheEntriesEndsARingWaitersHopelessWait_Bug) {
     pipe_pair pipe;
     char byte = 0;
     ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
-    asys_op nop;
-    asys_prep_nop(&nop, 7);
-    nop.user_data = 2;  // no ret_ptr: ASYS_DONE and a cqe
-    ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+    ASSERT_EQ(push_entry(ctx, 2), ASYS_DONE);
 
     outcome w;
-    std::thread t([&] {
-        w.tid = this_tid();
-        w.set(asys_wait(ctx, 2, nullptr, w.cqe, 2));
-    });
+    std::thread t = start_waiter(ctx, 2, &w);
     ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
     asys_cqe c{};
     ASSERT_EQ(asys_peek(ctx, &c, 1), 1);
@@ -206,10 +219,7 @@ TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
         auto *wp = new outcome;  // leaked with the thread if it never returns
         outcome &w = *wp;
-        std::thread t([ctx, wp] {
-            wp->tid = this_tid();
-            wp->set(asys_wait(ctx, 1, nullptr, wp->cqe, 1));
-        });
+        std::thread t = start_waiter(ctx, 1, wp);
         ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
         ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
         const bool ended = w.wait_done(10);
@@ -241,10 +251,7 @@ TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
         auto *wp = new outcome, *dp = new outcome;  // leaked with the threads if they never return
         outcome &w = *wp, &d = *dp;
-        std::thread t([ctx, wp] {
-            wp->tid = this_tid();
-            wp->set(asys_wait(ctx, 1, nullptr, wp->cqe, 1));
-        });
+        std::thread t = start_waiter(ctx, 1, wp);
         ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
         std::thread destroyer([ctx, dp] {
             dp->tid = this_tid();
@@ -314,10 +321,7 @@ TEST(Review17, SignalToTheSleepingWaiterNeitherEndsNorLosesTheWait) {
     char byte = 0;
     ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 1), 0);
     outcome w;
-    std::thread t([&] {
-        w.tid = this_tid();
-        w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
-    });
+    std::thread t = start_waiter(ctx, 1, &w);
     const pid_t tid = w.wait_tid();
     for (int k = 1; k <= 5; ++k) {
         ASSERT_TRUE(wait_asleep_in_asys_wait(tid));
@@ -375,10 +379,7 @@ TEST(Review17, CallbackOnTheWaiterSubmitsWaitsAndCancelsTheAwaitedOp) {
     ASSERT_EQ(submit_pipe_read(ctx, p1, &b1, 41, nested_callback, &n), 0);
     ASSERT_EQ(submit_pipe_read(ctx, p2, &b2, 42), 0);
     outcome w;
-    std::thread t([&] {
-        w.tid = this_tid();
-        w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
-    });
+    std::thread t = start_waiter(ctx, 1, &w);
     ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
     ASSERT_EQ(write(p1.w, "c", 1), 1);
     const bool ended = w.wait_done(20);
@@ -633,11 +634,7 @@ TEST(Review17, TwoUntimedWaitersShareTheCompletionsOfOneSubmitter) {
     while (got.load() < kOps && std::chrono::steady_clock::now() < until) sched_yield();
     EXPECT_EQ(got.load(), kOps);
     done = true;
-    for (int k = 0; k < 2; ++k) {  // one entry each, in case a waiter sleeps on
-        asys_op nop;
-        asys_prep_nop(&nop, 0);
-        ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
-    }
+    for (int k = 0; k < 2; ++k) ASSERT_EQ(push_entry(ctx, 0), ASYS_DONE);  // in case a waiter sleeps on
     w1.join();  // with nothing in flight both end with -EDEADLK
     w2.join();
     EXPECT_EQ(bad.load(), 0u);
@@ -888,15 +885,9 @@ TEST(Review17, AKickReapedByAnotherThreadStillWakesTheWaiter) {
     for (int iter = 0; iter < 20 && stuck == 0; ++iter) {
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 100 + iter), 0);
         outcome w;
-        std::thread t([&] {
-            w.tid = this_tid();
-            w.set(asys_wait(ctx, 1, nullptr, w.cqe, 1));
-        });
+        std::thread t = start_waiter(ctx, 1, &w);
         ASSERT_TRUE(wait_asleep_in_asys_wait(w.wait_tid()));
-        asys_op nop;
-        asys_prep_nop(&nop, 3);
-        nop.user_data = 7;  // no ret_ptr: ASYS_DONE and a cqe, which kicks the waiter
-        ASSERT_EQ(asys_submit(ctx, &nop), ASYS_DONE);
+        ASSERT_EQ(push_entry(ctx, 7), ASYS_DONE);  // kicks the waiter
         asys_op steal;
         asys_prep_nop(&steal, 0);
         steal.flags = ASYS_F_ASYNC;  // to the ring; its submit reaps the CQ
@@ -932,11 +923,8 @@ TEST(Review17, VeryLongTimeoutWaitsForTheCompletion_Bug) {
         char byte = 0;
         ASSERT_EQ(submit_pipe_read(ctx, pipe, &byte, 5), 0);
         outcome w;
-        std::thread t([&] {
-            w.tid = this_tid();
-            struct timespec ts{secs, 0};
-            w.set(asys_wait(ctx, 1, &ts, w.cqe, 1));
-        });
+        const struct timespec ts{secs, 0};
+        std::thread t = start_waiter(ctx, 1, &w, &ts);
         const bool asleep = w.asleep_or_done();
         {
             std::lock_guard lk(w.mu);

@@ -238,10 +238,12 @@ TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
     }
 }
 
-// The same with DRAIN: the waiter itself reaps the last completion (its
-// retire() lets destroy go on) and must be out of the library before the
-// ring is torn down.
-TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
+// BUG (the same, with DRAIN): the designated waiter itself reaps the last
+// completion; its retire() lets destroy go on (inflight 0), and destroy
+// tears the ring down while the waiter is still in sleep_in_ring
+// (preferred_->end_reaping() at context.cpp:642 vs recycle()'s
+// preferred_.reset(), reported by TSan under ctest -j2; intermittent).
+TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion_Bug) {
     for (int iter = 0; iter < 200; ++iter) {
         asys_params p = params(1);
         asys_ctx *ctx = nullptr;

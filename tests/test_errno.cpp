@@ -338,7 +338,7 @@ void scenario_context() {
     // Failing creations.
     KEEPS_ERRNO(asys_ctx_create, (&p, nullptr), got_ == -EFAULT);
     p = asys_params{};
-    p.reserved[1] = 1;
+    p.reserved16 = 1;
     KEEPS_ERRNO(asys_ctx_create, (&p, &ctx), got_ == -EINVAL);
     p = asys_params{};
     p.flags = 1u << 20;

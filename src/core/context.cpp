@@ -105,6 +105,9 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (params) p = *params;
     for (unsigned r : p.reserved)
         if (r) return -EINVAL;
+    if (p.reserved16) return -EINVAL;
+    for (unsigned b : p.class_workers)
+        if (b > kMaxWorkers) return -EINVAL;
     if (p.flags & ~ASYS_CTX__ALL) return -EINVAL;
     if ((p.flags & ASYS_CTX_INLINE_NEVER) && (p.flags & ASYS_CTX_INLINE_ALWAYS)) return -EINVAL;
     if (p.workers > kMaxWorkers || p.max_inflight > kMaxInflight) return -EINVAL;
@@ -163,15 +166,13 @@ int context::init(const asys_params &p) noexcept {
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
+    max_workers_ = p.workers;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
     cqe_producers_.store(0, std::memory_order_relaxed);
     chain_step_limit.store(0, std::memory_order_relaxed);
-    for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
-                    &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
-                    &cnt.cancelled, &cnt.rejected_full, &cnt.ring_retried})
-        a->store(0, std::memory_order_relaxed);
+    cnt.reset();
     int rc = slab_.init(p.max_inflight);
     if (rc) return rc;
     rc = ring_.init(p.ring_entries);
@@ -179,8 +180,12 @@ int context::init(const asys_params &p) noexcept {
     preferred_error_ = 0;
     preferred_fail_step_ = "";
     preferred_entry_ = general_entry_ = nullptr;
-    const backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
-                             spin_ns(p.pool_spin_us, 50)};
+    backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
+                       spin_ns(p.pool_spin_us, 50), {}};
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) {  // 0: the class's default share; at most the bound
+        const unsigned b = p.class_workers[k] ? p.class_workers[k] : p.workers / kSchedClasses[k].budget_divisor;
+        cfg.budgets[k] = b < 1 ? 1 : b > p.workers ? p.workers : b;
+    }
     for (unsigned i = 0; i < kBackendCount; ++i) {
         const backend_entry &e = kBackends[i];
         if (e.general) {
@@ -384,6 +389,12 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
+    s->bulk = (op.flags & ASYS_F_BULK) != 0;
+    s->expired = 0;
+    s->sched = sched_class_of(op.opcode, op.nr, op.flags);
+    s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
+    s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    s->submit_ns = monotonic_ns();
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -443,9 +454,12 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         (void)slot->hooks->completed(*slot, &res);
     }
     if (slot->ret_ptr) *slot->ret_ptr = res;
-    if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
-    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
+    const unsigned k = slot->sched;
+    if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);
+    if (slot->expired) cnt.expired[k].fetch_add(1, std::memory_order_relaxed);
+    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)[k]
         .fetch_add(1, std::memory_order_relaxed);
+    cnt.latency[k].add(static_cast<uint64_t>(monotonic_ns() - slot->submit_ns));
     if (slot->done) cnt.short_finished.fetch_add(1, std::memory_order_relaxed);
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
@@ -524,14 +538,14 @@ int context::stats(asys_stats *o) noexcept {
     if (!o) return -EFAULT;
     auto r = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
     *o = asys_stats{};
-    o->done_inline = r(cnt.done_inline);
-    o->punted_probe = r(cnt.punted_probe);
-    o->punted_direct = r(cnt.punted_direct);
+    o->done_inline = counters::sum(cnt.done_inline);
+    o->punted_probe = counters::sum(cnt.punted_probe);
+    o->punted_direct = counters::sum(cnt.punted_direct);
     o->submitted = o->done_inline + o->punted_probe + o->punted_direct;
-    o->completed_pool = r(cnt.completed_pool);
-    o->completed_uring = r(cnt.completed_uring);
+    o->completed_pool = counters::sum(cnt.completed_pool);
+    o->completed_uring = counters::sum(cnt.completed_uring);
     o->short_finished = r(cnt.short_finished);
-    o->cancelled = r(cnt.cancelled);
+    o->cancelled = counters::sum(cnt.cancelled);
     o->rejected_full = r(cnt.rejected_full);
     o->workers = general_->threads();
     o->inflight = inflight_.load(std::memory_order_relaxed);

@@ -61,7 +61,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc == 0) {
         check(op.opcode < ASYS_OP__COUNT, "known opcode");
         check((op.flags & ~ASYS_F__ALL) == 0, "known flags");
-        check(op.reserved[0] == 0 && op.reserved[1] == 0, "reserved zero");
+        check(op.reserved[0] == 0, "reserved zero");
+        check((op.flags & ASYS_F_DEADLINE) || op.deadline_ns == 0, "a deadline only with ASYS_F_DEADLINE");
+        check(op.deadline_ns <= uint64_t{INT64_MAX}, "a deadline fits CLOCK_MONOTONIC nanoseconds");
+        check(((op.flags & ASYS_F_CLASS_MASK) >> ASYS_F_CLASS_SHIFT) <= ASYS_CLASS__COUNT, "a known class");
         check(op.callback || !op.cb_arg, "no cb_arg without callback");
         if (op.opcode == ASYS_OP_SYSCALL) {
             check(op.nr >= 0 && op.nr < 1024, "syscall number in range");
@@ -77,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(rc != 0, "a denied syscall is never accepted");
         asys_op clean = op;  // otherwise well-formed: the refusal is -EPERM
         clean.flags = 0;
-        clean.reserved[0] = clean.reserved[1] = 0;
+        clean.reserved[0] = clean.deadline_ns = 0;
         clean.cb_arg = nullptr;
         check(asys::internal::validate_op(&clean) == -EPERM, "denied -> -EPERM");
     }

@@ -65,7 +65,7 @@ TEST(BadInput, Descriptors) {
     op.opcode = ASYS_OP__COUNT;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "unknown opcode";
     asys_prep_nop(&op, 0);
-    op.flags = 0x100;
+    op.flags = ASYS_F__ALL + 1;  // the first bit no flag uses
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "unknown flag";
     op.flags = ASYS_F_SYNC | ASYS_F_ASYNC;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "SYNC|ASYNC";

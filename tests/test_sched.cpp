@@ -92,6 +92,13 @@ void submit_ok(asys_ctx *ctx, asys_op op) {
     ASSERT_EQ(asys_submit(ctx, &op), 0) << asys_opcode_name(op.opcode);
 }
 
+/// Submits g's first long call (user_data `ud`) and waits (bounded) until
+/// the long class's one worker runs it.
+void hold_the_long_worker(asys_ctx *ctx, gate &g, uint64_t ud) {
+    submit_ok(ctx, g.long_call(0, ud));
+    EXPECT_TRUE(eventually([&] { return metrics(ctx).cls[ASYS_CLASS_LONG].workers_busy == 1; }));
+}
+
 asys_op async_nop(long value, uint64_t ud, uint32_t flags = 0) {
     asys_op op;
     asys_prep_nop(&op, value);
@@ -231,8 +238,7 @@ TEST(Sched, LatencyBeforeBulkWithinAClass) {
     ctx_guard ctx(&p);
     ASSERT_TRUE(ctx.ctx);
     gate g(1);
-    submit_ok(ctx, g.long_call(0, 9));
-    ASSERT_TRUE(eventually([&] { return metrics(ctx).cls[ASYS_CLASS_LONG].workers_busy == 1; }));
+    hold_the_long_worker(ctx, g, 9);
     const uint32_t long_class = ASYS_F_CLASS(ASYS_CLASS_LONG);
     submit_ok(ctx, async_nop(1, 1, long_class | ASYS_F_BULK));
     submit_ok(ctx, async_nop(2, 2, long_class | ASYS_F_BULK));
@@ -309,8 +315,7 @@ TEST(SchedDeadline, PoolExpiresQueuedOpAtDequeue) {
     ctx_guard ctx(&p);
     ASSERT_TRUE(ctx.ctx);
     gate g(1);
-    submit_ok(ctx, g.long_call(0, 9));
-    ASSERT_TRUE(eventually([&] { return metrics(ctx).cls[ASYS_CLASS_LONG].workers_busy == 1; }));
+    hold_the_long_worker(ctx, g, 9);
     const int64_t deadline = now_ns() + 20 * 1000 * 1000;
     asys_op late = async_nop(7, 7, ASYS_F_CLASS(ASYS_CLASS_LONG) | ASYS_F_DEADLINE);
     late.deadline_ns = static_cast<uint64_t>(deadline);
@@ -502,8 +507,7 @@ TEST(SchedMetrics, CountersMatchSubmittedOpsExactly) {
     EXPECT_EQ(reap(ctx, 5).size(), 5u);
     // Two LONG ops queued behind a blocked one, then cancelled.
     gate g(1);
-    submit_ok(ctx, g.long_call(0, 30));
-    ASSERT_TRUE(eventually([&] { return metrics(ctx).cls[ASYS_CLASS_LONG].workers_busy == 1; }));
+    hold_the_long_worker(ctx, g, 30);
     submit_ok(ctx, async_nop(0, 50, ASYS_F_CLASS(ASYS_CLASS_LONG)));
     submit_ok(ctx, async_nop(0, 50, ASYS_F_CLASS(ASYS_CLASS_LONG)));
     EXPECT_EQ(asys_cancel(ctx, 50), 0);

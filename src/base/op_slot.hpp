@@ -78,7 +78,10 @@ struct op_slot {
     uint8_t seekable : 1;  ///< a probe saw the fd take a positional read (EAGAIN, not ESPIPE)
     uint8_t bulk : 1;      ///< ASYS_F_BULK: after the latency ops of its class
     uint8_t expired : 1;   ///< completed -ETIME by its deadline (set by the backend)
-    uint8_t sched;         ///< scheduling class, ASYS_CLASS_* (the pool's queue)
+    uint8_t sched : 3;     ///< scheduling class, ASYS_CLASS_* (the pool's queue)
+    /// 1 + its entry in the submitting thread's batch window (0: none); see
+    /// context::batch_window. Written before the slot is punted.
+    uint8_t batch_entry;
     /// ASYS_F_DEADLINE: the absolute CLOCK_MONOTONIC deadline, as the
     /// kernel's timespec (the ring's linked timeout reads it at submission,
     /// which a batch may delay).

@@ -164,6 +164,8 @@ int64_t spin_ns(unsigned us, unsigned default_us) noexcept {
 int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
+    wait_spin_now_.store(wait_spin_ns_, std::memory_order_relaxed);
+    spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
     max_workers_ = p.workers;
@@ -231,6 +233,98 @@ int context::cancel(uint64_t user_data) noexcept {
     if (rp == -EALREADY || ru == -EALREADY) return -EALREADY;
     if (rp == 0 || ru == 0) return 0;
     return -ENOENT;
+}
+
+namespace {
+/// The batch window open on this thread, and its context.
+struct open_batch {
+    context *ctx = nullptr;
+    batch_window *w = nullptr;
+};
+__attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
+}  // namespace
+
+void context::open_window(batch_window &w, batch_window **saved) noexcept {
+    *saved = t_batch.ctx == this ? t_batch.w : nullptr;
+    w.n = w.done = w.queued = 0;
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) w.n_class[k] = w.done_class[k] = 0;
+    t_batch = {this, &w};
+}
+
+void context::settle_window(batch_window &w) noexcept {
+    // One add per window and class for the counters (relaxed statistics).
+    for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
+        if (w.done_class[c]) cnt.done_inline[c].fetch_add(w.done_class[c], std::memory_order_relaxed);
+        if (w.n_class[c] > w.done_class[c])
+            cnt.punted_direct[c].fetch_add(w.n_class[c] - w.done_class[c], std::memory_order_relaxed);
+        w.n_class[c] = w.done_class[c] = 0;
+    }
+    // Entries still set belong to ops in flight: they complete with a cqe.
+    for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
+    w.n = w.done = w.queued = 0;
+}
+
+void context::close_window(batch_window *saved) noexcept {
+    settle_window(*t_batch.w);
+    t_batch = saved ? open_batch{this, saved} : open_batch{};
+}
+
+bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept {
+    return preferred_ && preferred_->accepts_call(opcode, args, seekable);
+}
+
+void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
+    if (w.n == batch_window::kMax) {
+        // Enter the kernel for the window's ops (their completions are
+        // reaped here, inside the window), then start the next window.
+        punt_window(w);
+        preferred_->unplug();
+        preferred_->plug();
+        settle_window(w);
+    }
+    const unsigned k = w.n++;
+    w.slot[k] = slot;
+    w.status[k] = status;
+    ++w.n_class[slot->sched];
+    slot->batch_entry = static_cast<uint8_t>(k + 1);
+}
+
+void context::punt_window(batch_window &w) noexcept {
+    // One SQ lock for the whole window; ops the ring has no room for go to
+    // the general backend.
+    unsigned k = w.queued + preferred_->punt_plugged(w.slot + w.queued, w.n - w.queued);
+    for (; k < w.n; ++k) {
+        op_slot *s = w.slot[k];
+        if (preferred_->punt(s, false) == 0 || general_->punt(s, false) == 0) continue;
+        complete(s, -EAGAIN, ASYS_PATH_POOL);  // no thread could be started for it
+    }
+    w.queued = w.n;
+}
+
+bool context::finish_in_window(op_slot *slot, long res) noexcept {
+    const unsigned k = slot->batch_entry - 1u;
+    batch_window *w = t_batch.w;
+    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
+    w->slot[k] = nullptr;  // once
+    ++w->done;
+    ++w->done_class[slot->sched];
+    if (w->status[k]) *w->status[k] = ASYS_DONE;
+    // Like an inline op, it posts a cqe (or calls back) only if asked to
+    // or when the result has nowhere else to go.
+    if ((slot->flags & ASYS_F_CQE_ALWAYS) || !slot->ret_ptr) {
+        const asys_cqe cqe{slot->user_data, res, slot->opcode, ASYS_PATH_URING};
+        const bool produces = !slot->callback;
+        if (slot->ret_ptr) *slot->ret_ptr = res;
+        finish(slot, cqe);
+        retire(produces);
+        return true;
+    }
+    *slot->ret_ptr = res;
+    const bool produced = !slot->callback;
+    slab_.free(slot);
+    release_room(1);
+    retire(produced);
+    return true;
 }
 
 void context::plug() noexcept {
@@ -391,10 +485,11 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->seekable = 0;
     s->bulk = (op.flags & ASYS_F_BULK) != 0;
     s->expired = 0;
-    s->sched = sched_class_of(op.opcode, op.nr, op.flags);
+    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
     s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
     s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
     s->submit_ns = monotonic_ns();
+    s->batch_entry = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -453,6 +548,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         res = -EAGAIN;
         (void)slot->hooks->completed(*slot, &res);
     }
+    if (slot->batch_entry && finish_in_window(slot, res)) return;
     if (slot->ret_ptr) *slot->ret_ptr = res;
     const unsigned k = slot->sched;
     if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);
@@ -464,10 +560,14 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
     finish(slot, cqe);
+    retire(produces);
+}
+
+void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produces && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
     if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
@@ -505,13 +605,21 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (preferred_) preferred_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
-    if (min > 0 && wait_spin_ns_ > 0 && ring_.count_relaxed() < min &&
+    // The spin adapts (see next_spin_ns): it shrinks while spins end
+    // without the completions (a device that takes longer: spinning only
+    // burns a core) and grows back while they arrive in time.
+    const int64_t spin = spin_ns_now();
+    if (min > 0 && spin > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_spin_ns_);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin);
         if (preferred_) preferred_->begin_reaping();  // this thread reaps while it spins
+        bool in_time = true;
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (preferred_ && preferred_->ready()) preferred_->reap();
-            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) {
+                in_time = false;
+                break;
+            }
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
@@ -520,10 +628,31 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
             preferred_->end_reaping();
             if (preferred_->ready()) preferred_->reap();
         }
+        spin_outcome(spin, in_time);
     }
     int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
+}
+
+// The adaptive wait spin: halves after a spin that ended without the
+// completions, doubles (up to asys_params.wait_spin_us) after one that got
+// them. Below 1 us it is off; then one wait in 16 tries a short spin, so a
+// workload that turns fast again is noticed. Relaxed: a heuristic shared by
+// the context's waiters.
+int64_t context::spin_ns_now() noexcept {
+    const int64_t s = wait_spin_now_.load(std::memory_order_relaxed);
+    if (s > 0 || wait_spin_ns_ == 0) return s;
+    const unsigned k = spin_retry_.load(std::memory_order_relaxed) + 1;
+    spin_retry_.store(k, std::memory_order_relaxed);
+    return (k % 16) == 0 ? kMinSpinNs : 0;
+}
+
+void context::spin_outcome(int64_t spun, bool in_time) noexcept {
+    int64_t next = in_time ? spun * 2 : spun / 2;
+    if (next > wait_spin_ns_) next = wait_spin_ns_;
+    if (next < kMinSpinNs) next = in_time ? kMinSpinNs : 0;
+    wait_spin_now_.store(next, std::memory_order_relaxed);
 }
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {

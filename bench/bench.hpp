@@ -11,6 +11,7 @@
 //   head_of_line.cpp  cached-read latency next to cold reads (asys, libuv)
 //   direct.cpp        O_DIRECT reads at queue depth 32, alone and as chains
 //   scale.cpp         100,000 reads in flight
+//   scheduling.cpp    cold and cached reads beside 64 long calls (classes)
 #pragma once
 #include <sys/types.h>
 
@@ -114,5 +115,6 @@ void sockets_fini();
 void head_of_line_table(const options &o, workload &w);  // head_of_line.cpp
 void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
+void scheduling_table(const options &o, workload &w, bool have_uring);  // scheduling.cpp
 
 }  // namespace bench

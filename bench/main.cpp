@@ -157,6 +157,7 @@ int main(int argc, char **argv) {
                sst.completed_pool + pst.completed_pool);
 
     if (!o.skip_hol) head_of_line_table(o, w);
+    if (!o.skip_hol) scheduling_table(o, w, have_uring);
     if (!o.skip_direct) direct_tables(o, have_uring);
     scale_table();
 

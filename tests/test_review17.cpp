@@ -3,8 +3,9 @@
 // attacked from the user's side. Every test runs on both backends (the pool
 // run has none of the ring paths and must behave the same).
 //
-// Tests named ..._Bug reproduce a defect found in review (see the comment
-// above each): they fail on the code as landed.
+// Tests whose comment starts "Regression" reproduce a defect the review
+// found in the first version of these paths (each failed then; the comment
+// says how), fixed since.
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -119,7 +120,7 @@ void check_stats_balanced(asys_ctx *ctx) {
 
 }  // namespace
 
-// BUG (lost wake-up of the designated ring waiter). asys_wait without a
+// Regression (was: lost wake-up of the designated ring waiter). asys_wait without a
 // timeout must end with -EDEADLK as soon as the entries present plus the ops
 // in flight that will post one fall below min (docs/api.md). A waiter on the
 // completion ring is woken when another thread pops entries
@@ -131,7 +132,7 @@ void check_stats_balanced(asys_ctx *ctx) {
 // cqe present + one ring op pending (a read of an empty pipe); thread W
 // asys_wait(min 2, no timeout) sleeps in io_uring_enter; main asys_peek()s
 // the entry. W should return -EDEADLK; it sleeps until the pipe is written.
-TEST(Review17, PeekTakingTheEntriesEndsARingWaitersHopelessWait_Bug) {
+TEST(Review17, PeekTakingTheEntriesEndsARingWaitersHopelessWait) {
     asys_params p = params(2);
     ctx_guard ctx(&p);
     pipe_pair pipe;
@@ -154,14 +155,14 @@ TEST(Review17, PeekTakingTheEntriesEndsARingWaitersHopelessWait_Bug) {
     check_stats_balanced(ctx);
 }
 
-// BUG (pre-existing plug, made wider by ring batches). The ring's plug is a
+// Regression (was: pre-existing plug, made wider by ring batches). The ring's plug is a
 // context-wide count, not per thread: while any thread is inside
 // asys_submit_batch, punt()/punt_locked() of every other thread only
 // prepares SQEs ("unplug() submits"). If the batch blocks — an ASYS_F_SYNC
 // op runs the call on the caller — another thread's ring op is never
 // submitted, and its asys_wait (the designated waiter enters with
 // to_submit 0) times out although the op would complete at once.
-TEST(Review17, AnotherThreadsBlockedBatchDoesNotHoldBackMySubmit_Bug) {
+TEST(Review17, AnotherThreadsBlockedBatchDoesNotHoldBackMySubmit) {
     asys_params p = params(2);
     ctx_guard ctx(&p);
     pipe_pair pipe;
@@ -197,7 +198,7 @@ TEST(Review17, AnotherThreadsBlockedBatchDoesNotHoldBackMySubmit_Bug) {
     check_stats_balanced(ctx);
 }
 
-// BUG (use after teardown). asys_ctx_destroy may run while threads sleep in
+// Regression (was: use after teardown). asys_ctx_destroy may run while threads sleep in
 // asys_wait (they return -ESHUTDOWN). completion_ring::shutdown() waits for
 // the threads in completion_ring::wait, but the designated ring waiter is in
 // context::sleep_in_ring, counted nowhere: with CANCEL, the cancelled op's
@@ -209,7 +210,7 @@ TEST(Review17, AnotherThreadsBlockedBatchDoesNotHoldBackMySubmit_Bug) {
 // window. Fails under TSan (data race: recycle()'s preferred_.reset() vs
 // sleep_in_ring()'s preferred_->end_reaping()); the plain build rarely
 // crashes.
-TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
+TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait) {
     for (int iter = 0; iter < 200; ++iter) {
         asys_params p = params(1);
         asys_ctx *ctx = nullptr;
@@ -238,12 +239,12 @@ TEST(Review17, DestroyCancelWhileAThreadSleepsInAsysWait_Bug) {
     }
 }
 
-// BUG (the same, with DRAIN): the designated waiter itself reaps the last
+// Regression (the same, with DRAIN): the designated waiter itself reaps the last
 // completion; its retire() lets destroy go on (inflight 0), and destroy
 // tears the ring down while the waiter is still in sleep_in_ring
 // (preferred_->end_reaping() at context.cpp:642 vs recycle()'s
 // preferred_.reset(), reported by TSan under ctest -j2; intermittent).
-TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion_Bug) {
+TEST(Review17, DestroyDrainWhileTheWaiterReapsTheLastCompletion) {
     for (int iter = 0; iter < 200; ++iter) {
         asys_params p = params(1);
         asys_ctx *ctx = nullptr;
@@ -666,13 +667,13 @@ struct cached_batch {
 };
 }  // namespace
 
-// BUG (regression of ring batches). Cached reads with a ret_ptr need no room
+// Regression (was: regression of ring batches). Cached reads with a ret_ptr need no room
 // when they finish inline, so asys_submit_batch of 8 of them on a context
 // with max_inflight 4 accepts all 8 (the pool backend does). Through the
 // ring, each op reserves room before it joins the window (route_op:
 // reserve_room, then window_add) and the window's ops are only handed to the
 // ring at its end, so op 5 finds no room: the batch stops at 4 (-EAGAIN).
-TEST(Review17, BatchOfCachedReadsLargerThanMaxInflightIsAccepted_Bug) {
+TEST(Review17, BatchOfCachedReadsLargerThanMaxInflightIsAccepted) {
     asys_params p = params(2, 4);
     ctx_guard ctx(&p);
     cached_batch b(8);
@@ -686,12 +687,12 @@ TEST(Review17, BatchOfCachedReadsLargerThanMaxInflightIsAccepted_Bug) {
     check_stats_balanced(ctx);
 }
 
-// BUG (self-deadlock). The same batch with ASYS_CTX_BLOCK_WHEN_FULL: op 5
+// Regression (was: self-deadlock). The same batch with ASYS_CTX_BLOCK_WHEN_FULL: op 5
 // sleeps in reserve_room() for room that only ops 1-4 can free, but they
 // sit in the calling thread's batch window, not yet handed to the ring
 // (punt_window runs at the window's end; the flush() before sleeping has
 // no SQE to submit). The batch never returns; only a destroy frees it.
-TEST(Review17, BatchLargerThanMaxInflightWithBlockWhenFullReturns_Bug) {
+TEST(Review17, BatchLargerThanMaxInflightWithBlockWhenFullReturns) {
     asys_params p = params(2, 4, ASYS_CTX_BLOCK_WHEN_FULL);
     asys_ctx *ctx = nullptr;
     ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
@@ -735,14 +736,14 @@ long batch_result(asys_ctx *ctx, int status, long ret) {
 }
 }  // namespace
 
-// BUG (order within a batch). asys_submit_batch "submits ops[0..n) in
+// Regression (was: order within a batch). asys_submit_batch "submits ops[0..n) in
 // order" (docs/api.md), and each op used to run its inline attempt when its
 // turn came. Ring-bound ops now wait in the batch window until its end
 // (punt_window), while ops the ring does not take (a close runs inline)
 // execute at once: in [pread(fd), close(fd)] the close runs first and the
 // cached pread answers -EBADF (or reads whatever file takes the number).
 // The pool backend gives 4096.
-TEST(Review17, BatchReadThenCloseReadsTheFile_Bug) {
+TEST(Review17, BatchReadThenCloseReadsTheFile) {
     cached_batch b(1);
     const int fd = dup(b.fd);
     ASSERT_GE(fd, 0);
@@ -910,14 +911,14 @@ TEST(Review17, AKickReapedByAnotherThreadStillWakesTheWaiter) {
     check_stats_balanced(ctx);
 }
 
-// BUG (pre-existing on the pool path, and again in the new ring path). A
+// Regression (was: pre-existing on the pool path, and again in the new ring path). A
 // very long relative timeout (about 317 years, or the largest tv_sec) means
 // "wait": the wait must sleep until the op completes, never answer -ETIME
 // at once. The pool path overflows in completion_ring::wait (seconds(tv_sec)
 // added to steady_clock::now() in nanoseconds); the ring path in
 // context::wait / uring_backend::wait_completions ((deadline.tv_sec -
 // now.tv_sec) * 1000000000 in int64_t) and monotonic_after (tv_sec +=).
-TEST(Review17, VeryLongTimeoutWaitsForTheCompletion_Bug) {
+TEST(Review17, VeryLongTimeoutWaitsForTheCompletion) {
     asys_params p = params(2);
     ctx_guard ctx(&p);
     for (time_t secs : {time_t{10000000000}, std::numeric_limits<time_t>::max()}) {

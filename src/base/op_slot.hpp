@@ -73,7 +73,7 @@ struct op_slot {
     /// sides also synchronise through that lock, and the flag only selects
     /// the errno of an interrupted call.
     std::atomic<uint8_t> cancel;
-    uint8_t queued;  ///< on the pool's queue (guarded by the pool lock)
+    uint8_t queued : 1;    ///< on the pool's queue (guarded by the pool lock)
     uint8_t direct : 1;    ///< punted without an inline attempt (for counters)
     uint8_t seekable : 1;  ///< a probe saw the fd take a positional read (EAGAIN, not ESPIPE)
     uint8_t bulk : 1;      ///< ASYS_F_BULK: after the latency ops of its class
@@ -82,6 +82,10 @@ struct op_slot {
     /// 1 + its entry in the submitting thread's batch window (0: none); see
     /// context::batch_window. Written before the slot is punted.
     uint8_t batch_entry;
+    /// Bumped each time the slot is handed out (new_slot): with
+    /// batch_entry, tells a batch window's own op from a later op that
+    /// reuses the slot after the first completed elsewhere.
+    uint8_t reuse;
     /// ASYS_F_DEADLINE: the absolute CLOCK_MONOTONIC deadline, as the
     /// kernel's timespec (the ring's linked timeout reads it at submission,
     /// which a batch may delay).

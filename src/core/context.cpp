@@ -165,6 +165,10 @@ int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
     wait_spin_now_.store(wait_spin_ns_, std::memory_order_relaxed);
+    callers_.store(0);  // a context recycled in a child of fork() may have counted parent threads
+    ring_waiter_.store(false);
+    ring_sleeping_.store(false);
+    ring_sleeper_need_.store(0);
     spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
@@ -273,18 +277,21 @@ bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool
     return preferred_ && preferred_->accepts_call(opcode, args, seekable);
 }
 
+void context::enter_window(batch_window &w) noexcept {
+    // Enter the kernel for the window's ops (their completions are reaped
+    // here, inside the window), then start the next window.
+    punt_window(w);
+    preferred_->unplug();
+    preferred_->plug();
+    settle_window(w);
+}
+
 void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
-    if (w.n == batch_window::kMax) {
-        // Enter the kernel for the window's ops (their completions are
-        // reaped here, inside the window), then start the next window.
-        punt_window(w);
-        preferred_->unplug();
-        preferred_->plug();
-        settle_window(w);
-    }
+    if (w.n == batch_window::kMax) enter_window(w);
     const unsigned k = w.n++;
     w.slot[k] = slot;
     w.status[k] = status;
+    w.reuse[k] = slot->reuse;
     ++w.n_class[slot->sched];
     slot->batch_entry = static_cast<uint8_t>(k + 1);
 }
@@ -304,7 +311,9 @@ void context::punt_window(batch_window &w) noexcept {
 bool context::finish_in_window(op_slot *slot, long res) noexcept {
     const unsigned k = slot->batch_entry - 1u;
     batch_window *w = t_batch.w;
-    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
+    // The slot must be this window's op, not a later op in the same slot
+    // (the first completed on another thread, and the slot was reused).
+    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot || w->reuse[k] != slot->reuse) return false;
     w->slot[k] = nullptr;  // once
     ++w->done;
     ++w->done_class[slot->sched];
@@ -386,7 +395,6 @@ int context::destroy(unsigned how) noexcept {
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
-    wake_ring_sleeper();  // it re-checks the state
 
     if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         // In a child of fork(): the workers and any lock holders are gone.
@@ -405,6 +413,7 @@ int context::destroy(unsigned how) noexcept {
         return 0;
     }
 
+    wake_ring_sleeper();  // it re-checks the state
     {
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
@@ -426,13 +435,41 @@ int context::destroy(unsigned how) noexcept {
         sleepers_.fetch_sub(1);
     }
     ring_.shutdown();
+    // Threads still inside asys_wait (the designated ring waiter, a thread
+    // between its sleep in the ring and the completion ring) or a batch
+    // leave before the backends and the ring go away.
+    {
+        std::unique_lock lk(wait_mu_);
+        sleepers_.fetch_add(1);
+        while (callers_.load() != 0) {
+            lk.unlock();
+            wake_ring_sleeper();
+            lk.lock();
+            wait_cv_.wait_for(lk, std::chrono::milliseconds(2), [&] { return callers_.load() == 0; });
+        }
+        sleepers_.fetch_sub(1);
+    }
     general_->stop();
     if (preferred_) preferred_->stop();
     recycle();
     return 0;
 }
 
-int context::reserve_room(bool atomic) noexcept {
+context::caller_scope::caller_scope(context &c) noexcept : c_(c) {
+    // seq_cst, then the state: with destroy()'s state CAS, either destroy
+    // waits for this caller or the caller sees closing.
+    c_.callers_.fetch_add(1);
+    ok_ = c_.state_.load() == 1;
+}
+
+context::caller_scope::~caller_scope() {
+    if (c_.callers_.fetch_sub(1) == 1 && c_.state_.load() != 1) {
+        std::lock_guard lk(c_.wait_mu_);
+        c_.wait_cv_.notify_all();
+    }
+}
+
+int context::reserve_room(bool atomic, bool count_rejected) noexcept {
     for (;;) {
         // seq_cst: with destroy()'s state_ CAS, either destroy waits for this
         // op (inflight_) or this call sees closing.
@@ -445,7 +482,7 @@ int context::reserve_room(bool atomic) noexcept {
         }
         release_room(1);
         if (atomic || !(flags_ & ASYS_CTX_BLOCK_WHEN_FULL)) {
-            cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
+            if (count_rejected) cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
             return -EAGAIN;
         }
         // Ops a batch holds back (plugged) may be the ones whose completion
@@ -491,6 +528,7 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
     s->submit_ns = monotonic_ns();
     s->batch_entry = 0;
+    ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -569,9 +607,9 @@ void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) {
-        ring_.poke();
-        wake_ring_sleeper();
+    if (produced) {
+        if (ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+        wake_hopeless_ring_sleeper();
     }
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
@@ -599,7 +637,8 @@ __attribute__((tls_model("initial-exec"))) thread_local const context *t_ring_sl
 struct timespec monotonic_after(const struct timespec &rel) noexcept {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += rel.tv_sec;
+    constexpr time_t kMaxSec = time_t{1} << 31;  // ~68 years: no overflow below
+    t.tv_sec += rel.tv_sec < kMaxSec ? rel.tv_sec : kMaxSec;
     t.tv_nsec += rel.tv_nsec;
     if (t.tv_nsec >= 1000000000) {
         t.tv_nsec -= 1000000000;
@@ -618,6 +657,18 @@ bool passed(const struct timespec &deadline) noexcept {
 void context::push_cqe(const asys_cqe &cqe) noexcept {
     ring_.push(cqe);
     wake_ring_sleeper();
+}
+
+void context::wake_hopeless_ring_sleeper() noexcept {
+    // A wait without a deadline ends (-EDEADLK) when the entries present
+    // plus the ops that will post one fall below its min: entries popped
+    // by another thread, or a producer that went away without posting.
+    if (!preferred_) return;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const unsigned need = ring_sleeper_need_.load(std::memory_order_relaxed);
+    if (need && ring_sleeping_.load(std::memory_order_relaxed) && t_ring_sleeper != this &&
+        cqe_producers_.load() + ring_.count_relaxed() < need)
+        preferred_->kick();
 }
 
 void context::wake_ring_sleeper() noexcept {
@@ -641,6 +692,7 @@ void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexc
     bool expected = false;
     if (!ring_waiter_.compare_exchange_strong(expected, true)) return;  // another thread is it
     t_ring_sleeper = this;
+    ring_sleeper_need_.store(deadline ? 0 : min, std::memory_order_relaxed);  // -EDEADLK only without one
     preferred_->begin_reaping();
     auto done = [&] {
         return ring_.count_relaxed() >= min || state_.load() != 1 ||
@@ -662,11 +714,14 @@ void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexc
     preferred_->end_reaping();
     if (preferred_->ready()) preferred_->reap();
     t_ring_sleeper = nullptr;
+    ring_sleeper_need_.store(0, std::memory_order_relaxed);
     ring_waiter_.store(false);
 }
 
 int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                   unsigned max) noexcept {
+    const caller_scope busy(*this);
+    if (!busy.ok()) return -ESHUTDOWN;
     if (max > 0 && !out) return -EFAULT;
     if (min > max || min > ring_.capacity()) return -EINVAL;
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
@@ -727,7 +782,10 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
 }
 
 int context::finish_wait(int n) noexcept {
-    if (n > 0) release_room(static_cast<unsigned>(n));
+    if (n > 0) {
+        release_room(static_cast<unsigned>(n));
+        wake_hopeless_ring_sleeper();  // the entries it counted on may be these
+    }
     return n;
 }
 
@@ -755,8 +813,7 @@ int context::peek(asys_cqe *out, unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
     if (preferred_) preferred_->reap();
     unsigned n = ring_.pop(out, max);
-    if (n) release_room(n);
-    return static_cast<int>(n);
+    return finish_wait(static_cast<int>(n));
 }
 
 int context::stats(asys_stats *o) noexcept {

@@ -106,11 +106,35 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     }
     const bool atomic = f & ASYS_F_ATOMIC;
 
+    // In a batch with a window: whether this op joins it (no probe; the
+    // kernel runs it during the window's enter). Ops run in order, so any
+    // other op first enters the kernel for the window's ops before it.
+    bool to_window = false;
+    bool seekable = false;
+    if (batch) {
+        if (batch_skips_probe(op, f)) {
+            seekable = batch_fd_seeks(*batch, op);
+            to_window = c.preferred_accepts(op.opcode, op.args, seekable);
+        }
+        if (!to_window && batch->w->n) c.enter_window(*batch->w);
+    }
+    // Room, without deadlocking on the window: ops waiting in it hold room
+    // that only their enter can free, so a batch that runs out enters the
+    // kernel for them first.
+    auto reserve = [&](bool nonblocking) {
+        if (batch && batch->w->n) {
+            const int rc = c.reserve_room(true, /*count_rejected=*/false);
+            if (rc != -EAGAIN) return rc;
+            c.enter_window(*batch->w);
+        }
+        return c.reserve_room(nonblocking);
+    };
+
     // Room first when an inline finish must post a cqe, so that a full ring
     // is reported before anything runs.
     bool reserved = false;
     if (needs_cqe_inline(op)) {
-        int rc = c.reserve_room(atomic || (f & ASYS_F_NOWAIT));
+        int rc = reserve(atomic || (f & ASYS_F_NOWAIT));
         if (rc) return rc;
         reserved = true;
     }
@@ -123,12 +147,17 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (kOpcodes[op.opcode].cls == op_class::feature) return feature_for(op.opcode)->route(c, op, f, reserved);
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
-    if (batch && batch_skips_probe(op, f)) {
-        const bool seekable = batch_fd_seeks(*batch, op);
-        if (c.preferred_accepts(op.opcode, op.args, seekable)) {
-            if (!reserved) {
-                if (int rc = c.reserve_room(atomic)) return rc;
-            }
+    if (to_window) {
+        // A window op needs room until its enter; if there is none even
+        // after entering the window so far, it is probed like any op (a
+        // cached read finishes inline without room).
+        int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
+        if (rc == -EAGAIN && batch->w->n) {
+            c.enter_window(*batch->w);
+            rc = c.reserve_room(true, /*count_rejected=*/false);
+        }
+        if (rc == -ESHUTDOWN) return rc;
+        if (rc == 0) {
             op_slot *s = c.new_slot(op);
             s->direct = 1;
             s->seekable = seekable;
@@ -157,7 +186,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     }
 
     if (!reserved) {
-        int rc = c.reserve_room(atomic);
+        int rc = reserve(atomic);
         if (rc) {
             // Bytes already read inline are never dropped: deliver the short
             // count now rather than fail.
@@ -193,6 +222,8 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
 int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
 
 int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {
+    const context::caller_scope busy(c);
+    if (!busy.ok()) return -ESHUTDOWN;
     batch_window w;
     batch_window *saved = nullptr;
     const bool windowed = c.batches_via_preferred();

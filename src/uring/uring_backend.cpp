@@ -424,7 +424,7 @@ io_uring_sqe *uring_backend::get_sqe_locked() noexcept {
 
 int uring_backend::submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const *sqes, unsigned n,
                                                unsigned cqes) noexcept {
-    if (plugged_) return 0;  // unplug() submits
+    if (plugged_here()) return 0;  // this thread's unplug() submits
     const int rc = submit_locked();
     if (rc >= 0) return 0;
     // The kernel refused the submission: take the op's SQEs back by turning
@@ -462,7 +462,7 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
 unsigned uring_backend::punt_plugged(op_slot *const *slots, unsigned n) noexcept {
     if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return 0;
     std::lock_guard lk(sq_mu_);
-    if (!plugged_) return 0;  // unplugged: each op is punted (and submitted) on its own
+    if (!plugged_here()) return 0;  // unplugged: each op is punted (and submitted) on its own
     io_uring_sqe *sqes[2];
     unsigned i = 0;
     while (i < n && queue_locked(slots[i], sqes) > 0) ++i;
@@ -540,9 +540,38 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
     return 0;
 }
 
+namespace {
+/// The plugs the calling thread holds, per ring (a batch plugs only its own
+/// thread's submissions: another thread's punt still enters the kernel,
+/// taking whatever SQEs are ready with it). A few rings at once at most (a
+/// batch inside a completion callback of another context's batch); a
+/// thread past that does not plug.
+struct thread_plug {
+    const uring_backend *ring;
+    unsigned depth;
+};
+constexpr unsigned kPlugRings = 4;
+__attribute__((tls_model("initial-exec"))) thread_local thread_plug t_plugs[kPlugRings];
+
+unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
+    thread_plug *free_entry = nullptr;
+    for (thread_plug &p : t_plugs) {
+        if (p.depth && p.ring == b) return &p.depth;
+        if (!p.depth && !free_entry) free_entry = &p;
+    }
+    if (!make || !free_entry) return nullptr;
+    free_entry->ring = b;
+    return &free_entry->depth;
+}
+}  // namespace
+
+bool uring_backend::plugged_here() const noexcept {
+    const unsigned *d = plug_depth(this, false);
+    return d && *d;
+}
+
 void uring_backend::plug() noexcept {
-    std::lock_guard lk(sq_mu_);
-    ++plugged_;
+    if (unsigned *d = plug_depth(this, true)) ++*d;
 }
 
 void uring_backend::flush() noexcept {
@@ -554,9 +583,11 @@ void uring_backend::flush() noexcept {
 }
 
 void uring_backend::unplug() noexcept {
+    unsigned *d = plug_depth(this, false);
+    if (d && --*d > 0) return;  // an outer plug of this thread submits
     {
         std::lock_guard lk(sq_mu_);
-        if (--plugged_ == 0) submit_locked();
+        submit_locked();
     }
     if (ready()) reap();
 }
@@ -674,7 +705,10 @@ int uring_backend::wait_completions(const struct timespec *deadline) noexcept {
     if (deadline) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t ns = (deadline->tv_sec - now.tv_sec) * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
+        constexpr int64_t kMaxSec = int64_t{1} << 31;  // no overflow below
+        int64_t sec = deadline->tv_sec - now.tv_sec;
+        if (sec > kMaxSec) sec = kMaxSec;
+        const int64_t ns = sec * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
         if (ns <= 0) return -ETIME;
         ts.tv_sec = ns / 1000000000;
         ts.tv_nsec = ns % 1000000000;

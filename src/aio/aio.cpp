@@ -32,6 +32,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -119,7 +120,11 @@ asys_ctx *context() {
     c = g_ctx.load(std::memory_order_relaxed);
     if (c) return c;
     asys_params p{};
-    p.max_inflight = 16384;
+    p.max_inflight = 16384; // requests in flight; more are refused with EAGAIN
+    if (const char *env = getenv("ASYS_AIO_MAX_INFLIGHT")) {
+        long v = strtol(env, nullptr, 10);
+        if (v > 0 && v <= 4194304) p.max_inflight = static_cast<unsigned>(v);
+    }
     p.flags = ASYS_CTX_LAZY_THREADS;
     if (asys_ctx_create(&p, &c) < 0) return nullptr;
     g_ctx.store(c, std::memory_order_release);
@@ -225,7 +230,7 @@ void *notify_thread_main(void *arg) {
 
 // Delivers a completion notification as the sigevent asks.
 void deliver(const struct sigevent &ev) {
-    if (ev.sigev_notify == SIGEV_SIGNAL) {
+    if (ev.sigev_notify == SIGEV_SIGNAL && ev.sigev_signo > 0) {
         siginfo_t info;
         std::memset(&info, 0, sizeof info);
         info.si_signo = ev.sigev_signo;
@@ -254,7 +259,8 @@ void deliver(const struct sigevent &ev) {
 bool sigevent_valid(const struct sigevent &ev) {
     switch (ev.sigev_notify) {
     case SIGEV_NONE: return true;
-    case SIGEV_SIGNAL: return ev.sigev_signo > 0 && ev.sigev_signo < NSIG;
+    case SIGEV_SIGNAL: // 0 is the null signal: nothing is sent (a zeroed aiocb asks for it)
+        return ev.sigev_signo >= 0 && ev.sigev_signo < NSIG;
     case SIGEV_THREAD: return ev.sigev_notify_function != nullptr;
     default: return false;
     }
@@ -403,6 +409,10 @@ int enqueue(aiocb *cb, kind what, lio_group *group) {
         r->group = group;
     }
     int rc = submit_op(r);
+    if (rc == ASYS_DONE && r->result == -ESPIPE) { // a pipe or socket: see on_result
+        r->positional = false;
+        rc = submit_op(r);
+    }
     if (rc == ASYS_DONE && r->result == -EBADF && !group) rc = -EBADF; // reported at the call
     if (rc < 0) {
         if (group) {
@@ -508,7 +518,25 @@ int do_aio_suspend(const aiocb *const list[], int nent, const timespec *timeout)
 // ------------------------------------------------------------- cancel
 enum class cancel_outcome { canceled, not_canceled, all_done };
 
-cancel_outcome cancel_one(uint64_t id, request *deferred_fsync) {
+// How long aio_cancel waits for a running request it interrupted to end (an
+// interrupted read of a pipe or socket ends at once; a transfer the kernel
+// does not interrupt is reported as not cancelled after this).
+constexpr long interrupted_wait_ns = 10 * 1000 * 1000;
+
+// Waits (bounded) until the block is no longer in flight. True if it ended.
+bool wait_until_done(const aiocb *cb, long ns) {
+    timespec deadline = deadline_after(timespec{0, ns});
+    for (;;) {
+        uint32_t seen = g_completions.load(std::memory_order_seq_cst);
+        if (load_state(cb) != state_in_flight) return true;
+        g_suspended.fetch_add(1, std::memory_order_seq_cst);
+        int e = futex_wait(&g_completions, seen, &deadline);
+        g_suspended.fetch_sub(1, std::memory_order_seq_cst);
+        if (e == ETIMEDOUT) return load_state(cb) != state_in_flight;
+    }
+}
+
+cancel_outcome cancel_one(const aiocb *cb, uint64_t id, request *deferred_fsync) {
     if (deferred_fsync) { // an fsync still waiting for earlier requests: never started
         int v = deferred_fsync->waiting_for.load(std::memory_order_acquire);
         while (v > 0 &&
@@ -522,14 +550,19 @@ cancel_outcome cancel_one(uint64_t id, request *deferred_fsync) {
     asys_ctx *ctx = context();
     int rc = ctx ? asys_cancel(ctx, id) : -ENOENT;
     if (rc == 0) return cancel_outcome::canceled;
-    if (rc == -EALREADY) return cancel_outcome::not_canceled;
-    return cancel_outcome::all_done;
+    if (rc != -EALREADY) return cancel_outcome::all_done;
+    // It was running and was interrupted: cancelled if that stopped it.
+    if (wait_until_done(cb, interrupted_wait_ns) && load_state(cb) == state_done &&
+        cb->__error_code == ECANCELED)
+        return cancel_outcome::canceled;
+    return cancel_outcome::not_canceled;
 }
 
 int do_aio_cancel(int fd, aiocb *cb) {
     if (fcntl(fd, F_GETFD) < 0) return fail(EBADF);
     if (cb && cb->aio_fildes != fd) return fail(EINVAL);
     struct target {
+        const aiocb *cb;
         uint64_t id;
         request *deferred; // an fsync not yet submitted, with a reference held
     };
@@ -538,7 +571,7 @@ int do_aio_cancel(int fd, aiocb *cb) {
         bool waiting = (r->what == kind::fsync || r->what == kind::fdatasync) &&
                        r->waiting_for.load(std::memory_order_acquire) > 0;
         if (waiting) r->refs.fetch_add(1, std::memory_order_relaxed);
-        targets.push_back({r->id, waiting ? r : nullptr});
+        targets.push_back({r->cb, r->id, waiting ? r : nullptr});
     };
     if (cb) {
         shard &s = shard_of(cb);
@@ -549,7 +582,7 @@ int do_aio_cancel(int fd, aiocb *cb) {
     }
     bool any_canceled = false, any_running = false;
     for (const target &t : targets) {
-        switch (cancel_one(t.id, t.deferred)) {
+        switch (cancel_one(t.cb, t.id, t.deferred)) {
         case cancel_outcome::canceled: any_canceled = true; break;
         case cancel_outcome::not_canceled: any_running = true; break;
         case cancel_outcome::all_done: break;

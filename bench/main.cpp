@@ -157,14 +157,14 @@ void write_plot(const std::string &png, const std::string &title) {
     FILE *g = popen("gnuplot", "w");
     if (!g) die("gnuplot", errno);
     fmt::print(g,
-               "set terminal pngcairo size 1400,{} font ',9'\n"
+               "set terminal pngcairo size 1400,{} font ',9' noenhanced\n"
                "set output '{}'\n"
                "set title \"{}\"\n"
                "set xlabel 'throughput relative to the baseline of its workload (log scale; 1 = baseline)'\n"
                "set logscale x 2\nset grid xtics\nset key off\n"
                "set ytics scale 0\nset yrange [-1:{}]\nset style fill solid 0.8\n"
                "set arrow from 1, graph 0 to 1, graph 1 nohead lw 2 lc 'black'\n"
-               "plot '{}' using (sqrt($2)):1:(sqrt($2)-($2<1?$2:1)):($2>1?$2-sqrt($2):1-sqrt($2)):($1-0.4):($1+0.4):4:ytic(3) "
+               "plot '{}' using 2:1:($2<1?$2:1):($2<1?1:$2):($1-0.4):($1+0.4):4:ytic(3) "
                "with boxxyerror lc variable\n",
                std::max(400, 18 * rows + 120), png, title, rows, data);
     int rc = pclose(g);

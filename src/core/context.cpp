@@ -161,6 +161,8 @@ int64_t spin_ns(unsigned us, unsigned default_us) noexcept {
 int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
+    wait_spin_now_.store(wait_spin_ns_, std::memory_order_relaxed);
+    spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
@@ -228,6 +230,91 @@ int context::cancel(uint64_t user_data) noexcept {
     return -ENOENT;
 }
 
+namespace {
+/// The batch window open on this thread, and its context.
+struct open_batch {
+    context *ctx = nullptr;
+    batch_window *w = nullptr;
+};
+__attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
+}  // namespace
+
+void context::open_window(batch_window &w, batch_window **saved) noexcept {
+    *saved = t_batch.ctx == this ? t_batch.w : nullptr;
+    w.n = w.done = w.queued = 0;
+    t_batch = {this, &w};
+}
+
+void context::settle_window(batch_window &w) noexcept {
+    // One add per window for the counters (relaxed statistics).
+    if (w.done) cnt.done_inline.fetch_add(w.done, std::memory_order_relaxed);
+    if (w.n > w.done) cnt.punted_direct.fetch_add(w.n - w.done, std::memory_order_relaxed);
+    // Entries still set belong to ops in flight: they complete with a cqe.
+    for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
+    w.n = w.done = w.queued = 0;
+}
+
+void context::close_window(batch_window *saved) noexcept {
+    settle_window(*t_batch.w);
+    t_batch = saved ? open_batch{this, saved} : open_batch{};
+}
+
+bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept {
+    return preferred_ && preferred_->accepts_call(opcode, args, seekable);
+}
+
+void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
+    if (w.n == batch_window::kMax) {
+        // Enter the kernel for the window's ops (their completions are
+        // reaped here, inside the window), then start the next window.
+        punt_window(w);
+        preferred_->unplug();
+        preferred_->plug();
+        settle_window(w);
+    }
+    const unsigned k = w.n++;
+    w.slot[k] = slot;
+    w.status[k] = status;
+    slot->batch_entry = static_cast<uint8_t>(k + 1);
+}
+
+void context::punt_window(batch_window &w) noexcept {
+    // One SQ lock for the whole window; ops the ring has no room for go to
+    // the general backend.
+    unsigned k = w.queued + preferred_->punt_plugged(w.slot + w.queued, w.n - w.queued);
+    for (; k < w.n; ++k) {
+        op_slot *s = w.slot[k];
+        if (preferred_->punt(s, false) == 0 || general_->punt(s, false) == 0) continue;
+        complete(s, -EAGAIN, ASYS_PATH_POOL);  // no thread could be started for it
+    }
+    w.queued = w.n;
+}
+
+bool context::finish_in_window(op_slot *slot, long res) noexcept {
+    const unsigned k = slot->batch_entry - 1u;
+    batch_window *w = t_batch.w;
+    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
+    w->slot[k] = nullptr;  // once
+    ++w->done;
+    if (w->status[k]) *w->status[k] = ASYS_DONE;
+    // Like an inline op, it posts a cqe (or calls back) only if asked to
+    // or when the result has nowhere else to go.
+    if ((slot->flags & ASYS_F_CQE_ALWAYS) || !slot->ret_ptr) {
+        const asys_cqe cqe{slot->user_data, res, slot->opcode, ASYS_PATH_URING};
+        const bool produces = !slot->callback;
+        if (slot->ret_ptr) *slot->ret_ptr = res;
+        finish(slot, cqe);
+        retire(produces);
+        return true;
+    }
+    *slot->ret_ptr = res;
+    const bool produced = !slot->callback;
+    slab_.free(slot);
+    release_room(1);
+    retire(produced);
+    return true;
+}
+
 void context::plug() noexcept {
     if (preferred_) preferred_->plug();
 }
@@ -287,6 +374,7 @@ int context::destroy(unsigned how) noexcept {
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
+    wake_ring_sleeper();  // it re-checks the state
 
     if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         // In a child of fork(): the workers and any lock holders are gone.
@@ -384,6 +472,7 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
+    s->batch_entry = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -396,6 +485,7 @@ void context::abandon_slot(op_slot *slot, bool keep_room) noexcept {
     if (produced) {
         cqe_producers_.fetch_sub(1);
         ring_.poke();  // a waiter may have counted on it
+        wake_ring_sleeper();
     }
     if (!keep_room) release_room(1);
 }
@@ -408,7 +498,7 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
         cb(&cqe, arg);
         release_room(1);
     } else {
-        ring_.push(cqe);  // room released when reaped
+        push_cqe(cqe);  // room released when reaped
     }
 }
 
@@ -442,6 +532,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         res = -EAGAIN;
         (void)slot->hooks->completed(*slot, &res);
     }
+    if (slot->batch_entry && finish_in_window(slot, res)) return;
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
     (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
@@ -450,10 +541,17 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
     finish(slot, cqe);
+    retire(produces);
+}
+
+void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produces && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) {
+        ring_.poke();
+        wake_ring_sleeper();
+    }
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
     if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
@@ -469,8 +567,81 @@ void context::post_inline(const asys_op &op, long res) noexcept {
         op.callback(&cqe, op.cb_arg);
         release_room(1);
     } else {
-        ring_.push(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});
+        push_cqe(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});
     }
+}
+
+namespace {
+/// The context whose designated ring waiter this thread is (see wait()).
+__attribute__((tls_model("initial-exec"))) thread_local const context *t_ring_sleeper = nullptr;
+
+struct timespec monotonic_after(const struct timespec &rel) noexcept {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += rel.tv_sec;
+    t.tv_nsec += rel.tv_nsec;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_nsec -= 1000000000;
+        ++t.tv_sec;
+    }
+    return t;
+}
+
+bool passed(const struct timespec &deadline) noexcept {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec > deadline.tv_sec || (t.tv_sec == deadline.tv_sec && t.tv_nsec >= deadline.tv_nsec);
+}
+}  // namespace
+
+void context::push_cqe(const asys_cqe &cqe) noexcept {
+    ring_.push(cqe);
+    wake_ring_sleeper();
+}
+
+void context::wake_ring_sleeper() noexcept {
+    if (!preferred_) return;
+    // Dekker with sleep_in_ring(): the entry (or state) is published before
+    // the flag is read; the sleeper sets the flag before it re-checks.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (ring_sleeping_.load(std::memory_order_relaxed) && t_ring_sleeper != this) preferred_->kick();
+}
+
+// The designated ring waiter: one thread at a time sleeps in the ring's own
+// io_uring_enter(GETEVENTS) and reaps what wakes it, instead of a reaper
+// thread reaping and waking it through the completion ring's condition
+// variable (two context switches per wake-up). While it sleeps, the ring's
+// eventfd is muted (the reaper stays asleep), and anything else that makes
+// its wait end — a completion another thread pushes, a producer that goes
+// away, a destroy — kicks the ring with a no-op. Returns when `min` entries
+// are present, the wait can no longer be satisfied, the deadline passed, or
+// only non-ring ops are left (the caller then sleeps on the completion ring).
+void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept {
+    bool expected = false;
+    if (!ring_waiter_.compare_exchange_strong(expected, true)) return;  // another thread is it
+    t_ring_sleeper = this;
+    preferred_->begin_reaping();
+    auto done = [&] {
+        return ring_.count_relaxed() >= min || state_.load() != 1 ||
+               (!deadline && cqe_producers_.load() + ring_.count_relaxed() < min) || !preferred_->has_inflight();
+    };
+    for (;;) {
+        preferred_->reap();
+        if (done() || (deadline && passed(*deadline))) break;
+        ring_sleeping_.store(true, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (preferred_->ready() || done()) {
+            ring_sleeping_.store(false, std::memory_order_relaxed);
+            continue;
+        }
+        const int rc = preferred_->wait_completions(deadline);
+        ring_sleeping_.store(false, std::memory_order_relaxed);
+        if (rc == -EOPNOTSUPP || rc == -ETIME) break;
+    }
+    preferred_->end_reaping();
+    if (preferred_->ready()) preferred_->reap();
+    t_ring_sleeper = nullptr;
+    ring_waiter_.store(false);
 }
 
 int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
@@ -491,13 +662,21 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (preferred_) preferred_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
-    if (min > 0 && wait_spin_ns_ > 0 && ring_.count_relaxed() < min &&
+    // The spin adapts (see next_spin_ns): it shrinks while spins end
+    // without the completions (a device that takes longer: spinning only
+    // burns a core) and grows back while they arrive in time.
+    const int64_t spin = spin_ns_now();
+    if (min > 0 && spin > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_spin_ns_);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin);
         if (preferred_) preferred_->begin_reaping();  // this thread reaps while it spins
+        bool in_time = true;
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (preferred_ && preferred_->ready()) preferred_->reap();
-            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) {
+                in_time = false;
+                break;
+            }
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
@@ -506,10 +685,49 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
             preferred_->end_reaping();
             if (preferred_->ready()) preferred_->reap();
         }
+        spin_outcome(spin, in_time);
     }
-    int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
+    if (preferred_ && min > 0 && ring_.count_relaxed() < min && preferred_->has_inflight() &&
+        !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+        // Sleep in the ring while its ops are what the wait needs; then the
+        // completion ring's wait below finds them (or sleeps for the rest).
+        struct timespec deadline{};
+        if (timeout) deadline = monotonic_after(*timeout);
+        sleep_in_ring(min, timeout ? &deadline : nullptr);
+        if (timeout) {
+            struct timespec now, left{0, 0};
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            int64_t ns = (deadline.tv_sec - now.tv_sec) * 1000000000 + (deadline.tv_nsec - now.tv_nsec);
+            if (ns > 0) left = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            return finish_wait(ring_.wait(min, &left, out, max, &cqe_producers_));
+        }
+    }
+    return finish_wait(ring_.wait(min, timeout, out, max, &cqe_producers_));
+}
+
+int context::finish_wait(int n) noexcept {
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
+}
+
+// The adaptive wait spin: halves after a spin that ended without the
+// completions, doubles (up to asys_params.wait_spin_us) after one that got
+// them. Below 1 us it is off; then one wait in 16 tries a short spin, so a
+// workload that turns fast again is noticed. Relaxed: a heuristic shared by
+// the context's waiters.
+int64_t context::spin_ns_now() noexcept {
+    const int64_t s = wait_spin_now_.load(std::memory_order_relaxed);
+    if (s > 0 || wait_spin_ns_ == 0) return s;
+    const unsigned k = spin_retry_.load(std::memory_order_relaxed) + 1;
+    spin_retry_.store(k, std::memory_order_relaxed);
+    return (k % 16) == 0 ? kMinSpinNs : 0;
+}
+
+void context::spin_outcome(int64_t spun, bool in_time) noexcept {
+    int64_t next = in_time ? spun * 2 : spun / 2;
+    if (next > wait_spin_ns_) next = wait_spin_ns_;
+    if (next < kMinSpinNs) next = in_time ? kMinSpinNs : 0;
+    wait_spin_now_.store(next, std::memory_order_relaxed);
 }
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {

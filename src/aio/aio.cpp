@@ -331,6 +331,30 @@ void on_completion(const asys_cqe *cqe, void *arg) {
     on_result(r, cqe->res);
 }
 
+// ------------------------------------------------- O_DIRECT descriptors
+// A read or write of an O_DIRECT descriptor always reaches the device: the
+// inline attempt can only cost (a nonblocking direct read may even wait for
+// the device on the caller). Such requests skip it (ASYS_F_ASYNC). Whether a
+// descriptor is O_DIRECT is remembered per descriptor number and looked up
+// again (fcntl F_GETFL) on the first request and every 64th, so a number
+// reused for another file, or F_SETFL, is noticed soon; a stale hint only
+// changes the path a request takes, never its result.
+constexpr int direct_hint_fds = 1 << 16;
+enum : uint8_t { hint_unknown = 0, hint_buffered = 1, hint_direct = 2 };
+std::atomic<uint8_t> g_direct_hint[direct_hint_fds];
+
+bool is_direct(int fd) {
+    if (fd < 0 || fd >= direct_hint_fds) return false;
+    thread_local unsigned recheck = 0;
+    uint8_t h = g_direct_hint[fd].load(std::memory_order_relaxed);
+    if (h == hint_unknown || (++recheck & 63) == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        h = fl >= 0 && (fl & O_DIRECT) ? hint_direct : hint_buffered;
+        g_direct_hint[fd].store(h, std::memory_order_relaxed);
+    }
+    return h == hint_direct;
+}
+
 // Submits r's op. ASYS_DONE (r->result holds the result; positional retry
 // already folded in is the caller's business), 0 (the callback will come),
 // or a negative errno (nothing was accepted).
@@ -350,6 +374,7 @@ int submit_op(request *r) {
     case kind::fsync: asys_prep_fsync(&op, r->fd); break;
     case kind::fdatasync: asys_prep_fdatasync(&op, r->fd); break;
     }
+    if ((r->what == kind::read || r->what == kind::write) && is_direct(r->fd)) op.flags |= ASYS_F_ASYNC;
     op.ret_ptr = &r->result;
     op.user_data = r->id;
     op.callback = on_completion;
@@ -687,7 +712,9 @@ ASYS_AIO_HIDDEN void asys_aio_init(const aioinit *) {}
     ASYS_AIO_VERSIONED(name, impl, GLIBC_2.2.5, v2_2_5, "@")
 
 #pragma GCC diagnostic push
+#ifndef __clang__ // g++: the aliases do not repeat attributes it inferred (nothrow)
 #pragma GCC diagnostic ignored "-Wmissing-attributes"
+#endif
 ASYS_AIO_EXPORT(aio_read, asys_aio_read)
 ASYS_AIO_EXPORT(aio_read64, asys_aio_read)
 ASYS_AIO_EXPORT(aio_write, asys_aio_write)

@@ -52,27 +52,15 @@ void m_uring_batch32(workload &w, size_t s, size_t n) {
     }
 }
 
-void m_posix_aio(workload &w, size_t s, size_t n) {
-    for (size_t i = s; i < s + n; ++i) {
-        struct aiocb cb {};
-        cb.aio_fildes = w.fd;
-        cb.aio_buf = w.buf[0];
-        cb.aio_nbytes = 4096;
-        cb.aio_offset = off_at(w, i);
-        if (aio_read(&cb) != 0) die("aio_read", errno);
-        const struct aiocb *list[1] = {&cb};
-        while (aio_error(&cb) == EINPROGRESS) aio_suspend(list, 1, nullptr);
-        if (aio_return(&cb) != 4096) die("aio_return", EIO);
-    }
-}
-
-// libasys-aio's entry points (dlopen'ed beside glibc's).
+// The POSIX AIO entry points one row uses: glibc's, or libasys-aio's
+// (dlopen'ed beside glibc's).
 struct aio_api {
     int (*read)(struct aiocb *) = nullptr;
     int (*error)(const struct aiocb *) = nullptr;
     ssize_t (*ret)(struct aiocb *) = nullptr;
     int (*suspend)(const struct aiocb *const[], int, const struct timespec *) = nullptr;
 };
+const aio_api g_glibc_aio{aio_read, aio_error, aio_return, aio_suspend};
 aio_api g_asys_aio;
 
 bool load_asys_aio() {
@@ -85,8 +73,8 @@ bool load_asys_aio() {
     return g_asys_aio.read && g_asys_aio.error && g_asys_aio.ret && g_asys_aio.suspend;
 }
 
-void m_asys_aio(workload &w, size_t s, size_t n) {
-    const aio_api &a = g_asys_aio;
+// QD1: aio_read, aio_suspend until done, aio_return.
+void aio_loop(const aio_api &a, workload &w, size_t s, size_t n) {
     for (size_t i = s; i < s + n; ++i) {
         struct aiocb cb {};
         cb.aio_fildes = w.fd;
@@ -94,12 +82,15 @@ void m_asys_aio(workload &w, size_t s, size_t n) {
         cb.aio_nbytes = 4096;
         cb.aio_offset = off_at(w, i);
         cb.aio_sigevent.sigev_notify = SIGEV_NONE;
-        if (a.read(&cb) != 0) die("libasys-aio aio_read", errno);
+        if (a.read(&cb) != 0) die("aio_read", errno);
         const struct aiocb *list[1] = {&cb};
         while (a.error(&cb) == EINPROGRESS) a.suspend(list, 1, nullptr);
-        if (a.ret(&cb) != 4096) die("libasys-aio aio_return", EIO);
+        if (a.ret(&cb) != 4096) die("aio_return", EIO);
     }
 }
+
+void m_posix_aio(workload &w, size_t s, size_t n) { aio_loop(g_glibc_aio, w, s, n); }
+void m_asys_aio(workload &w, size_t s, size_t n) { aio_loop(g_asys_aio, w, s, n); }
 
 void m_libuv(workload &w, size_t s, size_t n) {
     for (size_t i = s; i < s + n; ++i) {

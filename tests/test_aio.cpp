@@ -35,6 +35,11 @@ using asys_test::temp_dir;
 
 namespace {
 
+// The preloaded library is in this process already; programs the tests start
+// (the shell that removes a temp dir) do not need it, and in sanitizer builds
+// could not load it.
+[[maybe_unused]] const int g_no_preload_for_children = unsetenv("LD_PRELOAD");
+
 aiocb block(int fd, void *buf, size_t len, off_t off = 0) {
     aiocb cb;
     std::memset(&cb, 0, sizeof cb);

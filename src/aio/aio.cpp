@@ -113,6 +113,13 @@ std::mutex g_ctx_mutex;
 std::atomic<asys_ctx *> g_ctx{nullptr};
 std::atomic<uint64_t> g_next_id{1};
 
+// At exit, with no request in flight, the context is destroyed (its threads
+// stopped, its memory freed: a leak checker sees nothing left). With requests
+// still in flight it is left alone, as their completions still need it.
+// Registered when the context is made, so that it runs before exit handlers
+// registered earlier (a leak checker's).
+void release_at_exit();
+
 asys_ctx *context() {
     asys_ctx *c = g_ctx.load(std::memory_order_acquire);
     if (c) return c;
@@ -128,6 +135,8 @@ asys_ctx *context() {
     p.flags = ASYS_CTX_LAZY_THREADS;
     if (asys_ctx_create(&p, &c) < 0) return nullptr;
     g_ctx.store(c, std::memory_order_release);
+    static const int registered = atexit(release_at_exit);
+    (void)registered;
     return c;
 }
 
@@ -680,6 +689,16 @@ void forget_after_fork() {
 }
 
 [[maybe_unused]] const int g_atfork = pthread_atfork(nullptr, nullptr, forget_after_fork);
+
+void release_at_exit() {
+    for (auto &s : g_shards) {
+        std::lock_guard<std::mutex> lk(s.lock);
+        if (s.head) return;
+    }
+    std::lock_guard<std::mutex> lk(g_ctx_mutex);
+    if (asys_ctx *c = g_ctx.exchange(nullptr)) asys_ctx_destroy(c, ASYS_DESTROY_DRAIN);
+}
+
 
 } // namespace
 

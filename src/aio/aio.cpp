@@ -538,6 +538,13 @@ int do_aio_suspend(const aiocb *const list[], int nent, const timespec *timeout)
     if (timeout) deadline = deadline_after(*timeout);
     for (;;) {
         uint32_t seen = g_completions.load(std::memory_order_seq_cst);
+        // Reap what the ring has completed on this thread (its callbacks
+        // publish the statuses), rather than sleeping until the reaper thread
+        // does and wakes this one.
+        if (asys_ctx *c = g_ctx.load(std::memory_order_acquire)) {
+            asys_cqe none;
+            asys_peek(c, &none, 0);
+        }
         for (int i = 0; i < nent; ++i)
             if (list[i] && load_state(list[i]) != state_in_flight) return 0;
         if (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0) return fail(EAGAIN);

@@ -11,6 +11,7 @@
 //   head_of_line.cpp  cached-read latency next to cold reads (asys, libuv)
 //   direct.cpp        O_DIRECT reads at queue depth 32, alone and as chains
 //   scale.cpp         100,000 reads in flight
+//   scheduling.cpp    cold and cached reads beside 64 long calls (classes)
 //   metadata.cpp      open + statx + close of many small files
 //   fio_peers.cpp     fio as a child process: psync, io_uring, posixaio with
 //                     and without libasys-aio, cached QD1 and O_DIRECT QD32
@@ -164,5 +165,6 @@ void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
 void metadata_table(const options &o);                   // metadata.cpp
 void fio_tables(const options &o);                       // fio_peers.cpp
+void scheduling_table(const options &o, workload &w, bool have_uring);  // scheduling.cpp
 
 }  // namespace bench

@@ -305,6 +305,8 @@ int main(int argc, char **argv) {
     if (!o.skip_hol) {
         progress("head-of-line table");
         head_of_line_table(o, w);
+        progress("scheduling table");
+        scheduling_table(o, w, have_uring);
     }
     if (!o.skip_direct) {
         progress("O_DIRECT tables");

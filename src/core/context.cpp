@@ -105,6 +105,9 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (params) p = *params;
     for (unsigned r : p.reserved)
         if (r) return -EINVAL;
+    if (p.reserved16) return -EINVAL;
+    for (unsigned b : p.class_workers)
+        if (b > kMaxWorkers) return -EINVAL;
     if (p.flags & ~ASYS_CTX__ALL) return -EINVAL;
     if ((p.flags & ASYS_CTX_INLINE_NEVER) && (p.flags & ASYS_CTX_INLINE_ALWAYS)) return -EINVAL;
     if (p.workers > kMaxWorkers || p.max_inflight > kMaxInflight) return -EINVAL;
@@ -165,15 +168,13 @@ int context::init(const asys_params &p) noexcept {
     spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
+    max_workers_ = p.workers;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
     cqe_producers_.store(0, std::memory_order_relaxed);
     chain_step_limit.store(0, std::memory_order_relaxed);
-    for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
-                    &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
-                    &cnt.cancelled, &cnt.rejected_full, &cnt.ring_retried})
-        a->store(0, std::memory_order_relaxed);
+    cnt.reset();
     int rc = slab_.init(p.max_inflight);
     if (rc) return rc;
     rc = ring_.init(p.ring_entries);
@@ -181,8 +182,12 @@ int context::init(const asys_params &p) noexcept {
     preferred_error_ = 0;
     preferred_fail_step_ = "";
     preferred_entry_ = general_entry_ = nullptr;
-    const backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
-                             spin_ns(p.pool_spin_us, 50)};
+    backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
+                       spin_ns(p.pool_spin_us, 50), {}};
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) {  // 0: the class's default share; at most the bound
+        const unsigned b = p.class_workers[k] ? p.class_workers[k] : p.workers / kSchedClasses[k].budget_divisor;
+        cfg.budgets[k] = b < 1 ? 1 : b > p.workers ? p.workers : b;
+    }
     for (unsigned i = 0; i < kBackendCount; ++i) {
         const backend_entry &e = kBackends[i];
         if (e.general) {
@@ -242,13 +247,18 @@ __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
     *saved = t_batch.ctx == this ? t_batch.w : nullptr;
     w.n = w.done = w.queued = 0;
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) w.n_class[k] = w.done_class[k] = 0;
     t_batch = {this, &w};
 }
 
 void context::settle_window(batch_window &w) noexcept {
-    // One add per window for the counters (relaxed statistics).
-    if (w.done) cnt.done_inline.fetch_add(w.done, std::memory_order_relaxed);
-    if (w.n > w.done) cnt.punted_direct.fetch_add(w.n - w.done, std::memory_order_relaxed);
+    // One add per window and class for the counters (relaxed statistics).
+    for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
+        if (w.done_class[c]) cnt.done_inline[c].fetch_add(w.done_class[c], std::memory_order_relaxed);
+        if (w.n_class[c] > w.done_class[c])
+            cnt.punted_direct[c].fetch_add(w.n_class[c] - w.done_class[c], std::memory_order_relaxed);
+        w.n_class[c] = w.done_class[c] = 0;
+    }
     // Entries still set belong to ops in flight: they complete with a cqe.
     for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
     w.n = w.done = w.queued = 0;
@@ -275,6 +285,7 @@ void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
     const unsigned k = w.n++;
     w.slot[k] = slot;
     w.status[k] = status;
+    ++w.n_class[slot->sched];
     slot->batch_entry = static_cast<uint8_t>(k + 1);
 }
 
@@ -296,6 +307,7 @@ bool context::finish_in_window(op_slot *slot, long res) noexcept {
     if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
     w->slot[k] = nullptr;  // once
     ++w->done;
+    ++w->done_class[slot->sched];
     if (w->status[k]) *w->status[k] = ASYS_DONE;
     // Like an inline op, it posts a cqe (or calls back) only if asked to
     // or when the result has nowhere else to go.
@@ -472,6 +484,12 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
+    s->bulk = (op.flags & ASYS_F_BULK) != 0;
+    s->expired = 0;
+    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
+    s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
+    s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    s->submit_ns = monotonic_ns();
     s->batch_entry = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
@@ -534,9 +552,12 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     }
     if (slot->batch_entry && finish_in_window(slot, res)) return;
     if (slot->ret_ptr) *slot->ret_ptr = res;
-    if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
-    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
+    const unsigned k = slot->sched;
+    if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);
+    if (slot->expired) cnt.expired[k].fetch_add(1, std::memory_order_relaxed);
+    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)[k]
         .fetch_add(1, std::memory_order_relaxed);
+    cnt.latency[k].add(static_cast<uint64_t>(monotonic_ns() - slot->submit_ns));
     if (slot->done) cnt.short_finished.fetch_add(1, std::memory_order_relaxed);
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
@@ -742,14 +763,14 @@ int context::stats(asys_stats *o) noexcept {
     if (!o) return -EFAULT;
     auto r = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
     *o = asys_stats{};
-    o->done_inline = r(cnt.done_inline);
-    o->punted_probe = r(cnt.punted_probe);
-    o->punted_direct = r(cnt.punted_direct);
+    o->done_inline = counters::sum(cnt.done_inline);
+    o->punted_probe = counters::sum(cnt.punted_probe);
+    o->punted_direct = counters::sum(cnt.punted_direct);
     o->submitted = o->done_inline + o->punted_probe + o->punted_direct;
-    o->completed_pool = r(cnt.completed_pool);
-    o->completed_uring = r(cnt.completed_uring);
+    o->completed_pool = counters::sum(cnt.completed_pool);
+    o->completed_uring = counters::sum(cnt.completed_uring);
     o->short_finished = r(cnt.short_finished);
-    o->cancelled = r(cnt.cancelled);
+    o->cancelled = counters::sum(cnt.cancelled);
     o->rejected_full = r(cnt.rejected_full);
     o->workers = general_->threads();
     o->inflight = inflight_.load(std::memory_order_relaxed);

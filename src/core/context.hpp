@@ -16,16 +16,9 @@
 #include "base/backend.hpp"
 #include "base/completion_ring.hpp"
 #include "base/slab.hpp"
+#include "core/metrics.hpp"
 
 namespace asys::internal {
-
-struct counters {
-    // relaxed everywhere: statistics only, read as a snapshot. "submitted"
-    // is derived (inline + punted), so the hot path bumps one counter.
-    std::atomic<uint64_t> done_inline{0}, punted_probe{0}, punted_direct{0},
-        completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0},
-        ring_retried{0};
-};
 
 /// State a layer above the core keeps per context (syslets), created on
 /// first use and destroyed with the context.
@@ -48,6 +41,8 @@ struct batch_window {
     unsigned n = 0;       ///< entries used (ops accepted in this window)
     unsigned queued = 0;  ///< of them, handed to a backend (a prefix)
     unsigned done = 0;    ///< of them, finished in the window (counted at its end)
+    /// Per scheduling class (ASYS_CLASS_*): entries used, finished in the window.
+    uint16_t n_class[ASYS_CLASS__COUNT] = {}, done_class[ASYS_CLASS__COUNT] = {};
 };
 
 class context final : public completion_sink {
@@ -78,6 +73,8 @@ public:
     int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max) noexcept;
     int peek(asys_cqe *out, unsigned max) noexcept;
     int stats(asys_stats *out) noexcept;
+    /// asys_ctx_metrics (core/metrics.cpp).
+    int metrics(asys_metrics *out) noexcept;
 
     /// Hands a slot to the best backend: the preferred one (the ring) when
     /// it accepts the op, else the general one (the pool). 0 or -EAGAIN
@@ -167,6 +164,7 @@ private:
     void spin_outcome(int64_t spun, bool in_time) noexcept;
     int64_t server_spin_ns_ = 0;  ///< socket servers' spin
     unsigned max_inflight_ = 0;
+    unsigned max_workers_ = 0;  ///< the pool's bound (asys_params.workers)
 
     op_slab slab_;
     completion_ring ring_;

@@ -18,8 +18,10 @@ int validate_op(const asys_op *op) noexcept {
     if (reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return -EINVAL;
     if (op->opcode >= ASYS_OP__COUNT) return -EINVAL;
     if (op->flags & ~ASYS_F__ALL) return -EINVAL;
-    if (op->reserved[0] || op->reserved[1]) return -EINVAL;
+    if (op->reserved[0]) return -EINVAL;
     const uint32_t f = op->flags;
+    if (!(f & ASYS_F_DEADLINE) ? op->deadline_ns != 0 : op->deadline_ns > uint64_t{INT64_MAX}) return -EINVAL;
+    if ((f & ASYS_F_CLASS_MASK) > ASYS_F_CLASS(ASYS_CLASS__COUNT - 1)) return -EINVAL;
     if ((f & ASYS_F_SYNC) && (f & (ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC))) return -EINVAL;
     if ((f & ASYS_F_NOWAIT) && (f & ASYS_F_ASYNC)) return -EINVAL;
     if (!op->callback && op->cb_arg) return -EINVAL;
@@ -45,7 +47,7 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 
 int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
-    c.cnt.done_inline.fetch_add(1, std::memory_order_relaxed);
+    c.cnt.count_inline(sched_class_of(op.opcode, op.nr, op.flags));
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
 }
@@ -66,7 +68,8 @@ struct batch_route {
 /// directly, nor generic calls, chains or closes), with flags that allow a
 /// punt that cannot fail and an inline answer (not ATOMIC: it may be refused).
 bool batch_skips_probe(const asys_op &op, uint32_t f) noexcept {
-    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC)) return false;
+    // (A deadline's linked timeout is decided per slot: the normal route.)
+    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC | ASYS_F_DEADLINE)) return false;
     switch (kOpcodes[op.opcode].cls) {
         case op_class::read:
         case op_class::recv:
@@ -112,6 +115,11 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         reserved = true;
     }
 
+    // A deadline that passed before the op started: -ETIME, nothing runs.
+    if ((f & ASYS_F_DEADLINE) && monotonic_ns() >= static_cast<int64_t>(op.deadline_ns)) {
+        c.cnt.expired[sched_class_of(op.opcode, op.nr, op.flags)].fetch_add(1, std::memory_order_relaxed);
+        return finish_inline(c, op, -ETIME, reserved);
+    }
     if (kOpcodes[op.opcode].cls == op_class::feature) return feature_for(op.opcode)->route(c, op, f, reserved);
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
@@ -165,6 +173,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     // positional reads (a stream would have said ESPIPE first).
     s->seekable = (a == attempt::would_block || a == attempt::refused) &&
                   (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
+    const unsigned s_class = s->sched;
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
     if (rc) {
@@ -175,7 +184,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         if (partial) return finish_inline(c, op, res, reserved);
         return rc;
     }
-    (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
+    c.cnt.count_punt(s_class, direct);
     return 0;
 }
 

@@ -218,6 +218,10 @@ int uring_backend::start_reaper() noexcept {
 
 bool uring_backend::accepts(const op_slot &s) const noexcept {
     if (s.done != 0) return false;  // remainders of short reads: the pool
+    // A deadline is a linked timeout; a timed poll already has its own.
+    if ((s.flags & ASYS_F_DEADLINE) &&
+        (!link_timeout_ || (s.opcode == ASYS_OP_POLL && s.poll.timeout_ms >= 0)))
+        return false;
     return accepts_call(s.opcode, s.sys.args, s.seekable);
 }
 
@@ -469,7 +473,8 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
     const bool timed_poll = slot->opcode == ASYS_OP_POLL && slot->poll.timeout_ms >= 0;
-    if (!reserve_sqes_locked(timed_poll ? 2 : 1)) return -EAGAIN;
+    const bool deadline = (slot->flags & ASYS_F_DEADLINE) && !timed_poll;  // accepts(): not both
+    if (!reserve_sqes_locked(timed_poll || deadline ? 2 : 1)) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
     prep(sqes[0], *slot);
     io_uring_sqe_set_data(sqes[0], slot);
@@ -487,7 +492,17 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
         io_uring_sqe_set_data64(sqes[1], kTagIgnore);
         ++pending_submit_;
     }
-    return timed_poll ? 2 : 1;
+    if (deadline) {
+        // ASYS_F_DEADLINE: an absolute CLOCK_MONOTONIC linked timeout (the
+        // timespec lives in the slot); complete_taken() reports the op it
+        // cancelled as -ETIME.
+        sqes[0]->flags |= IOSQE_IO_LINK;
+        sqes[1] = io_uring_get_sqe(&ring_);
+        io_uring_prep_link_timeout(sqes[1], &slot->deadline, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqes[1], kTagIgnore);
+        ++pending_submit_;
+    }
+    return timed_poll || deadline ? 2 : 1;
 }
 
 bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
@@ -605,6 +620,11 @@ unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
             auto *s = reinterpret_cast<op_slot *>(ud);  // untracked by the caller
             long r = res;
             if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
+            // Cut short by its deadline's linked timeout (not by a cancel).
+            if ((s->flags & ASYS_F_DEADLINE) && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed)) {
+                r = -ETIME;
+                s->expired = 1;
+            }
             // A poll cut short by its linked timeout (not by a cancel)
             // timed out: report 0, as poll(2) does.
             if (s->opcode == ASYS_OP_POLL && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed))

@@ -24,7 +24,7 @@ LAYERS=(
   "pool uring"          # execution backends
   "core router inline"  # context, routing, inline probes
   "syslet socket threadlet"  # features built on ops
-  "capi asysd interpose"  # C entry points; the asysd program; the libc interposer
+  "capi asysd aio interpose"  # C entry points; the asysd program; POSIX AIO (libasys-aio); the libc interposer
 )
 # ---------------------------------------------------------------------------
 

@@ -391,7 +391,7 @@ int route_threadlet(context &c, const asys_op &op, uint32_t f, bool reserved) no
     }
     switch_in(t);
     if (!t->finished) {
-        c.cnt.punted_probe.fetch_add(1, std::memory_order_relaxed);
+        c.cnt.count_punt(sched_class_of(op.opcode, op.nr, op.flags), false);
         return 0;
     }
     // Ended without blocking (or after a call that could not be punted).

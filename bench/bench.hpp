@@ -114,5 +114,6 @@ void sockets_fini();
 void head_of_line_table(const options &o, workload &w);  // head_of_line.cpp
 void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
+void coroutine_tables(const options &o, workload &w);    // coroutines.cpp
 
 }  // namespace bench

@@ -156,6 +156,7 @@ int main(int argc, char **argv) {
                sst.punted_direct + pst.punted_direct, sst.completed_uring + pst.completed_uring,
                sst.completed_pool + pst.completed_pool);
 
+    coroutine_tables(o, w);
     if (!o.skip_hol) head_of_line_table(o, w);
     if (!o.skip_direct) direct_tables(o, have_uring);
     scale_table();

@@ -62,14 +62,19 @@ asys::task<void> accept_loop(asys::context &ctx, int lfd, std::stop_token stop, 
     }
 }
 
-int listen_loopback(uint16_t port, uint16_t *bound) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+sockaddr_in loopback(uint16_t port) {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(port);
+    return a;
+}
+
+int listen_loopback(uint16_t port, uint16_t *bound) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a = loopback(port);
     socklen_t len = sizeof a;
     if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || listen(fd, 128) != 0 ||
         getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
@@ -93,10 +98,7 @@ unsigned long run_client(uint16_t port, unsigned long requests, unsigned conns) 
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons(port);
+        const sockaddr_in a = loopback(port);
         if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
             std::perror("asys-echo client: connect");
             ::close(fd);

@@ -72,21 +72,7 @@ uint64_t punted(asys::context &ctx) {
     return st.punted_probe + st.punted_direct;
 }
 
-struct pipe_pair {
-    int r = -1, w = -1;
-    pipe_pair() {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) != 0) ADD_FAILURE() << "pipe2";
-        r = p[0];
-        w = p[1];
-    }
-    ~pipe_pair() {
-        ::close(r);
-        ::close(w);
-    }
-    pipe_pair(const pipe_pair &) = delete;
-    pipe_pair &operator=(const pipe_pair &) = delete;
-};
+using asys_test::pipe_pair;
 
 /// A 4 KiB file, written and read once (cached).
 struct cached_file {

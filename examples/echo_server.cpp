@@ -99,7 +99,7 @@ unsigned long run_client(uint16_t port, unsigned long requests, unsigned conns) 
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         const sockaddr_in a = loopback(port);
-        if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
+        if (connect(fd, reinterpret_cast<const sockaddr *>(&a), sizeof a) != 0) {
             std::perror("asys-echo client: connect");
             ::close(fd);
             break;

@@ -213,10 +213,13 @@ struct context_state {
         asys_cqe cqes[64];
         for (;;) {
             int got;
-            if (wait && resumed == 0 && !inflight.empty())
-                got = asys_wait(ctx, 1, nullptr, cqes, 64);
-            else
+            if (wait && resumed == 0 && !inflight.empty()) {
+                do {
+                    got = asys_wait(ctx, 1, nullptr, cqes, 64);
+                } while (got == -EINTR);
+            } else {
                 got = asys_peek(ctx, cqes, 64);
+            }
             if (got <= 0) break;
             for (int i = 0; i < got; ++i) resumed += dispatch(cqes[i]);
             resumed += pump_backlog();
@@ -265,6 +268,10 @@ inline void op_node::arm_stop() noexcept {
 
 /// await_ready(): the inline attempt. True when the op is finished.
 inline bool op_node::start() noexcept {
+    if (!st_) {  // an op of a moved-from context
+        res_ = -EBADF;
+        return true;
+    }
     if (st_->closing || stop_.stop_requested()) {
         res_ = -ECANCELED;
         return true;

@@ -3,7 +3,10 @@
 // the backlog of a full context, and destroying a context with suspended
 // coroutines.
 #include <asys/asys.hpp>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -282,6 +285,44 @@ asys::task<int> file_ops(asys::context &ctx) {
 TEST(CppCoro, FileOpsThroughTheAwaitables) {
     asys::context ctx;
     EXPECT_EQ(asys::sync_wait(ctx, file_ops(ctx)), 0);
+}
+
+asys::task<int> socket_ops(asys::context &ctx) {
+    const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    EXPECT_EQ(::bind(lfd, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(lfd, 4), 0);
+    EXPECT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr *>(&a), &len), 0);
+    const int cfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_TRUE(co_await ctx.connect(cfd, reinterpret_cast<sockaddr *>(&a), sizeof a));
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof peer;
+    const int sfd = (co_await ctx.accept(lfd, reinterpret_cast<sockaddr *>(&peer), &peer_len, SOCK_CLOEXEC)).value();
+    EXPECT_EQ(peer_len, sizeof peer);
+    // Nothing to read yet: a zero-timeout poll says so without waiting.
+    EXPECT_EQ((co_await ctx.poll(sfd, POLLIN, 0)).value(), 0);
+    char out[] = "ping", in[8] = {};
+    EXPECT_EQ((co_await ctx.send(cfd, out, 4)).value(), 4);
+    EXPECT_EQ((co_await ctx.poll(sfd, POLLIN)).value() & POLLIN, POLLIN);
+    EXPECT_EQ((co_await ctx.recv(sfd, in, sizeof in)).value(), 4);
+    EXPECT_STREQ(in, "ping");
+    iovec wv[2] = {{out, 2}, {out + 2, 2}};
+    EXPECT_EQ((co_await ctx.writev(sfd, wv, 2)).value(), 4);
+    char r1[2], r2[2];
+    iovec rv[2] = {{r1, 2}, {r2, 2}};
+    EXPECT_EQ((co_await ctx.readv(cfd, rv, 2)).value(), 4);
+    EXPECT_EQ(std::memcmp(r1, "pi", 2), 0);
+    EXPECT_EQ(std::memcmp(r2, "ng", 2), 0);
+    for (int fd : {sfd, cfd, lfd}) EXPECT_TRUE(co_await ctx.close(fd));
+    co_return 0;
+}
+
+TEST(CppCoro, SocketOpsThroughTheAwaitables) {
+    asys::context ctx;
+    EXPECT_EQ(asys::sync_wait(ctx, socket_ops(ctx)), 0);
 }
 
 asys::task<long> chain_read(asys::context &ctx, const char *path, char *buf, size_t len) {

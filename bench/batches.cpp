@@ -1,5 +1,6 @@
 // Batches of 32 cached reads per call: 32 plain preads, one
-// asys_submit_batch of 32 (inline probes), and the same batch forced through
+// asys_submit_batch of 32 (through the ring when there is one, reported done
+// when the kernel completed them during the enter), and the same batch forced through
 // the ring with ASYS_F_ASYNC (one io_uring_enter).
 #include <unistd.h>
 
@@ -45,7 +46,7 @@ void m_asys_batch32_ring(workload &w, size_t s, size_t n) { batch32(w, s, n, ASY
 std::vector<method> batch_methods() {
     return {
         {"pread x32", "baseline for batches", m_pread_x32, 32},
-        {"asys_submit_batch x32", "auto: 32 inline probes", m_asys_batch32, 32},
+        {"asys_submit_batch x32", "auto: one enter, done during it", m_asys_batch32, 32},
         {"asys batch x32 ASYNC", "forced through the ring: one enter", m_asys_batch32_ring, 32},
     };
 }

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "asys/syslet.h"
+#include "base/fault.hpp"
 #include "helpers.hpp"
 
 using namespace asys_test;
@@ -244,9 +245,10 @@ int open_at_number(const std::string &path, int flags, int num) {
 
 // An O_DIRECT read must never wait for the device on the caller's thread.
 // Proof: with the file's pages dropped from the cache, any inline device
-// read would have completed inline; the op must instead reach the pool. The
+// read would have completed inline; the op must instead reach a backend. The
 // descriptor number is shared with a buffered file that must keep its inline
-// fast path, in both orders, so fd reuse cannot fool the router.
+// fast path, in both orders, so fd reuse cannot fool the router (nor the
+// per-fd "direct I/O refused" hint the O_DIRECT file leaves behind).
 // (On ext4 a misaligned O_DIRECT probe falls back to a nonblocking page-cache
 // read: with cached pages such a read may complete inline, from the cache.)
 TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
@@ -276,15 +278,65 @@ TEST_F(FastPath, ODirectNeverReadsTheDeviceInlineEvenAfterFdReuse) {
 
         ASSERT_EQ(open_at_number(dpath, O_RDONLY | O_DIRECT, num), num);
         drop_cache(num);
-        read_once(&path);
-        EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD))
-            << "same fd number, now O_DIRECT: no inline device read (round " << round << ")";
+        for (int i = 0; i < 2; ++i) {  // the refused probe, then the hint
+            read_once(&path);
+            EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD))
+                << "same fd number, now O_DIRECT: no inline device read (round " << round << ")";
+        }
         close(num);
     }
     asys_stats st;
     ASSERT_EQ(asys_ctx_stats(ctx_, &st), 0);
     EXPECT_EQ(st.done_inline, 3u);
-    EXPECT_EQ(st.punted_probe + st.punted_direct, 3u);
+    EXPECT_EQ(st.punted_probe + st.punted_direct, 6u);
+    free(mem);
+}
+
+// The "direct I/O refused" hint: after one refused probe, reads of the fd
+// skip the probe (proof: an injected probe error is not consumed) and give
+// the direct read's result. When the fd leaves O_DIRECT (fcntl), the next
+// read probes again and completes inline from the cache. NOWAIT reads always
+// probe (they never go to a backend).
+TEST_F(FastPath, DirectHintSkipsTheRefusedProbeWhileTheFdIsDirect) {
+    std::string bpath = dir_.file("buffered"), dpath = dir_.file("direct");
+    if (!make_buffered_and_direct(bpath, dpath))
+        GTEST_SKIP() << "O_DIRECT unsupported on this filesystem: " << strerror(errno);
+    namespace fault = asys::internal::fault;
+    void *mem = nullptr;
+    ASSERT_EQ(posix_memalign(&mem, 4096, 4096), 0);
+    char *buf = static_cast<char *>(mem);
+    const int fd = open_at_number(dpath, O_RDONLY | O_DIRECT, 79);
+    ASSERT_EQ(fd, 79);
+    drop_cache(fd);
+    asys_op op;
+    asys_prep_pread(&op, fd, buf, 4096, 8192);
+    uint32_t path = 0;
+    EXPECT_EQ(run(ctx_, op, &path), 4096);  // the refused probe leaves the hint
+    EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD));
+
+    fault::probe_errno = EIO;  // a probe that runs returns -EIO as the op's result
+    fault::probe_failures = 1;
+    for (int i = 0; i < 100; ++i) {
+        memset(buf, 0, 4096);
+        EXPECT_EQ(run(ctx_, op, &path), 4096) << "read " << i;
+        check_pattern(buf, 4096, 8192);
+        EXPECT_EQ(path, async_path(ctx_, ASYS_OP_PREAD));
+    }
+    EXPECT_EQ(fault::probe_failures.load(), 1) << "no read probed while the fd is O_DIRECT";
+
+    asys_op nw = op;  // NOWAIT: always probed, never skipped
+    nw.flags = ASYS_F_NOWAIT;
+    EXPECT_EQ(run(ctx_, nw, &path), -EIO);
+    EXPECT_EQ(fault::probe_failures.load(), 0);
+
+    // Out of direct mode: the hint is dropped at the next read, which probes
+    // and completes inline from the cache (warmed here: direct reads bypass it).
+    ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT), 0);
+    char warm[4096];
+    ASSERT_EQ(pread(fd, warm, sizeof warm, 8192), 4096);
+    EXPECT_EQ(run(ctx_, op, &path), 4096);
+    EXPECT_EQ(path, ASYS_PATH_INLINE);
+    close(fd);
     free(mem);
 }
 

@@ -30,9 +30,16 @@ public:
     /// Whether this backend gives the plain system call's result for the
     /// slot (its opcode and arguments; may look at the descriptor).
     virtual bool accepts(const op_slot &slot) const noexcept = 0;
+    /// The same for a call not yet in a slot (`seekable`: the fd is known to
+    /// take positional transfers).
+    virtual bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept = 0;
     /// Takes the slot. 0, or -EAGAIN when `atomic` and nothing is idle, or
     /// when full (the slot is then still the caller's).
     virtual int punt(op_slot *slot, bool atomic) noexcept = 0;
+    /// While plugged: takes slots[0..k) for the next submission under one
+    /// lock and returns k (< n when full; 0 if not plugged or not supported).
+    /// The slots it did not take are still the caller's.
+    virtual unsigned punt_plugged(op_slot *const *, unsigned) noexcept { return 0; }
     /// Submits a sequence of calls as linked entries for one slot (see
     /// linked_ops.hpp); the slot completes (res 0) once every entry has its
     /// result. 0, or -EAGAIN / -EOPNOTSUPP (the caller runs it elsewhere).

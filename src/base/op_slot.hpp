@@ -76,6 +76,9 @@ struct op_slot {
     uint8_t queued;  ///< on the pool's queue (guarded by the pool lock)
     uint8_t direct : 1;    ///< punted without an inline attempt (for counters)
     uint8_t seekable : 1;  ///< a probe saw the fd take a positional read (EAGAIN, not ESPIPE)
+    /// 1 + its entry in the submitting thread's batch window (0: none); see
+    /// context::batch_window. Written before the slot is punted.
+    uint8_t batch_entry;
 
     /// A feature's own typed state in the payload.
     template <typename T>

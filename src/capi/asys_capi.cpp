@@ -54,19 +54,7 @@ int asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int 
     ASYS_CTX_OR_RETURN(ctx);
     if (n == 0) return 0;
     if (!ops) return -EFAULT;
-    c->plug();  // ring-bound ops of the batch enter the kernel once
-    int ret = static_cast<int>(n);
-    for (unsigned i = 0; i < n; ++i) {
-        int rc = asys::internal::validate_op(&ops[i]);
-        if (rc == 0) rc = asys::internal::route(*c, ops[i]);
-        if (status) status[i] = rc;
-        if (rc < 0) {
-            ret = i ? static_cast<int>(i) : rc;
-            break;
-        }
-    }
-    c->unplug();
-    return ret;
+    return asys::internal::route_batch(*c, ops, n, status);
 }
 
 int asys_wait(asys_ctx *ctx, unsigned min_events, const struct timespec *timeout,

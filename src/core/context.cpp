@@ -228,6 +228,91 @@ int context::cancel(uint64_t user_data) noexcept {
     return -ENOENT;
 }
 
+namespace {
+/// The batch window open on this thread, and its context.
+struct open_batch {
+    context *ctx = nullptr;
+    batch_window *w = nullptr;
+};
+__attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
+}  // namespace
+
+void context::open_window(batch_window &w, batch_window **saved) noexcept {
+    *saved = t_batch.ctx == this ? t_batch.w : nullptr;
+    w.n = w.done = w.queued = 0;
+    t_batch = {this, &w};
+}
+
+void context::settle_window(batch_window &w) noexcept {
+    // One add per window for the counters (relaxed statistics).
+    if (w.done) cnt.done_inline.fetch_add(w.done, std::memory_order_relaxed);
+    if (w.n > w.done) cnt.punted_direct.fetch_add(w.n - w.done, std::memory_order_relaxed);
+    // Entries still set belong to ops in flight: they complete with a cqe.
+    for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
+    w.n = w.done = w.queued = 0;
+}
+
+void context::close_window(batch_window *saved) noexcept {
+    settle_window(*t_batch.w);
+    t_batch = saved ? open_batch{this, saved} : open_batch{};
+}
+
+bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept {
+    return preferred_ && preferred_->accepts_call(opcode, args, seekable);
+}
+
+void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
+    if (w.n == batch_window::kMax) {
+        // Enter the kernel for the window's ops (their completions are
+        // reaped here, inside the window), then start the next window.
+        punt_window(w);
+        preferred_->unplug();
+        preferred_->plug();
+        settle_window(w);
+    }
+    const unsigned k = w.n++;
+    w.slot[k] = slot;
+    w.status[k] = status;
+    slot->batch_entry = static_cast<uint8_t>(k + 1);
+}
+
+void context::punt_window(batch_window &w) noexcept {
+    // One SQ lock for the whole window; ops the ring has no room for go to
+    // the general backend.
+    unsigned k = w.queued + preferred_->punt_plugged(w.slot + w.queued, w.n - w.queued);
+    for (; k < w.n; ++k) {
+        op_slot *s = w.slot[k];
+        if (preferred_->punt(s, false) == 0 || general_->punt(s, false) == 0) continue;
+        complete(s, -EAGAIN, ASYS_PATH_POOL);  // no thread could be started for it
+    }
+    w.queued = w.n;
+}
+
+bool context::finish_in_window(op_slot *slot, long res) noexcept {
+    const unsigned k = slot->batch_entry - 1u;
+    batch_window *w = t_batch.w;
+    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
+    w->slot[k] = nullptr;  // once
+    ++w->done;
+    if (w->status[k]) *w->status[k] = ASYS_DONE;
+    // Like an inline op, it posts a cqe (or calls back) only if asked to
+    // or when the result has nowhere else to go.
+    if ((slot->flags & ASYS_F_CQE_ALWAYS) || !slot->ret_ptr) {
+        const asys_cqe cqe{slot->user_data, res, slot->opcode, ASYS_PATH_URING};
+        const bool produces = !slot->callback;
+        if (slot->ret_ptr) *slot->ret_ptr = res;
+        finish(slot, cqe);
+        retire(produces);
+        return true;
+    }
+    *slot->ret_ptr = res;
+    const bool produced = !slot->callback;
+    slab_.free(slot);
+    release_room(1);
+    retire(produced);
+    return true;
+}
+
 void context::plug() noexcept {
     if (preferred_) preferred_->plug();
 }
@@ -384,6 +469,7 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
+    s->batch_entry = 0;
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -442,6 +528,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         res = -EAGAIN;
         (void)slot->hooks->completed(*slot, &res);
     }
+    if (slot->batch_entry && finish_in_window(slot, res)) return;
     if (slot->ret_ptr) *slot->ret_ptr = res;
     if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
     (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
@@ -450,10 +537,14 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
     finish(slot, cqe);
+    retire(produces);
+}
+
+void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produces && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
     if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {

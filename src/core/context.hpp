@@ -34,6 +34,22 @@ public:
     virtual ~extension() = default;
 };
 
+/// The ring-bound ops of one asys_submit_batch that the submitting thread
+/// may still finish as if inline: an op whose completion this thread reaps
+/// before the batch call returns (the kernel completed it during the
+/// batch's io_uring_enter) gets ASYS_DONE in its status, its result in
+/// ret_ptr and no cqe (unless it asked for one, as inline ops do). Ops
+/// reaped by any other thread, or later, complete as usual. At most kMax
+/// entries; the batch enters the kernel when the window is full.
+struct batch_window {
+    static constexpr unsigned kMax = 64;
+    op_slot *slot[kMax];
+    int *status[kMax];  ///< the caller's status entry of each op (may be null)
+    unsigned n = 0;       ///< entries used (ops accepted in this window)
+    unsigned queued = 0;  ///< of them, handed to a backend (a prefix)
+    unsigned done = 0;    ///< of them, finished in the window (counted at its end)
+};
+
 class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
@@ -78,6 +94,25 @@ public:
     int info(asys_info *out) noexcept;
     void plug() noexcept;
     void unplug() noexcept;
+    /// Whether asys_submit_batch sends ops the preferred backend accepts
+    /// there without an inline attempt (a ring completes cached reads during
+    /// its one enter): a preferred backend exists.
+    bool batches_via_preferred() const noexcept { return preferred_ != nullptr; }
+    /// Whether the preferred backend would take this op as it is now.
+    bool preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept;
+    /// Opens / closes the calling thread's batch window on this context
+    /// (nests: close restores the window that was open before).
+    void open_window(batch_window &w, batch_window **saved) noexcept;
+    void close_window(batch_window *saved) noexcept;
+    /// Adds a slot the preferred backend accepts to the calling thread's
+    /// window (entering the kernel for the window's ops first if it is
+    /// full); `*status` becomes ASYS_DONE if the op finishes before the
+    /// window closes (the caller wrote 0 there first). The op is accepted:
+    /// punt_window() hands it to a backend.
+    void window_add(op_slot *slot, int *status, batch_window &w) noexcept;
+    /// Hands the window's ops not yet punted to the preferred backend under
+    /// one lock (the general one if the ring is full).
+    void punt_window(batch_window &w) noexcept;
     int fd() noexcept { return ring_.fd(); }
     unsigned ctx_flags() const noexcept { return flags_; }
     /// How long a socket server serving this context spins after its last
@@ -103,6 +138,13 @@ private:
     int init(const asys_params &p) noexcept;
     void recycle() noexcept;
     void finish(op_slot *slot, const asys_cqe &cqe) noexcept;
+    /// Counts a window's ops (inline or punted) and empties it.
+    void settle_window(batch_window &w) noexcept;
+    /// complete() of a slot in the calling thread's open window: finishes it
+    /// as inline and returns true, or returns false (not in the window).
+    bool finish_in_window(op_slot *slot, long res) noexcept;
+    /// The accounting after an op's completion was delivered (or dropped).
+    void retire(bool produced_cqe_hope) noexcept;
     asys_ctx *handle() const noexcept;
 
     std::atomic<uint16_t> gen_{1};

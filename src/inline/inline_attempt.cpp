@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "base/fault.hpp"
@@ -79,155 +80,224 @@ bool flushes_on_close(uint64_t fd) noexcept {
     }
 }
 
+// Per-descriptor hint: "a guarded read probe of this fd number was refused
+// by direct I/O" (it saw EINVAL or EAGAIN, and the fd was O_DIRECT). One byte per fd number below kHintFds (64 KiB of zero
+// pages until used). Relaxed: a hint only decides whether a read is probed,
+// never its result. The hint is checked against the fd's own flags
+// (F_GETFL) before it skips a probe, so a number closed and reused for a
+// buffered file loses it at its first read.
+constexpr unsigned kHintFds = 1u << 16;
+std::atomic<uint8_t> g_direct_refused[kHintFds];
+
+bool fd_is_direct(int fd) noexcept {
+    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(fd), F_GETFL, 0, 0, 0, 0);
+    return fl >= 0 && (fl & O_DIRECT);
+}
+
+// After a guarded probe that did not read: direct I/O refuses the guard
+// with EINVAL on some filesystems and EAGAIN on others (ext4 on 6.18), where
+// EAGAIN also means "not cached" for a buffered fd. One F_GETFL tells (the
+// op is about to be punted, which costs far more).
+void note_if_direct(int fd) noexcept {
+    if (static_cast<unsigned>(fd) < kHintFds && fd_is_direct(fd))
+        g_direct_refused[fd].store(1, std::memory_order_relaxed);
+}
+
+void clear_direct_hint(int fd) noexcept {
+    if (static_cast<unsigned>(fd) < kHintFds && g_direct_refused[fd].load(std::memory_order_relaxed))
+        g_direct_refused[fd].store(0, std::memory_order_relaxed);
+}
+
 // Buffered and stream reads: preadv2(RWF_NOWAIT).
 //
 // The O_DIRECT guard. An O_DIRECT read with RWF_NOWAIT still waits for the
 // device, so it must never run on the caller. Knowing a descriptor's mode
 // would take a syscall per op (F_GETFL) or a per-fd cache that goes stale
-// when an fd number is reused. Instead the probe itself is made
-// unacceptable to direct I/O and harmless to buffered I/O: the LAST byte of
-// the request is read into a detached scratch byte at an odd address and
-// copied into place afterwards. Direct I/O then sees a misaligned segment
-// whose length is no multiple of the block size and fails at once with
-// EINVAL (the op then goes to a backend untouched); a buffered read fills
-// the same bytes. (Splitting the user's buffer in place is not enough: the
-// kernel merges contiguous segments and performs the direct read.)
+// when an fd number is reused (the hint above only ever skips a probe).
+// Instead the probe itself is made unacceptable to direct I/O and harmless
+// to buffered I/O: the FIRST byte of the request is read into a detached
+// scratch byte at an odd address and copied into place afterwards. Direct
+// I/O then sees a misaligned first segment and fails at once with EINVAL
+// (the op then goes to a backend untouched); a buffered read fills the same
+// bytes. (Splitting the user's buffer in place is not enough: the kernel
+// merges contiguous segments and performs the direct read.)
 //
 // The library never touches the caller's memory itself before the kernel
 // has: the scratch byte is copied only after the kernel wrote the byte just
-// before it, which lies in the same page (the guard is not used when the
-// last byte starts a page), so a bad buffer gives the kernel's -EFAULT and
+// after it, which lies in the same page (the guard is not used when the
+// first byte ends a page), so a bad buffer gives the kernel's -EFAULT and
 // never a crash. A caller's iovec array is read through the kernel too
 // (copy_from_caller) when the guard must rewrite it.
 //
 // The guard is skipped when direct I/O would refuse the request anyway (an
 // offset or length that is no multiple of 512) or the caller asserted a
 // buffered fd.
-attempt probe_read(const asys_op &op, bool buffered, long *res, bool *proved_buffered) noexcept {
-    const int fd = static_cast<int>(op.args[0]);
-    const bool vectored = op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV;
-    int64_t off = -1;  // -1: the file position (read, readv, preadv at -1)
-    if (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) {
-        off = static_cast<int64_t>(op.args[3]);
-        if (off < 0 && op.opcode == ASYS_OP_PREAD) return attempt::not_tried;  // EINVAL later
-        if (off < -1) return attempt::not_tried;
-    }
-    const bool positional = off >= 0;
-    const int rwf = op.opcode == ASYS_OP_PREADV ? static_cast<int>(op.args[4]) : 0;
 
-    struct iovec iov[kMaxProbeIov + 1];
-    const struct iovec *sys_iov = iov;  // what the kernel is given
-    unsigned cnt = 0;
-    uint64_t total = 0;
-    if (vectored) {
-        const uint64_t n = op.args[2];
-        if (n == 0 || n > kMaxProbeIov || !op.args[1]) return attempt::not_tried;
-        cnt = static_cast<unsigned>(n);
-        const auto *uiov = reinterpret_cast<const struct iovec *>(op.args[1]);
-        if (buffered) {
-            sys_iov = uiov;  // no guard: the kernel reads the caller's array itself
-        } else {
-            if (copy_from_caller(iov, uiov, n * sizeof(iovec)) < 0)
-                return attempt::not_tried;  // a bad array: the backend's call reports it
-            for (unsigned i = 0; i < cnt; ++i) {
-                if (total + iov[i].iov_len < total) return attempt::not_tried;  // EINVAL later
-                total += iov[i].iov_len;
-            }
-            if (total == 0) return attempt::not_tried;
-        }
-    } else {
-        iov[0].iov_base = reinterpret_cast<void *>(op.args[1]);
-        iov[0].iov_len = op.args[2];
-        cnt = 1;
-        total = op.args[2];
-        if (total == 0) return attempt::not_tried;
-    }
-    // Past MAX_RW_COUNT the call checks more (a segment longer than
-    // SSIZE_MAX is EINVAL, not a fault), and such a read is no cached
-    // block: the backend runs the call itself.
-    if (total > 0x7ffff000) return attempt::not_tried;
+/// A read request as the probe sees it.
+struct read_req {
+    int fd;
+    int64_t off;      ///< -1: the file position
+    int rwf;          ///< the caller's preadv2 flags
+    uint64_t total;   ///< bytes asked for (0 until known for an unguarded vector)
+    bool vectored;
+    uint64_t buf;     ///< READ/PREAD: the caller's buffer
+};
 
+/// The guard's first-byte split of a segment list whose first segment is
+/// iov[0]: iov[0] becomes the scratch byte, iov[1] the rest of the first
+/// segment. The caller has made room for one more entry at iov[1].
+struct first_byte_guard {
     alignas(16) char scratch[2];
-    char *first_byte = nullptr;  // may be NULL: the caller's address
-    bool guarded = false;
-    const uint64_t align = (positional ? static_cast<uint64_t>(off) : 0) | total;
-    if (sys_iov == iov && !buffered && (align & 511) == 0) {
-        // A read at the file position may be of a pipe or socket, which
-        // direct I/O never concerns: one lseek tells (ESPIPE), and a
-        // stream is read without the guard (its bytes could not be put
-        // back if the caller's buffer turned out bad).
-        if (!positional) {
-            const long pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0);
-            if (pos == -ESPIPE) goto unguarded;
-            if (pos < 0) return attempt::not_tried;  // EBADF and the like: the backend's call says so
-        }
-        {
-            // Guard the first byte. It must share a page with the second,
-            // which the kernel writes before the library copies the first.
-            const uintptr_t fb = reinterpret_cast<uintptr_t>(iov[0].iov_base);
-            if (iov[0].iov_len < 2 || (fb & 4095) == 4095) return attempt::not_tried;  // rare: the backend reads it
-            first_byte = reinterpret_cast<char *>(fb);
-            guarded = true;
-            for (unsigned i = cnt; i > 0; --i) iov[i] = iov[i - 1];
-            iov[0].iov_base = &scratch[1];
-            iov[0].iov_len = 1;
-            iov[1].iov_base = reinterpret_cast<void *>(fb + 1);  // integers: fb may be anything
-            iov[1].iov_len -= 1;
-            ++cnt;
-        }
+    char *first_byte = nullptr;  // the caller's address; may be anything
+};
+
+/// Whether the guard applies, and (for a read at the file position) that
+/// the fd seeks. not_tried: the backend reads it (a bad fd, a first byte
+/// that ends a page); `streaming`: a pipe or socket, read unguarded.
+attempt guard_needed(const read_req &rq, const iovec &first, bool *guard) noexcept {
+    *guard = false;
+    const uint64_t align = (rq.off >= 0 ? static_cast<uint64_t>(rq.off) : 0) | rq.total;
+    if ((align & 511) != 0) return attempt::done;
+    // A read at the file position may be of a pipe or socket, which direct
+    // I/O never concerns: one lseek tells (ESPIPE), and a stream is read
+    // without the guard (its bytes could not be put back if the caller's
+    // buffer turned out bad).
+    if (rq.off < 0) {
+        const long pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(rq.fd), 0, SEEK_CUR, 0, 0, 0);
+        if (pos == -ESPIPE) return attempt::done;
+        if (pos < 0) return attempt::not_tried;  // EBADF and the like: the backend's call says so
     }
-unguarded:
-    long r = probe_syscall(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(sys_iov),
-                          cnt, static_cast<uint64_t>(off), 0,
-                          static_cast<uint64_t>(rwf | RWF_NOWAIT));
+    // The first byte must share a page with the second, which the kernel
+    // writes before the library copies the first.
+    const uintptr_t fb = reinterpret_cast<uintptr_t>(first.iov_base);
+    if (first.iov_len < 2 || (fb & 4095) == 4095) return attempt::not_tried;  // rare: the backend reads it
+    *guard = true;
+    return attempt::done;
+}
+
+void apply_guard(iovec *iov, first_byte_guard &g) noexcept {
+    const uintptr_t fb = reinterpret_cast<uintptr_t>(iov[1].iov_base);  // integers: fb may be anything
+    g.first_byte = reinterpret_cast<char *>(fb);
+    iov[0].iov_base = &g.scratch[1];
+    iov[0].iov_len = 1;
+    iov[1].iov_base = reinterpret_cast<void *>(fb + 1);
+    iov[1].iov_len -= 1;
+}
+
+/// After the nonblocking preadv2: stores the guarded byte, and decides what
+/// the result means (a full read, a short one to finish, a refusal).
+attempt after_read(const read_req &rq, const first_byte_guard *g, long r, long *res) noexcept {
+    if (g && (r == -EAGAIN || r == -EINVAL)) note_if_direct(rq.fd);
     if (r == -EAGAIN || r == -EINTR) return attempt::would_block;
     // EOPNOTSUPP: no nowait support (ttys, some filesystems); EINVAL: direct
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
     if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::refused;
-    if (guarded && r >= 2) {
-        *first_byte = scratch[1];  // the kernel just wrote the byte after it, in the same page
-        if (proved_buffered) *proved_buffered = true;
-    } else if (guarded && r == 1) {
+    if (g && r >= 2) {
+        *g->first_byte = g->scratch[1];  // the kernel just wrote the byte after it, in the same page
+        clear_direct_hint(rq.fd);  // the fd reads buffered now
+    } else if (g && r == 1) {
         // Only the scratch byte: EOF after one byte, or the caller's buffer
         // is bad after its first byte (or at it). Store it through the
         // kernel; if the first byte is bad too, the call would have failed
         // there with nothing read: undo the position and say so.
-        if (const long c = copy_to_caller(first_byte, &scratch[1], 1); c < 0) {
-            if (!positional)  // a seekable file (streams take no guard): put the position back
-                raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), static_cast<uint64_t>(-1), SEEK_CUR, 0, 0, 0);
+        if (const long c = copy_to_caller(g->first_byte, &g->scratch[1], 1); c < 0) {
+            if (rq.off < 0)  // a seekable file (streams take no guard): put the position back
+                raw_syscall6(SYS_lseek, static_cast<uint64_t>(rq.fd), static_cast<uint64_t>(-1), SEEK_CUR, 0, 0, 0);
             if (c != -EFAULT) return attempt::not_tried;  // no way to tell here: the backend's call
             *res = -EFAULT;
             return attempt::done;
         }
     }
     *res = r;
-    if (sys_iov != iov && r > 0) {
-        // The kernel has just read the caller's array without a fault: its
-        // lengths can be summed here.
-        for (unsigned i = 0; i < cnt; ++i) total += sys_iov[i].iov_len;
-    }
-    if (r <= 0 || static_cast<uint64_t>(r) == total || (rwf & RWF_NOWAIT)) return attempt::done;
-    switch (classify_short(fd, positional, off, r)) {
+    if (r <= 0 || static_cast<uint64_t>(r) == rq.total || (rq.rwf & RWF_NOWAIT)) return attempt::done;
+    const bool positional = rq.off >= 0;
+    switch (classify_short(rq.fd, positional, rq.off, r)) {
         case short_kind::final: return attempt::done;
         case short_kind::partial: return attempt::partial;
         case short_kind::never_waits:
             // A single buffer is finished here, as read(2) would (a memory
             // device's read cannot wait); a vectored one by a backend.
-            if (vectored) return attempt::partial;
+            if (rq.vectored) return attempt::partial;
             for (;;) {
                 const uint64_t at = static_cast<uint64_t>(*res);
-                const struct iovec rest{reinterpret_cast<void *>(op.args[1] + at), total - at};
-                const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd),
+                const struct iovec rest{reinterpret_cast<void *>(rq.buf + at), rq.total - at};
+                const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(rq.fd),
                                                reinterpret_cast<uint64_t>(&rest), 1,
-                                               positional ? static_cast<uint64_t>(off) + at : ~uint64_t{0},
-                                               0, static_cast<uint64_t>(rwf));
+                                               positional ? static_cast<uint64_t>(rq.off) + at : ~uint64_t{0},
+                                               0, static_cast<uint64_t>(rq.rwf));
                 if (more <= 0) return attempt::done;  // a fault after some bytes: the count so far
                 *res += more;
-                if (static_cast<uint64_t>(*res) == total) return attempt::done;
+                if (static_cast<uint64_t>(*res) == rq.total) return attempt::done;
             }
     }
     return attempt::done;
+}
+
+long nowait_preadv2(const read_req &rq, const iovec *iov, unsigned cnt) noexcept {
+    return probe_syscall(SYS_preadv2, static_cast<uint64_t>(rq.fd), reinterpret_cast<uint64_t>(iov), cnt,
+                         static_cast<uint64_t>(rq.off), 0, static_cast<uint64_t>(rq.rwf | RWF_NOWAIT));
+}
+
+// READ and PREAD: one buffer, at most two segments (the guard's scratch
+// byte and the rest), no copy of an array.
+attempt probe_read_single(const asys_op &op, bool buffered, long *res) noexcept {
+    read_req rq{static_cast<int>(op.args[0]), -1, 0, op.args[2], false, op.args[1]};
+    if (op.opcode == ASYS_OP_PREAD) {
+        rq.off = static_cast<int64_t>(op.args[3]);
+        if (rq.off < 0) return attempt::not_tried;  // EINVAL later
+    }
+    // Past MAX_RW_COUNT the call checks more, and such a read is no cached
+    // block: the backend runs the call itself.
+    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    iovec iov[2];
+    iov[1] = iovec{reinterpret_cast<void *>(op.args[1]), rq.total};
+    bool guard = false;
+    if (!buffered) {
+        if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
+    }
+    if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], 1), res);
+    first_byte_guard g;
+    apply_guard(iov, g);
+    return after_read(rq, &g, nowait_preadv2(rq, iov, 2), res);
+}
+
+// READV and PREADV: the caller's array, copied through the kernel when the
+// guard must rewrite it (up to kMaxProbeIov entries).
+attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcept {
+    read_req rq{static_cast<int>(op.args[0]), -1, 0, 0, true, 0};
+    if (op.opcode == ASYS_OP_PREADV) {
+        rq.off = static_cast<int64_t>(op.args[3]);
+        if (rq.off < -1) return attempt::not_tried;
+        rq.rwf = static_cast<int>(op.args[4]);
+    }
+    const uint64_t n = op.args[2];
+    if (n == 0 || n > kMaxProbeIov || !op.args[1]) return attempt::not_tried;
+    const auto cnt = static_cast<unsigned>(n);
+    const auto *uiov = reinterpret_cast<const struct iovec *>(op.args[1]);
+    if (buffered) {
+        // No guard: the kernel reads the caller's array itself; after a
+        // transfer without a fault its lengths can be summed here.
+        const long r = nowait_preadv2(rq, uiov, cnt);
+        if (r > 0) {
+            for (unsigned i = 0; i < cnt; ++i) rq.total += uiov[i].iov_len;
+        }
+        return after_read(rq, nullptr, r, res);
+    }
+    struct iovec iov[kMaxProbeIov + 1];
+    if (copy_from_caller(&iov[1], uiov, n * sizeof(iovec)) < 0)
+        return attempt::not_tried;  // a bad array: the backend's call reports it
+    for (unsigned i = 1; i <= cnt; ++i) {
+        if (rq.total + iov[i].iov_len < rq.total) return attempt::not_tried;  // EINVAL later
+        rq.total += iov[i].iov_len;
+    }
+    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    bool guard = false;
+    if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
+    if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], cnt), res);
+    first_byte_guard g;
+    apply_guard(iov, g);
+    return after_read(rq, &g, nowait_preadv2(rq, iov, cnt + 1), res);
 }
 
 attempt probe_recv(const asys_op &op, long *res) noexcept {
@@ -288,6 +358,7 @@ attempt probe_open(const asys_op &op, long *res) noexcept {
             return attempt::would_block;
         }
     }
+    if (r >= 0) clear_direct_hint(static_cast<int>(r));  // a new file behind this number
     *res = r;
     return attempt::done;
 }
@@ -312,6 +383,7 @@ attempt probe_close(const asys_op &op, long *res) noexcept {
     }
     const uint64_t args[6] = {fd, 0, 0, 0, 0, 0};
     *res = run_syscall(SYS_close, args);
+    if (*res == 0) clear_direct_hint(static_cast<int>(fd));
     return attempt::done;
 }
 
@@ -327,6 +399,14 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 
 }  // namespace
 
+bool direct_hint_skips_probe(int fd) noexcept {
+    if (static_cast<unsigned>(fd) >= kHintFds || !g_direct_refused[fd].load(std::memory_order_relaxed))
+        return false;
+    if (fd_is_direct(fd)) return true;
+    clear_direct_hint(fd);  // another file behind the number now, or O_DIRECT was cleared
+    return false;
+}
+
 attempt try_inline(const asys_op &op, bool buffered, long *res, bool *proved_buffered) noexcept {
     switch (kOpcodes[op.opcode].cls) {
         case op_class::never_blocks:
@@ -336,7 +416,14 @@ attempt try_inline(const asys_op &op, bool buffered, long *res, bool *proved_buf
             if (!syscall_never_blocks(op.nr)) return attempt::not_tried;
             *res = execute_op(op.opcode, op.nr, op.args);
             return attempt::done;
-        case op_class::read: return probe_read(op, buffered, res, proved_buffered);
+        case op_class::read: {
+            const bool vectored = op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV;
+            const attempt a = vectored ? probe_read_vectored(op, buffered, res) : probe_read_single(op, buffered, res);
+            // A transfer through the guard: the fd was not in direct mode then.
+            if (proved_buffered && !buffered && (a == attempt::done || a == attempt::partial) && *res >= 2)
+                *proved_buffered = true;
+            return a;
+        }
         case op_class::recv: return probe_recv(op, res);
         case op_class::send: return probe_send(op, res);
         case op_class::open: return probe_open(op, res);

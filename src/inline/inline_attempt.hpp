@@ -23,4 +23,11 @@ enum class attempt : unsigned char {
 attempt try_inline(const asys_op &op, bool buffered, long *res,
                    bool *proved_buffered = nullptr) noexcept;
 
+/// True when a read of this fd should skip the probe and go to a backend
+/// untouched: a guarded probe of this fd number was refused by direct I/O
+/// (EINVAL or EAGAIN from an O_DIRECT fd) and the fd is in O_DIRECT mode now (one fcntl(F_GETFL), paid
+/// only by fds with the hint; a refused probe costs ~2.5 us). A number
+/// reused for a buffered file loses the hint at its first read.
+bool direct_hint_skips_probe(int fd) noexcept;
+
 }  // namespace asys::internal

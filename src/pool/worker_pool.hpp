@@ -31,6 +31,7 @@ public:
 
     /// The pool runs any system call.
     bool accepts(const op_slot &) const noexcept override { return true; }
+    bool accepts_call(uint32_t, const uint64_t (&)[6], bool) const noexcept override { return true; }
     uint64_t opcode_mask() const noexcept override { return (uint64_t{1} << ASYS_OP__COUNT) - 1; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;

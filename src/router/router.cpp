@@ -1,10 +1,14 @@
 #include "router/router.hpp"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdint>
 
 #include "base/denylist.hpp"
 #include "base/opcodes.hpp"
+#include "base/raw_syscall.hpp"
 #include "inline/inline_attempt.hpp"
 
 namespace asys::internal {
@@ -46,7 +50,51 @@ int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexce
     return ASYS_DONE;
 }
 
-int route(context &c, const asys_op &op) noexcept {
+namespace {
+
+/// An op of a batch on a context with a preferred backend.
+struct batch_route {
+    batch_window *w;
+    int *status;          ///< this op's status entry (may be null)
+    bool wrote_status;    ///< the windowed path set *status itself
+    int seek_fd = -1;     ///< the last fd lseek() was asked about, and its answer
+    bool seek_ok = false;
+};
+
+/// Whether a batch op skips the inline attempt for the preferred backend:
+/// ops whose probe costs a system call anyway (never the getters that run
+/// directly, nor generic calls, chains or closes), with flags that allow a
+/// punt that cannot fail and an inline answer (not ATOMIC: it may be refused).
+bool batch_skips_probe(const asys_op &op, uint32_t f) noexcept {
+    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC)) return false;
+    switch (kOpcodes[op.opcode].cls) {
+        case op_class::read:
+        case op_class::recv:
+        case op_class::send:
+        case op_class::open:
+        case op_class::poll:
+        case op_class::backend: return true;
+        default: return false;
+    }
+}
+
+/// One lseek per fd (not per op) tells whether a batch's positional
+/// transfers may go to the ring (args_fit_ring asks the same otherwise).
+bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
+    switch (op.opcode) {
+        case ASYS_OP_PREAD: case ASYS_OP_PREADV: case ASYS_OP_PWRITE: case ASYS_OP_PWRITEV: break;
+        default: return false;
+    }
+    if (static_cast<int64_t>(op.args[3]) < 0) return false;
+    const int fd = static_cast<int>(op.args[0]);
+    if (fd != b.seek_fd) {
+        b.seek_fd = fd;
+        b.seek_ok = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0) >= 0;
+    }
+    return b.seek_ok;
+}
+
+int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     uint32_t f = op.flags;
     if (!(f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT))) {
         const unsigned cf = c.ctx_flags();
@@ -67,11 +115,31 @@ int route(context &c, const asys_op &op) noexcept {
     if (kOpcodes[op.opcode].cls == op_class::feature) return feature_for(op.opcode)->route(c, op, f, reserved);
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
+    if (batch && batch_skips_probe(op, f)) {
+        const bool seekable = batch_fd_seeks(*batch, op);
+        if (c.preferred_accepts(op.opcode, op.args, seekable)) {
+            if (!reserved) {
+                if (int rc = c.reserve_room(atomic)) return rc;
+            }
+            op_slot *s = c.new_slot(op);
+            s->direct = 1;
+            s->seekable = seekable;
+            if (batch->status) *batch->status = 0;  // before the punt: the op may finish inside it
+            batch->wrote_status = true;
+            c.window_add(s, batch->status, *batch->w);  // counted when the window settles
+            return 0;
+        }
+    }
+
     long res = 0;
     attempt a = attempt::not_tried;
     if (!(f & ASYS_F_ASYNC)) {
         const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
-        a = try_inline(op, buffered, &res);
+        // A read of an fd whose probe direct I/O refused goes to a backend
+        // untouched (NOWAIT ops never punt: they probe).
+        const bool skip = !buffered && !(f & ASYS_F_NOWAIT) && kOpcodes[op.opcode].cls == op_class::read &&
+                          direct_hint_skips_probe(static_cast<int>(op.args[0]));
+        if (!skip) a = try_inline(op, buffered, &res);
         if (a == attempt::done) return finish_inline(c, op, res, reserved);
     }
     if (f & ASYS_F_NOWAIT) {
@@ -109,6 +177,38 @@ int route(context &c, const asys_op &op) noexcept {
     }
     (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
     return 0;
+}
+
+}  // namespace
+
+int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
+
+int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {
+    batch_window w;
+    batch_window *saved = nullptr;
+    const bool windowed = c.batches_via_preferred();
+    if (windowed) c.open_window(w, &saved);
+    c.plug();  // ring-bound ops of the batch enter the kernel once (per window)
+    batch_route b{&w, nullptr, false};
+    int ret = static_cast<int>(n);
+    for (unsigned i = 0; i < n; ++i) {
+        int rc = validate_op(&ops[i]);
+        if (rc == 0) {
+            b.status = status ? &status[i] : nullptr;
+            b.wrote_status = false;
+            rc = route_op(c, ops[i], windowed ? &b : nullptr);
+        }
+        if (status && !b.wrote_status) status[i] = rc;
+        b.wrote_status = false;
+        if (rc < 0) {
+            ret = i ? static_cast<int>(i) : rc;
+            break;
+        }
+    }
+    if (windowed) c.punt_window(w);
+    c.unplug();  // enters the kernel; completions it posted are reaped here, in the window
+    if (windowed) c.close_window(saved);
+    return ret;
 }
 
 }  // namespace asys::internal

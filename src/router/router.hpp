@@ -32,4 +32,11 @@ const feature_ops *feature_for(uint32_t opcode) noexcept;
 /// inline with the short count rather than lose the bytes).
 int route(context &c, const asys_op &op) noexcept;
 
+/// asys_submit_batch: validates and routes ops in order until one is not
+/// accepted. With a preferred backend (the ring), ops it takes skip the
+/// inline attempt and enter the kernel together; those the kernel completes
+/// during that enter are reported ASYS_DONE, as if inline (see
+/// batch_window). Returns the number accepted, or the first op's error.
+int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept;
+
 }  // namespace asys::internal

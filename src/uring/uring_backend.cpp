@@ -216,9 +216,12 @@ int uring_backend::start_reaper() noexcept {
 }
 
 bool uring_backend::accepts(const op_slot &s) const noexcept {
-    if (!supports_opcode(s.opcode)) return false;
     if (s.done != 0) return false;  // remainders of short reads: the pool
-    return args_fit_ring(s.opcode, s.sys.args, s.seekable, link_timeout_);
+    return accepts_call(s.opcode, s.sys.args, s.seekable);
+}
+
+bool uring_backend::accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept {
+    return supports_opcode(opcode) && args_fit_ring(opcode, args, seekable, link_timeout_);
 }
 
 bool uring_backend::links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
@@ -445,10 +448,26 @@ int uring_backend::punt(op_slot *slot, bool atomic) noexcept {
 int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
     (void)atomic;  // a free SQE is a free slot: the ring never waits for one
     std::lock_guard lk(sq_mu_);
+    io_uring_sqe *sqes[2];
+    const int k = queue_locked(slot, sqes);
+    if (k < 0) return k;
+    return submit_or_take_back_locked(slot, sqes, static_cast<unsigned>(k), 1);
+}
+
+unsigned uring_backend::punt_plugged(op_slot *const *slots, unsigned n) noexcept {
+    if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return 0;
+    std::lock_guard lk(sq_mu_);
+    if (!plugged_) return 0;  // unplugged: each op is punted (and submitted) on its own
+    io_uring_sqe *sqes[2];
+    unsigned i = 0;
+    while (i < n && queue_locked(slots[i], sqes) > 0) ++i;
+    return i;
+}
+
+int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
     const bool timed_poll = slot->opcode == ASYS_OP_POLL && slot->poll.timeout_ms >= 0;
-    io_uring_sqe *sqes[2];
     if (!reserve_sqes_locked(timed_poll ? 2 : 1)) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
     prep(sqes[0], *slot);
@@ -467,7 +486,7 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
         io_uring_sqe_set_data64(sqes[1], kTagIgnore);
         ++pending_submit_;
     }
-    return submit_or_take_back_locked(slot, sqes, timed_poll ? 2 : 1, 1);
+    return timed_poll ? 2 : 1;
 }
 
 bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
@@ -530,7 +549,7 @@ namespace {
 /// The backend whose CQ the calling thread is draining (completion
 /// callbacks run inside the drain): a callback that submits, waits or
 /// cancels on the same context must not take cq_mu_ again.
-thread_local const uring_backend *t_draining = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local const uring_backend *t_draining = nullptr;
 }  // namespace
 
 bool uring_backend::reaping_here() const noexcept { return t_draining == this; }
@@ -553,64 +572,77 @@ unsigned uring_backend::reap() noexcept {
 
 unsigned uring_backend::drain_locked() noexcept {
     unsigned n = 0;
-    io_uring_cqe *cqe;
-    while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-        const uint64_t ud = cqe->user_data;
-        const int res = cqe->res;
-        io_uring_cqe_seen(&ring_, cqe);
-        switch (ud & kTagMask) {
-            case 0: {
-                auto *s = reinterpret_cast<op_slot *>(ud);
-                {
-                    std::lock_guard sl(sq_mu_);
-                    untrack_locked(s);
-                }
-                long r = res;
-                if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
-                // A poll cut short by its linked timeout (not by a cancel)
-                // timed out: report 0, as poll(2) does.
-                if (s->opcode == ASYS_OP_POLL && r == -ECANCELED &&
-                    !s->cancel.load(std::memory_order_relaxed))
-                    r = 0;
-                if (s->opcode == ASYS_OP_POLL) {
-                    // poll(2) reports a closed descriptor as POLLNVAL, and
-                    // only the requested events plus POLLERR and POLLHUP.
-                    if (r == -EBADF) r = POLLNVAL;
-                    else if (r > 0) r &= static_cast<uint16_t>(s->poll.events) | POLLERR | POLLHUP | POLLNVAL;
-                }
-                if (long injected = fault::injected_ring_error()) r = injected;  // tests only
-                sink_.complete(s, r, ASYS_PATH_URING);
-                ++n;
-                break;
-            }
-            case kTagLink: {
-                auto *e = reinterpret_cast<linked_entry *>(ud & ~kTagMask);
-                linked_ops *lo = e->owner.load(std::memory_order_acquire);
-                e->res = res;
-                if (++lo->done < lo->n) break;  // cq_mu_ held: no other reaper
-                op_slot *s = lo->slot;
-                {
-                    std::lock_guard sl(sq_mu_);
-                    untrack_linked_locked(lo);
-                    inring_count_ -= lo->n;
-                }
-                sink_.complete(s, 0, ASYS_PATH_URING);  // the builder reads lo
-                ++n;
-                break;
-            }
-            case kTagCancel: {
-                auto *c = reinterpret_cast<cancel_req *>(ud & ~kTagMask);
-                (void)c->armed.load(std::memory_order_acquire);
-                std::lock_guard cl(c->mu);
-                c->res = res;
-                c->done = true;
-                c->cv.notify_all();
-                break;
-            }
-            default: break;  // stop, ignore
+    // CQEs are taken in groups: their slots leave the in-ring list under
+    // one SQ lock per group (not one per CQE), then complete in order.
+    constexpr unsigned kGroup = 32;
+    struct taken {
+        uint64_t ud;
+        int res;
+    } t[kGroup];
+    for (;;) {
+        unsigned got = 0;
+        unsigned head;
+        io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            t[got++] = {cqe->user_data, cqe->res};
+            if (got == kGroup) break;
         }
+        if (got == 0) return n;
+        io_uring_cq_advance(&ring_, got);
+        {
+            std::lock_guard sl(sq_mu_);
+            for (unsigned i = 0; i < got; ++i)
+                if ((t[i].ud & kTagMask) == 0) untrack_locked(reinterpret_cast<op_slot *>(t[i].ud));
+        }
+        for (unsigned i = 0; i < got; ++i) n += complete_taken(t[i].ud, t[i].res);
     }
-    return n;
+}
+
+unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
+    switch (ud & kTagMask) {
+        case 0: {
+            auto *s = reinterpret_cast<op_slot *>(ud);  // untracked by the caller
+            long r = res;
+            if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
+            // A poll cut short by its linked timeout (not by a cancel)
+            // timed out: report 0, as poll(2) does.
+            if (s->opcode == ASYS_OP_POLL && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed))
+                r = 0;
+            if (s->opcode == ASYS_OP_POLL) {
+                // poll(2) reports a closed descriptor as POLLNVAL, and
+                // only the requested events plus POLLERR and POLLHUP.
+                if (r == -EBADF) r = POLLNVAL;
+                else if (r > 0) r &= static_cast<uint16_t>(s->poll.events) | POLLERR | POLLHUP | POLLNVAL;
+            }
+            if (long injected = fault::injected_ring_error()) r = injected;  // tests only
+            sink_.complete(s, r, ASYS_PATH_URING);
+            return 1;
+        }
+        case kTagLink: {
+            auto *e = reinterpret_cast<linked_entry *>(ud & ~kTagMask);
+            linked_ops *lo = e->owner.load(std::memory_order_acquire);
+            e->res = res;
+            if (++lo->done < lo->n) return 0;  // cq_mu_ held: no other reaper
+            op_slot *s = lo->slot;
+            {
+                std::lock_guard sl(sq_mu_);
+                untrack_linked_locked(lo);
+                inring_count_ -= lo->n;
+            }
+            sink_.complete(s, 0, ASYS_PATH_URING);  // the builder reads lo
+            return 1;
+        }
+        case kTagCancel: {
+            auto *c = reinterpret_cast<cancel_req *>(ud & ~kTagMask);
+            (void)c->armed.load(std::memory_order_acquire);
+            std::lock_guard cl(c->mu);
+            c->res = res;
+            c->done = true;
+            c->cv.notify_all();
+            return 0;
+        }
+        default: return 0;  // stop, ignore
+    }
 }
 
 void *uring_backend::reaper_main(void *arg) noexcept {

@@ -43,11 +43,13 @@ public:
     static backend *make(completion_sink &sink, const backend_config &cfg, int *err, const char **step) noexcept;
 
     bool accepts(const op_slot &s) const noexcept override;
+    bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept override;
     bool links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept override;
     uint64_t opcode_mask() const noexcept override { return supported_; }
     unsigned kernel_workers() const noexcept override { return iowq_limit_; }
 
     int punt(op_slot *slot, bool atomic) noexcept override;
+    unsigned punt_plugged(op_slot *const *slots, unsigned n) noexcept override;
     int punt_linked(op_slot *slot, linked_ops *lo) noexcept override;
     bool supports_opcode(uint32_t opcode) const noexcept;
     int cancel(uint64_t user_data) noexcept override;
@@ -85,7 +87,13 @@ private:
     void reaper_loop() noexcept;
     int submit_locked() noexcept;
     int punt_locked(op_slot *slot, bool atomic) noexcept;
+    /// Prepares the slot's SQEs (1, or 2 for a timed poll) and tracks it;
+    /// returns how many, or -EAGAIN when the ring has no room.
+    int queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept;
     unsigned drain_locked() noexcept;
+    /// One CQE taken off the ring (an op's slot already untracked): its
+    /// completion. Returns the number of ops completed (0 or 1).
+    unsigned complete_taken(uint64_t user_data, int res) noexcept;
     void track_locked(op_slot *s) noexcept;
     void untrack_locked(op_slot *s) noexcept;
     void track_linked_locked(linked_ops *lo) noexcept;

@@ -4,12 +4,13 @@
 // are skipped and counted.
 //
 // `workers` coroutines take jobs (one file, link or directory each) from a
-// shared queue, so up to `workers` files are in progress at once: their
-// opens, reads, writes and closes are in flight together. A cached read or
-// open completes inline without suspending; writes and metadata calls go to
-// the context's backend. Directories get their mode and times last (making
-// entries in them changes their times). Everything runs on the thread that
-// drives the context; the queue needs no lock.
+// shared queue, so up to `workers` files are in progress at once. A file is
+// two ops: a statx, and one asys::chain that opens both files, copies the
+// data, sets owner, mode and times and closes both — it runs inline until an
+// atom would block (the create, at the latest) and then on a pool worker, so
+// a file costs two suspensions. Directories get their mode and times last
+// (making entries in them changes their times). Everything runs on the
+// thread that drives the context; the queue needs no lock.
 #pragma once
 #include <asys/asys.hpp>
 #include <dirent.h>
@@ -22,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,7 +45,7 @@ public:
         for (unsigned i = 0; i < workers_; ++i) ws.push_back(worker());
         co_await asys::when_all(std::move(ws));
         std::vector<asys::task<void>> finish;
-        for (auto &d : dirs_) finish.push_back(set_attributes(-1, d.path.c_str(), d.st));
+        for (auto &d : dirs_) finish.push_back(set_attributes(d.path.c_str(), d.st));
         co_await asys::when_all(std::move(finish));
     }
 
@@ -121,63 +123,69 @@ private:
         }
     }
 
-    /// Owner (when root), mode (not for links), then the times: of `fd` when
-    /// `path` is null, else of `path` itself (not a link's target).
-    asys::task<void> set_attributes(int fd, const char *path, const struct statx &st) {
-        const std::string name = path ? path : "(fd " + std::to_string(fd) + ")";
-        if (geteuid() == 0 && (st.stx_uid != geteuid() || st.stx_gid != getegid())) {
-            auto r = path ? co_await ctx_.syscall(SYS_fchownat, AT_FDCWD, path, st.stx_uid, st.stx_gid,
-                                                  AT_SYMLINK_NOFOLLOW)
-                          : co_await ctx_.syscall(SYS_fchown, fd, st.stx_uid, st.stx_gid);
-            if (!r) fail("chown", name, r.error());
+    /// Owner (when root), mode (not for links), then the times of `path`
+    /// itself (not a link's target).
+    asys::task<void> set_attributes(const char *path, const struct statx &st) {
+        if (needs_chown(st)) {
+            auto r = co_await ctx_.syscall(SYS_fchownat, AT_FDCWD, path, st.stx_uid, st.stx_gid, AT_SYMLINK_NOFOLLOW);
+            if (!r) fail("chown", path, r.error());
         }
         if ((st.stx_mode & S_IFMT) != S_IFLNK) {
-            auto r = path ? co_await ctx_.syscall(SYS_fchmodat, AT_FDCWD, path, st.stx_mode & 07777)
-                          : co_await ctx_.syscall(SYS_fchmod, fd, st.stx_mode & 07777);
-            if (!r) fail("chmod", name, r.error());
+            auto r = co_await ctx_.syscall(SYS_fchmodat, AT_FDCWD, path, st.stx_mode & 07777);
+            if (!r) fail("chmod", path, r.error());
         }
         const timespec times[2] = {{st.stx_atime.tv_sec, st.stx_atime.tv_nsec},
                                    {st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec}};
-        auto r = path ? co_await ctx_.syscall(SYS_utimensat, AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW)
-                      : co_await ctx_.syscall(SYS_utimensat, fd, nullptr, times, 0);
-        if (!r) fail("utimensat", name, r.error());
+        auto r = co_await ctx_.syscall(SYS_utimensat, AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW);
+        if (!r) fail("utimensat", path, r.error());
     }
 
+    /// One file as one chain (one op): open both, read and write until EOF,
+    /// owner, mode, times, close both. It runs on this thread until an atom
+    /// would block (the create, at the latest), then on a pool worker.
     asys::task<void> copy_file(const job &j, const struct statx &st, std::vector<char> &buf) {
-        auto in = co_await ctx_.openat(AT_FDCWD, j.src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (!in) co_return fail("open", j.src, in.error());
-        auto out = co_await ctx_.openat(AT_FDCWD, j.dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (!out) {
-            fail("create", j.dst, out.error());
-            (void)co_await ctx_.close(*in);
-            co_return;
+        const timespec times[2] = {{st.stx_atime.tv_sec, st.stx_atime.tv_nsec},
+                                   {st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec}};
+        const unsigned long mode = st.stx_mode & 07777;
+        asys::chain c;
+        auto in = c.openat(AT_FDCWD, j.src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        auto out = c.openat(AT_FDCWD, j.dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        auto off = c.var<int64_t>(0);
+        // EOF or a read error ends the loop at the atom placed after the read.
+        auto n = c.pread(in, buf.data(), buf.size(), off, SYSLET_STOP_ON_NON_POSITIVE | SYSLET_SKIP_TO_NEXT_ON_STOP);
+        std::optional<asys::chain_step<long>> chown;
+        if (needs_chown(st)) chown = c.call(SYS_fchown, {out, st.stx_uid, st.stx_gid}, 0);
+        auto chmod = c.call(SYS_fchmod, {out, mode}, 0);
+        auto utimes = c.call(SYS_utimensat, {out, nullptr, times, 0}, 0);
+        auto close_in = c.close(in, 0);
+        auto close_out = c.close(out, 0);
+        c.end_after(close_out);
+        auto wr = c.pwrite(out, buf.data(), n, off);  // a failed write stops the chain
+        auto adv = c.umem_add(off, n);
+        c.jump(n, wr);
+        c.jump(adv, n);
+
+        auto r = co_await ctx_.chain(c);
+        if (!r && !in.ran()) fail("copy", j.src, r.error());  // the op itself was refused
+        if (in.ran() && !in.get()) fail("open", j.src, in.get().error());
+        if (out.ran() && !out.get()) fail("create", j.dst, out.get().error());
+        if (n.ran() && !n.get()) fail("read", j.src, n.get().error());
+        if (wr.ran() && !wr.get()) fail("write", j.dst, wr.get().error());
+        if (chown && chown->ran() && !chown->get()) fail("chown", j.dst, chown->get().error());
+        if (chmod.ran() && !chmod.get()) fail("chmod", j.dst, chmod.get().error());
+        if (utimes.ran() && !utimes.get()) fail("utimensat", j.dst, utimes.get().error());
+        if (close_out.ran() && !close_out.get()) fail("close", j.dst, close_out.get().error());
+        // A chain that stopped early left its descriptors open.
+        if (in.get() && !close_in.ran()) (void)co_await ctx_.close(*in.get());
+        if (out.get() && !close_out.ran()) (void)co_await ctx_.close(*out.get());
+        if (close_out.ran()) {
+            ++n_.files;
+            n_.bytes += static_cast<unsigned long>(off.get());
         }
-        int64_t off = 0;
-        for (;;) {
-            auto got = co_await ctx_.pread(*in, buf.data(), buf.size(), off);
-            if (!got) {
-                fail("read", j.src, got.error());
-                break;
-            }
-            if (*got == 0) break;
-            ssize_t done = 0;
-            while (done < *got) {
-                auto put = co_await ctx_.pwrite(*out, buf.data() + done, static_cast<size_t>(*got - done), off + done);
-                if (!put || *put == 0) {
-                    fail("write", j.dst, put ? EIO : put.error());
-                    break;
-                }
-                done += *put;
-            }
-            if (done < *got) break;
-            off += *got;
-            n_.bytes += static_cast<unsigned long>(*got);
-        }
-        (void)co_await ctx_.close(*in);
-        co_await set_attributes(*out, nullptr, st);
-        auto c = co_await ctx_.close(*out);
-        if (!c) fail("close", j.dst, c.error());
-        ++n_.files;
+    }
+
+    static bool needs_chown(const struct statx &st) {
+        return geteuid() == 0 && (st.stx_uid != geteuid() || st.stx_gid != getegid());
     }
 
     asys::task<void> copy_link(const job &j, const struct statx &st, std::vector<char> &buf) {
@@ -186,7 +194,7 @@ private:
         buf[static_cast<size_t>(*len)] = '\0';
         auto r = co_await ctx_.syscall(SYS_symlinkat, buf.data(), AT_FDCWD, j.dst.c_str());
         if (!r) co_return fail("symlink", j.dst, r.error());
-        co_await set_attributes(-1, j.dst.c_str(), st);
+        co_await set_attributes(j.dst.c_str(), st);
         ++n_.symlinks;
     }
 

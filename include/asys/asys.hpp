@@ -153,7 +153,7 @@ struct context_state {
     static constexpr uint64_t kTag = 1;  ///< user_data of our ops: node address | 1
 
     /// Resumes a completed op's coroutine.
-    static void resume(op_node *n) noexcept(false) { n->waiter_.resume(); }
+    static void resume(op_node *n) { n->waiter_.resume(); }
 
     std::size_t dispatch(const asys_cqe &e) {
         if ((e.user_data & kTag) == 0) {
@@ -495,7 +495,8 @@ public:
     op<ssize_t> send(int fd, const void *buf, std::size_t len, int flags = 0) noexcept {
         return {st(), [&](asys_op &o) { asys_prep_send(&o, fd, buf, len, flags); }};
     }
-    /// One descriptor; the result is revents (0 on timeout).
+    /// The POLL op: one descriptor; the result is revents (0 on timeout).
+    /// (Without arguments, poll() drives the context.)
     op<int> poll(int fd, unsigned events, int timeout_ms = -1) noexcept {
         return {st(), [&](asys_op &o) { asys_prep_poll(&o, fd, events, timeout_ms); }};
     }

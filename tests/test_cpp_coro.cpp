@@ -442,6 +442,22 @@ TEST(CppCoro, ExceptionOfASpawnedTaskComesOutOfRun) {
     EXPECT_EQ(ctx.spawned(), 0u);
 }
 
+asys::task<void> two_async_nops(asys::context &ctx, bool *finished) {
+    (void)co_await ctx.nop(1).with_flags(ASYS_F_ASYNC);
+    (void)co_await ctx.nop(2).with_flags(ASYS_F_ASYNC);
+    *finished = true;
+}
+
+TEST(CppCoro, SyncWaitFinishesItsTaskBeforeRethrowingASpawnedTasksException) {
+    asys::context ctx;
+    bool finished = false;
+    asys::spawn(ctx, spawned_thrower(ctx));
+    EXPECT_THROW(asys::sync_wait(ctx, two_async_nops(ctx, &finished)), std::runtime_error);
+    EXPECT_TRUE(finished) << "the awaited task must not be abandoned while an op of it is in flight";
+    EXPECT_EQ(ctx.pending(), 0u);
+    EXPECT_EQ(ctx.spawned(), 0u);
+}
+
 // --------------------------------------------------------- cancellation
 asys::task<int> read_until_stopped(asys::context &ctx, int fd, std::stop_token tok) {
     char c;

@@ -730,15 +730,26 @@ struct join_awaiter {
 
 /// Runs `t` on this thread to its end, driving `ctx` while it waits. Returns
 /// its value or rethrows its exception. (Spawned tasks that ctx resumes
-/// meanwhile run too; their exceptions are rethrown here.)
+/// meanwhile run too; the first exception one of them throws is rethrown
+/// here once `t` has ended.)
 template <class T>
 T sync_wait(context &ctx, task<T> t) {
     auto h = t.handle();
     if (!h) throw std::logic_error("asys::sync_wait: an empty task");
     h.resume();
-    while (!h.done())
-        if (ctx.run_one() == 0 && !h.done())
+    std::exception_ptr spawned_error;
+    while (!h.done()) {
+        std::size_t resumed = 0;
+        try {
+            resumed = ctx.run_one();
+        } catch (...) {  // a spawned task's: t may be suspended in an op, keep driving
+            if (!spawned_error) spawned_error = std::current_exception();
+            continue;
+        }
+        if (resumed == 0 && !h.done())
             throw std::logic_error("asys::sync_wait: the task waits for something no op of the context completes");
+    }
+    if (spawned_error) std::rethrow_exception(spawned_error);
     return t.take();
 }
 

@@ -447,18 +447,32 @@ TEST(CppCoro, ExceptionOfASpawnedTaskComesOutOfRun) {
     EXPECT_EQ(ctx.spawned(), 0u);
 }
 
-asys::task<void> two_async_nops(asys::context &ctx, bool *finished) {
-    (void)co_await ctx.nop(1).with_flags(ASYS_F_ASYNC);
-    (void)co_await ctx.nop(2).with_flags(ASYS_F_ASYNC);
-    *finished = true;
+asys::task<void> mark_then_throw(asys::context &ctx, bool *threw) {
+    (void)co_await ctx.nop(0).with_flags(ASYS_F_ASYNC);
+    *threw = true;
+    throw std::runtime_error("spawned");
+}
+
+asys::task<void> write_once_marked(asys::context &ctx, const bool *threw, int fd) {
+    while (!*threw) (void)co_await ctx.nop(0).with_flags(ASYS_F_ASYNC);
+    (void)co_await ctx.write(fd, "x", 1);
 }
 
 TEST(CppCoro, SyncWaitFinishesItsTaskBeforeRethrowingASpawnedTasksException) {
     asys::context ctx;
-    bool finished = false;
-    asys::spawn(ctx, spawned_thrower(ctx));
-    EXPECT_THROW(asys::sync_wait(ctx, two_async_nops(ctx, &finished)), std::runtime_error);
-    EXPECT_TRUE(finished) << "the awaited task must not be abandoned while an op of it is in flight";
+    pipe_pair p;
+    std::thread::id t;
+    long got = 0;
+    bool threw = false;
+    // The task's read can complete only after the first spawned task threw
+    // (the second writes the pipe after that): the exception comes while
+    // the task is suspended in its read.
+    asys::spawn(ctx, mark_then_throw(ctx, &threw));
+    asys::spawn(ctx, write_once_marked(ctx, &threw, p.w));
+    auto reader = [&]() -> asys::task<void> { got = co_await read_one_byte(ctx, p.r, &t); };
+    EXPECT_THROW(asys::sync_wait(ctx, reader()), std::runtime_error);
+    EXPECT_EQ(got, 'x') << "the awaited task must not be abandoned while an op of it is in flight";
+    ctx.run();  // the writer's completion may still be on its way
     EXPECT_EQ(ctx.pending(), 0u);
     EXPECT_EQ(ctx.spawned(), 0u);
 }

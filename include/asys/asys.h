@@ -143,7 +143,9 @@ struct asys_params {
      * 1000000): a thread that runs out of work spins this long before it
      * sleeps, so a steady stream pays no wake-up. */
     unsigned pool_spin_us;   /* an idle pool worker; default 50             */
-    unsigned wait_spin_us;   /* asys_wait before it sleeps; default 20       */
+    unsigned wait_spin_us;   /* asys_wait before it sleeps, at most (the spin
+                                adapts: it shrinks while spins end without
+                                the completions); default 20                */
     unsigned server_spin_us; /* a socket server (asys_socket_open/serve)
                                 after its last request; default 50          */
     unsigned reserved[4];  /* must be zero                                  */

@@ -161,6 +161,8 @@ int64_t spin_ns(unsigned us, unsigned default_us) noexcept {
 int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
+    wait_spin_now_.store(wait_spin_ns_, std::memory_order_relaxed);
+    spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
@@ -582,13 +584,21 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
     if (preferred_) preferred_->reap();
     // Spin briefly before sleeping: a completion that lands within a few
     // microseconds then costs no wake-up, and ring CQEs are reaped here.
-    if (min > 0 && wait_spin_ns_ > 0 && ring_.count_relaxed() < min &&
+    // The spin adapts (see next_spin_ns): it shrinks while spins end
+    // without the completions (a device that takes longer: spinning only
+    // burns a core) and grows back while they arrive in time.
+    const int64_t spin = spin_ns_now();
+    if (min > 0 && spin > 0 && ring_.count_relaxed() < min &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_spin_ns_);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin);
         if (preferred_) preferred_->begin_reaping();  // this thread reaps while it spins
+        bool in_time = true;
         for (unsigned i = 1; ring_.count_relaxed() < min; ++i) {
             if (preferred_ && preferred_->ready()) preferred_->reap();
-            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) break;
+            if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) {
+                in_time = false;
+                break;
+            }
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
@@ -597,10 +607,31 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
             preferred_->end_reaping();
             if (preferred_->ready()) preferred_->reap();
         }
+        spin_outcome(spin, in_time);
     }
     int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
+}
+
+// The adaptive wait spin: halves after a spin that ended without the
+// completions, doubles (up to asys_params.wait_spin_us) after one that got
+// them. Below 1 us it is off; then one wait in 16 tries a short spin, so a
+// workload that turns fast again is noticed. Relaxed: a heuristic shared by
+// the context's waiters.
+int64_t context::spin_ns_now() noexcept {
+    const int64_t s = wait_spin_now_.load(std::memory_order_relaxed);
+    if (s > 0 || wait_spin_ns_ == 0) return s;
+    const unsigned k = spin_retry_.load(std::memory_order_relaxed) + 1;
+    spin_retry_.store(k, std::memory_order_relaxed);
+    return (k % 16) == 0 ? kMinSpinNs : 0;
+}
+
+void context::spin_outcome(int64_t spun, bool in_time) noexcept {
+    int64_t next = in_time ? spun * 2 : spun / 2;
+    if (next > wait_spin_ns_) next = wait_spin_ns_;
+    if (next < kMinSpinNs) next = in_time ? kMinSpinNs : 0;
+    wait_spin_now_.store(next, std::memory_order_relaxed);
 }
 
 int context::peek(asys_cqe *out, unsigned max) noexcept {

@@ -151,7 +151,12 @@ private:
     std::atomic<int> state_{0};  ///< 0 free, 1 live, 2 closing
     uint64_t fork_gen_ = 0;
     unsigned flags_ = 0;
-    int64_t wait_spin_ns_ = 0;    ///< asys_wait's spin (asys_params.wait_spin_us)
+    int64_t wait_spin_ns_ = 0;    ///< asys_wait's longest spin (asys_params.wait_spin_us)
+    static constexpr int64_t kMinSpinNs = 1000;
+    std::atomic<int64_t> wait_spin_now_{0};  ///< the adaptive spin (see spin_ns_now)
+    std::atomic<unsigned> spin_retry_{0};    ///< waits since the spin went off
+    int64_t spin_ns_now() noexcept;
+    void spin_outcome(int64_t spun, bool in_time) noexcept;
     int64_t server_spin_ns_ = 0;  ///< socket servers' spin
     unsigned max_inflight_ = 0;
 

@@ -588,6 +588,8 @@ TEST(CppCoro, AMovedContextKeepsItsSuspendedOps) {
     ASSERT_EQ(::write(p.w, "m", 1), 1);
     b.run();
     EXPECT_EQ(got, 'm');
+    auto moved_from = [&]() -> asys::task<int> { co_return (co_await a.nop(1)).error(); };
+    EXPECT_EQ(asys::sync_wait(b, moved_from()), EBADF) << "an op of the moved-from context";
 }
 
 TEST(CppCoro, ContextFdIsTheEventfd) {

@@ -208,6 +208,18 @@ inline bool wait_blocked_in(pid_t tid, long nr) {
     return false;
 }
 
+/// Waits (as wait_blocked_in) until thread `tid` sleeps inside asys_wait:
+/// on the completion ring's condition variable (futex), or, as the
+/// context's designated ring waiter, in io_uring_enter.
+inline bool wait_asleep_in_asys_wait(pid_t tid) {
+    for (long i = 0; i < 20000000; ++i) {
+        const long nr = blocked_syscall(tid);
+        if (nr == SYS_futex || nr == SYS_io_uring_enter) return true;
+        sched_yield();
+    }
+    return false;
+}
+
 /// The TID of a pool worker (ASYNC gettid). With one worker, *the* worker.
 inline pid_t worker_tid(asys_ctx *ctx) {
     uint64_t args[6] = {};

@@ -176,7 +176,7 @@ TEST(Destroy, WakesBlockedWaiter) {
         wres = asys_wait(ctx, 1, &hour, &cqe, 1);
     });
     while (!wtid) sched_yield();
-    ASSERT_TRUE(wait_blocked_in(wtid, SYS_futex));
+    ASSERT_TRUE(wait_asleep_in_asys_wait(wtid));
     ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
     waiter.join();
     EXPECT_EQ(wres.load(), -ESHUTDOWN);

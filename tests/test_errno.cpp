@@ -886,7 +886,7 @@ void scenario_wait_peek_cancel() {
             wrc = r;
         });
         VERIFY(eventually([&] { return wtid.load() != 0; }));
-        VERIFY(wait_blocked_in(wtid, SYS_futex));
+        VERIFY(wait_asleep_in_asys_wait(wtid));
         VERIFY(parked.release() == 1);
         waiter.join();
         VERIFY(wrc == 1);
@@ -909,7 +909,7 @@ void scenario_wait_peek_cancel() {
             wrc = r;
         });
         VERIFY(eventually([&] { return wtid.load() != 0; }));
-        VERIFY(wait_blocked_in(wtid, SYS_futex));
+        VERIFY(wait_asleep_in_asys_wait(wtid));
         VERIFY(a.release() == 1);
         KEEPS_ERRNO(asys_wait, (ctx.ctx, 1u, &long_ts, c, 1u), got_ == 1);
         waiter.join();
@@ -1019,7 +1019,7 @@ void scenario_wait_peek_cancel() {
             wrc = r;
         });
         VERIFY(eventually([&] { return wtid.load() != 0; }));
-        VERIFY(wait_blocked_in(wtid, SYS_futex));
+        VERIFY(wait_asleep_in_asys_wait(wtid));
         KEEPS_ERRNO(asys_ctx_destroy, (d, ASYS_DESTROY_CANCEL), got_ == 0);
         waiter.join();
         VERIFY(wrc == -ESHUTDOWN);
@@ -1379,7 +1379,7 @@ void scenario_fork() {
         wrc = asys_wait(ctx, 1, nullptr, &out, 1);
     });
     VERIFY(eventually([&] { return wtid.load() != 0; }));
-    VERIFY(wait_blocked_in(wtid, SYS_futex));
+    VERIFY(wait_asleep_in_asys_wait(wtid));
     const int sock_end = [] {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -1;

@@ -40,6 +40,17 @@ public:
     /// lock and returns k (< n when full; 0 if not plugged or not supported).
     /// The slots it did not take are still the caller's.
     virtual unsigned punt_plugged(op_slot *const *, unsigned) noexcept { return 0; }
+    /// Whether a waiter may sleep in the backend itself (wait_completions)
+    /// rather than on the completion ring: it has ops in flight whose
+    /// completions it posts.
+    virtual bool has_inflight() const noexcept { return false; }
+    /// Sleeps until a completion is ready to reap, kick() is called, a
+    /// signal arrives, or the absolute CLOCK_MONOTONIC deadline (may be
+    /// null) passes. 0, -ETIME, -EINTR, or -EOPNOTSUPP (cannot: the caller
+    /// sleeps elsewhere).
+    virtual int wait_completions(const struct timespec *) noexcept { return -95; /* -EOPNOTSUPP */ }
+    /// Wakes a thread in wait_completions() (harmless if there is none).
+    virtual void kick() noexcept {}
     /// Submits a sequence of calls as linked entries for one slot (see
     /// linked_ops.hpp); the slot completes (res 0) once every entry has its
     /// result. 0, or -EAGAIN / -EOPNOTSUPP (the caller runs it elsewhere).

@@ -374,6 +374,7 @@ int context::destroy(unsigned how) noexcept {
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
+    wake_ring_sleeper();  // it re-checks the state
 
     if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         // In a child of fork(): the workers and any lock holders are gone.
@@ -484,6 +485,7 @@ void context::abandon_slot(op_slot *slot, bool keep_room) noexcept {
     if (produced) {
         cqe_producers_.fetch_sub(1);
         ring_.poke();  // a waiter may have counted on it
+        wake_ring_sleeper();
     }
     if (!keep_room) release_room(1);
 }
@@ -496,7 +498,7 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
         cb(&cqe, arg);
         release_room(1);
     } else {
-        ring_.push(cqe);  // room released when reaped
+        push_cqe(cqe);  // room released when reaped
     }
 }
 
@@ -546,7 +548,10 @@ void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) {
+        ring_.poke();
+        wake_ring_sleeper();
+    }
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
     if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
@@ -562,8 +567,81 @@ void context::post_inline(const asys_op &op, long res) noexcept {
         op.callback(&cqe, op.cb_arg);
         release_room(1);
     } else {
-        ring_.push(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});
+        push_cqe(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});
     }
+}
+
+namespace {
+/// The context whose designated ring waiter this thread is (see wait()).
+__attribute__((tls_model("initial-exec"))) thread_local const context *t_ring_sleeper = nullptr;
+
+struct timespec monotonic_after(const struct timespec &rel) noexcept {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += rel.tv_sec;
+    t.tv_nsec += rel.tv_nsec;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_nsec -= 1000000000;
+        ++t.tv_sec;
+    }
+    return t;
+}
+
+bool passed(const struct timespec &deadline) noexcept {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec > deadline.tv_sec || (t.tv_sec == deadline.tv_sec && t.tv_nsec >= deadline.tv_nsec);
+}
+}  // namespace
+
+void context::push_cqe(const asys_cqe &cqe) noexcept {
+    ring_.push(cqe);
+    wake_ring_sleeper();
+}
+
+void context::wake_ring_sleeper() noexcept {
+    if (!preferred_) return;
+    // Dekker with sleep_in_ring(): the entry (or state) is published before
+    // the flag is read; the sleeper sets the flag before it re-checks.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (ring_sleeping_.load(std::memory_order_relaxed) && t_ring_sleeper != this) preferred_->kick();
+}
+
+// The designated ring waiter: one thread at a time sleeps in the ring's own
+// io_uring_enter(GETEVENTS) and reaps what wakes it, instead of a reaper
+// thread reaping and waking it through the completion ring's condition
+// variable (two context switches per wake-up). While it sleeps, the ring's
+// eventfd is muted (the reaper stays asleep), and anything else that makes
+// its wait end — a completion another thread pushes, a producer that goes
+// away, a destroy — kicks the ring with a no-op. Returns when `min` entries
+// are present, the wait can no longer be satisfied, the deadline passed, or
+// only non-ring ops are left (the caller then sleeps on the completion ring).
+void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept {
+    bool expected = false;
+    if (!ring_waiter_.compare_exchange_strong(expected, true)) return;  // another thread is it
+    t_ring_sleeper = this;
+    preferred_->begin_reaping();
+    auto done = [&] {
+        return ring_.count_relaxed() >= min || state_.load() != 1 ||
+               (!deadline && cqe_producers_.load() + ring_.count_relaxed() < min) || !preferred_->has_inflight();
+    };
+    for (;;) {
+        preferred_->reap();
+        if (done() || (deadline && passed(*deadline))) break;
+        ring_sleeping_.store(true, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (preferred_->ready() || done()) {
+            ring_sleeping_.store(false, std::memory_order_relaxed);
+            continue;
+        }
+        const int rc = preferred_->wait_completions(deadline);
+        ring_sleeping_.store(false, std::memory_order_relaxed);
+        if (rc == -EOPNOTSUPP || rc == -ETIME) break;
+    }
+    preferred_->end_reaping();
+    if (preferred_->ready()) preferred_->reap();
+    t_ring_sleeper = nullptr;
+    ring_waiter_.store(false);
 }
 
 int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
@@ -609,7 +687,25 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
         }
         spin_outcome(spin, in_time);
     }
-    int n = ring_.wait(min, timeout, out, max, &cqe_producers_);
+    if (preferred_ && min > 0 && ring_.count_relaxed() < min && preferred_->has_inflight() &&
+        !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
+        // Sleep in the ring while its ops are what the wait needs; then the
+        // completion ring's wait below finds them (or sleeps for the rest).
+        struct timespec deadline{};
+        if (timeout) deadline = monotonic_after(*timeout);
+        sleep_in_ring(min, timeout ? &deadline : nullptr);
+        if (timeout) {
+            struct timespec now, left{0, 0};
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            int64_t ns = (deadline.tv_sec - now.tv_sec) * 1000000000 + (deadline.tv_nsec - now.tv_nsec);
+            if (ns > 0) left = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            return finish_wait(ring_.wait(min, &left, out, max, &cqe_producers_));
+        }
+    }
+    return finish_wait(ring_.wait(min, timeout, out, max, &cqe_producers_));
+}
+
+int context::finish_wait(int n) noexcept {
     if (n > 0) release_room(static_cast<unsigned>(n));
     return n;
 }

@@ -138,6 +138,14 @@ private:
     int init(const asys_params &p) noexcept;
     void recycle() noexcept;
     void finish(op_slot *slot, const asys_cqe &cqe) noexcept;
+    /// Pushes a cqe and wakes a designated ring waiter for it.
+    void push_cqe(const asys_cqe &cqe) noexcept;
+    /// Kicks the thread sleeping in the ring (sleep_in_ring), if any.
+    void wake_ring_sleeper() noexcept;
+    void sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept;
+    int finish_wait(int n) noexcept;
+    std::atomic<bool> ring_waiter_{false};    ///< a thread is the designated ring waiter
+    std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) in io_uring_enter
     /// Counts a window's ops (inline or punted) and empties it.
     void settle_window(batch_window &w) noexcept;
     /// complete() of a slot in the calling thread's open window: finishes it

@@ -158,6 +158,7 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
     }
     ring_ok_ = true;
     cq_entries_ = p.cq_entries;
+    ext_arg_ = (p.features & IORING_FEAT_EXT_ARG) != 0;
     library_fds::add(ring_.ring_fd);
 
     // Not io_uring_get_probe_ring(): it hides the register call's errno
@@ -642,6 +643,38 @@ unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
             return 0;
         }
         default: return 0;  // stop, ignore
+    }
+}
+
+int uring_backend::wait_completions(const struct timespec *deadline) noexcept {
+    if (!ext_arg_ && deadline) return -EOPNOTSUPP;
+    __kernel_timespec ts{};
+    io_uring_getevents_arg arg{};
+    unsigned flags = IORING_ENTER_GETEVENTS;
+    if (deadline) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ns = (deadline->tv_sec - now.tv_sec) * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
+        if (ns <= 0) return -ETIME;
+        ts.tv_sec = ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        arg.ts = reinterpret_cast<uint64_t>(&ts);
+        flags |= IORING_ENTER_EXT_ARG;
+    }
+    const long r = raw_syscall6(SYS_io_uring_enter, static_cast<uint64_t>(ring_.ring_fd), 0, 1, flags,
+                                deadline ? reinterpret_cast<uint64_t>(&arg) : 0, deadline ? sizeof arg : 0);
+    return r < 0 ? static_cast<int>(r) : 0;
+}
+
+void uring_backend::kick() noexcept {
+    // A no-op whose completion wakes the thread in io_uring_enter (and is
+    // ignored by whoever drains it).
+    std::lock_guard lk(sq_mu_);
+    if (io_uring_sqe *sqe = get_sqe_locked()) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, kTagIgnore);
+        ++pending_submit_;
+        submit_locked();
     }
 }
 

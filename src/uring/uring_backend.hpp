@@ -50,6 +50,9 @@ public:
 
     int punt(op_slot *slot, bool atomic) noexcept override;
     unsigned punt_plugged(op_slot *const *slots, unsigned n) noexcept override;
+    bool has_inflight() const noexcept override { return inring_count_.peek() != 0; }
+    int wait_completions(const struct timespec *deadline) noexcept override;
+    void kick() noexcept override;
     int punt_linked(op_slot *slot, linked_ops *lo) noexcept override;
     bool supports_opcode(uint32_t opcode) const noexcept;
     int cancel(uint64_t user_data) noexcept override;
@@ -118,7 +121,24 @@ private:
     std::mutex sq_mu_;             ///< SQ ring, in-ring list, plug state
     op_slot *inring_ = nullptr;    ///< single ops in the ring (for cancel), via prev/next
     linked_ops *inring_linked_ = nullptr;  ///< linked sequences in the ring (for cancel)
-    unsigned inring_count_ = 0;    ///< CQEs the ops in the ring will post
+    /// A count written under a lock and read without it (a hint): relaxed.
+    class locked_count {
+    public:
+        operator unsigned() const noexcept { return v_.load(std::memory_order_relaxed); }
+        locked_count &operator+=(unsigned d) noexcept { return set(*this + d); }
+        locked_count &operator-=(unsigned d) noexcept { return set(*this - d); }
+        locked_count &operator++() noexcept { return set(*this + 1); }
+        locked_count &operator--() noexcept { return set(*this - 1); }
+        unsigned peek() const noexcept { return *this; }
+
+    private:
+        locked_count &set(unsigned v) noexcept {
+            v_.store(v, std::memory_order_relaxed);
+            return *this;
+        }
+        std::atomic<unsigned> v_{0};
+    };
+    locked_count inring_count_;    ///< CQEs the ops in the ring will post (sq_mu_)
     unsigned plugged_ = 0;
     unsigned pending_submit_ = 0;
 
@@ -134,6 +154,7 @@ private:
     /// Unmaps the ring and closes its eventfd (whichever exist).
     void release_ring() noexcept;
     std::atomic<bool> stopping_{false};
+    bool ext_arg_ = false;  ///< io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG)
 };
 
 }  // namespace asys::internal

@@ -1,6 +1,7 @@
 // asys-echo: a coroutine echo server on loopback.
 //
-//   asys-echo --port P                      serve until killed
+//   asys-echo --port P                      serve until killed (up to 255
+//                                           connections at once)
 //   asys-echo --selftest N [--connections C] serve N requests from an
 //       in-process client (C connections, one thread, blocking sockets with
 //       a 10 s receive timeout), check every echo, stop; exit 0 on success.
@@ -146,7 +147,13 @@ int main(int argc, char **argv) {
     const int lfd = listen_loopback(selftest ? 0 : port, &bound);
     if (lfd < 0) return 1;
 
-    asys::context ctx;
+    // Each idle connection waits in a recv, and on the pool a waiting recv
+    // holds a worker: with fewer workers than connections + the accept, a
+    // request can queue behind recvs that wait for requests the client
+    // sends only after its answer (docs/cpp.md, "Blocking ops hold workers").
+    asys_params params{};
+    params.workers = selftest ? conns + 2 : 256;
+    asys::context ctx(params);
     server_stats st;
     std::stop_source stop;
     unsigned long echoed = 0;

@@ -11,6 +11,14 @@
 //   head_of_line.cpp  cached-read latency next to cold reads (asys, libuv)
 //   direct.cpp        O_DIRECT reads at queue depth 32, alone and as chains
 //   scale.cpp         100,000 reads in flight
+//   scheduling.cpp    cold and cached reads beside 64 long calls (classes)
+//   metadata.cpp      open + statx + close of many small files
+//   fio_peers.cpp     fio as a child process: psync, io_uring, posixaio with
+//                     and without libasys-aio, cached QD1 and O_DIRECT QD32
+//
+// A new workload file: add it to bench/CMakeLists.txt and call its table
+// function from main.cpp (or return rows from a *_methods() family); every
+// figure it prints also goes to record() (the ratio table, --csv, --plot).
 #pragma once
 #include <sys/types.h>
 
@@ -40,7 +48,13 @@ struct options {
     bool skip_direct = false;
     size_t direct_mib = 1024;
     std::string direct_file;
+    bool full = false;       // --full: longer rounds and bigger files (else --quick)
+    std::string csv_file;    // --csv FILE
+    std::string plot_file;   // --plot FILE.png
 };
+
+/// The options of this run (main.cpp), for families that scale with --full.
+extern const options *g_opts;
 
 struct workload {
     int fd = -1;
@@ -62,6 +76,7 @@ struct method {
     method_fn fn;
     unsigned batch = 1;  // reads per call of fn's inner step (for display)
     std::vector<double> ns;  // ns/op of each round
+    std::vector<double> cpu_ns;  // process CPU time (user + sys) per op of each round
 };
 
 inline off_t off_at(const workload &w, size_t i) { return w.offs[i % w.offs.size()]; }
@@ -83,8 +98,42 @@ inline clk::time_point after_ms(clk::time_point t0, double ms) {
 
 /// One round of `m`: calibrates the call size to about `round_ms`, then
 /// returns the ns per read of one timed call. `cursor` walks the offsets.
-double measure(method &m, workload &w, size_t &cursor, double round_ms);
+double measure(method &m, workload &w, size_t &cursor, double round_ms, double *cpu_ns_per_op = nullptr);
 double median(std::vector<double> v);
+
+/// Process CPU time so far (getrusage RUSAGE_SELF: user + sys, every
+/// thread), in ns.
+double cpu_ns_now();
+
+/// A throughput with the CPU time it cost.
+struct rate_cpu {
+    double per_s = 0;   // ops per second
+    double cpu_ns = 0;  // process CPU ns per op
+};
+/// Runs f (which returns ops per second over its own timed loop) and
+/// measures the process CPU time it used per op.
+template <class F> rate_cpu with_cpu(F &&f) {
+    const double c0 = cpu_ns_now();
+    const auto t0 = clk::now();
+    const double rate = f();
+    const double ops = rate * seconds_since(t0);
+    return {rate, ops > 0 ? (cpu_ns_now() - c0) / ops : 0};
+}
+
+// ------------------------------------------------------------ results
+/// One figure of one table: every table records its rows here, for the
+/// summary table of ratios, --csv and --plot.
+struct result {
+    std::string table;     // the workload
+    std::string row;       // the library / method (the peer)
+    double per_s = 0;      // ops per second
+    double cpu_ns = 0;     // process CPU ns per op (0: not measured)
+    double ratio = 0;      // throughput relative to the table's baseline
+    std::string baseline;  // what the ratio is relative to (the plain syscall where there is one)
+};
+void record(const result &r);
+/// Progress on stderr, one line rewritten in place (only on a terminal).
+void progress(const std::string &what);
 
 // -------------------------------------------------------- shared contexts
 extern asys_ctx *g_ctx;           // defaults: the auto backend
@@ -115,5 +164,8 @@ void head_of_line_table(const options &o, workload &w);  // head_of_line.cpp
 void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
 void coroutine_tables(const options &o, workload &w);    // coroutines.cpp
+void metadata_table(const options &o);                   // metadata.cpp
+void fio_tables(const options &o);                       // fio_peers.cpp
+void scheduling_table(const options &o, workload &w, bool have_uring);  // scheduling.cpp
 
 }  // namespace bench

@@ -217,41 +217,52 @@ void direct_tables(const options &o, bool have_uring) {
     void *mem = nullptr;
     if (posix_memalign(&mem, 4096, kChains * kChainLen * 4096) != 0) die("posix_memalign", ENOMEM);
     d.bufs = static_cast<char *>(mem);
-    constexpr double kMs = 1200;
-    std::vector<double> raw, ring, ring_async, pool;
+    const double kMs = o.full ? 1200 : 300;
+    std::vector<rate_cpu> raw, ring, ring_async, pool;
     for (int r = 0; r < 2; ++r) {  // interleaved
-        raw.push_back(have_uring ? direct_raw_uring(d, kMs) : 0);
-        ring.push_back(have_uring ? direct_asys(d, kMs, ASYS_BACKEND_AUTO) : 0);
-        ring_async.push_back(have_uring ? direct_asys(d, kMs, ASYS_BACKEND_AUTO, ASYS_F_ASYNC) : 0);
-        pool.push_back(direct_asys(d, kMs, ASYS_BACKEND_POOL));
+        raw.push_back(have_uring ? with_cpu([&] { return direct_raw_uring(d, kMs); }) : rate_cpu{});
+        ring.push_back(have_uring ? with_cpu([&] { return direct_asys(d, kMs, ASYS_BACKEND_AUTO); }) : rate_cpu{});
+        ring_async.push_back(have_uring ? with_cpu([&] { return direct_asys(d, kMs, ASYS_BACKEND_AUTO, ASYS_F_ASYNC); })
+                                        : rate_cpu{});
+        pool.push_back(with_cpu([&] { return direct_asys(d, kMs, ASYS_BACKEND_POOL); }));
     }
-    auto best = [](const std::vector<double> &v) { return *std::max_element(v.begin(), v.end()); };
-    const double rb = best(raw);
+    auto best = [](const std::vector<rate_cpu> &v) {
+        return *std::max_element(v.begin(), v.end(), [](const rate_cpu &a, const rate_cpu &b) { return a.per_s < b.per_s; });
+    };
+    // One row: printed and recorded (ratio to `base`).
+    auto row = [](const std::string &table, const std::string &name, rate_cpu v, double base, const std::string &bname) {
+        const double ratio = base > 0 ? v.per_s / base : 0;
+        fmt::print("{:<28} {:>10.0f} {:>10.0f} {:>14.2f}\n", name, v.per_s, v.cpu_ns, ratio);
+        record({table, name, v.per_s, v.cpu_ns, ratio, bname});
+    };
+    const double rb = best(raw).per_s;
     fmt::print("\nO_DIRECT 4 KiB random reads, queue depth {}, {} MiB file (best of 2 interleaved "
                "runs of {:.1f} s)\n\n", kQD, o.direct_mib, kMs / 1000);
-    fmt::print("{:<28} {:>10} {:>14}\n", "method", "IOPS", "x raw io_uring");
-    fmt::print("{:-<28} {:->10} {:->14}\n", "", "", "");
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "raw liburing loop", rb, 1.0);
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (io_uring backend)", best(ring), rb > 0 ? best(ring) / rb : 0);
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (io_uring, ASYNC flag)", best(ring_async),
-               rb > 0 ? best(ring_async) / rb : 0);
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys (pool backend)", best(pool), rb > 0 ? best(pool) / rb : 0);
+    fmt::print("{:<28} {:>10} {:>10} {:>14}\n", "method", "IOPS", "CPU ns/op", "x raw io_uring");
+    fmt::print("{:-<28} {:->10} {:->10} {:->14}\n", "", "", "", "");
+    const std::string t1 = "O_DIRECT 4 KiB read QD32";
+    row(t1, "raw liburing loop", best(raw), rb, "raw io_uring");
+    row(t1, "asys (io_uring backend)", best(ring), rb, "raw io_uring");
+    row(t1, "asys (io_uring, ASYNC flag)", best(ring_async), rb, "raw io_uring");
+    row(t1, "asys (pool backend)", best(pool), rb, "raw io_uring");
 
-    std::vector<double> craw, cring, cpool;
-    constexpr double kChainMs = 800;
+    std::vector<rate_cpu> craw, cring, cpool;
+    const double kChainMs = o.full ? 800 : 250;
     for (int r = 0; r < 2; ++r) {  // interleaved
-        craw.push_back(have_uring ? direct_chains_raw(d, kChainMs) : 0);
-        cring.push_back(have_uring ? direct_chains_asys(d, kChainMs, ASYS_BACKEND_AUTO) : 0);
-        cpool.push_back(direct_chains_asys(d, kChainMs, ASYS_BACKEND_POOL));
+        craw.push_back(have_uring ? with_cpu([&] { return direct_chains_raw(d, kChainMs); }) : rate_cpu{});
+        cring.push_back(have_uring ? with_cpu([&] { return direct_chains_asys(d, kChainMs, ASYS_BACKEND_AUTO); })
+                                   : rate_cpu{});
+        cpool.push_back(with_cpu([&] { return direct_chains_asys(d, kChainMs, ASYS_BACKEND_POOL); }));
     }
-    const double cb = best(craw);
+    const double cb = best(craw).per_s;
     fmt::print("\nO_DIRECT chains: {} chains of {} linked 4 KiB random reads in flight (reads/s, best of 2 "
                "interleaved runs of {:.1f} s)\n\n", kChains, kChainLen, kChainMs / 1000);
-    fmt::print("{:<28} {:>10} {:>14}\n", "method", "reads/s", "x raw links");
-    fmt::print("{:-<28} {:->10} {:->14}\n", "", "", "");
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "raw liburing IO_LINK", cb, 1.0);
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys chain (io_uring links)", best(cring), cb > 0 ? best(cring) / cb : 0);
-    fmt::print("{:<28} {:>10.0f} {:>14.2f}\n", "asys chain (pool interp.)", best(cpool), cb > 0 ? best(cpool) / cb : 0);
+    fmt::print("{:<28} {:>10} {:>10} {:>14}\n", "method", "reads/s", "CPU ns/op", "x raw links");
+    fmt::print("{:-<28} {:->10} {:->10} {:->14}\n", "", "", "", "");
+    const std::string t2 = "O_DIRECT chains of 4 reads";
+    row(t2, "raw liburing IO_LINK", best(craw), cb, "raw io_uring links");
+    row(t2, "asys chain (io_uring links)", best(cring), cb, "raw io_uring links");
+    row(t2, "asys chain (pool interp.)", best(cpool), cb, "raw io_uring links");
     if (!have_uring) fmt::print("(io_uring unavailable here: its rows are 0)\n");
     free(mem);
     close(d.fd);

@@ -86,12 +86,20 @@ scale_result scale_run(unsigned backend, unsigned ops) {
 void scale_table() {
     constexpr unsigned kScaleOps = 100000;
     fmt::print("\nscale: {} reads in flight at once (one pipe, released together)\n\n", kScaleOps);
-    fmt::print("{:<24} {:>14} {:>13} {:>10}\n", "backend", "library B/op", "threads added", "total ms");
-    fmt::print("{:-<24} {:->14} {:->13} {:->10}\n", "", "", "", "");
+    fmt::print("{:<24} {:>14} {:>13} {:>10} {:>10}\n", "backend", "library B/op", "threads added", "total ms",
+               "CPU ns/op");
+    fmt::print("{:-<24} {:->14} {:->13} {:->10} {:->10}\n", "", "", "", "", "");
+    double pool_rate = 0;
     for (unsigned b : {unsigned{ASYS_BACKEND_POOL}, unsigned{ASYS_BACKEND_AUTO}}) {
+        const double c0 = cpu_ns_now();
         scale_result r = scale_run(b, kScaleOps);
-        fmt::print("{:<24} {:>14.1f} {:>13} {:>10.0f}\n", b == ASYS_BACKEND_POOL ? "pool" : "io_uring + pool",
-                   r.bytes_per_op, r.threads, r.ms);
+        const double cpu = (cpu_ns_now() - c0) / kScaleOps;
+        const char *name = b == ASYS_BACKEND_POOL ? "pool" : "io_uring + pool";
+        fmt::print("{:<24} {:>14.1f} {:>13} {:>10.0f} {:>10.0f}\n", name, r.bytes_per_op, r.threads, r.ms, cpu);
+        const double rate = r.ms > 0 ? kScaleOps * 1000.0 / r.ms : 0;
+        if (b == ASYS_BACKEND_POOL) pool_rate = rate;
+        record({"100k reads in flight", std::string("asys ") + name, rate, cpu, pool_rate > 0 ? rate / pool_rate : 0,
+                "asys pool"});
     }
 }
 

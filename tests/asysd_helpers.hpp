@@ -24,32 +24,45 @@ inline int proc_entries(const std::string &dir) {
     return n;
 }
 
-/// asysd serving `dir`/asysd.sock with --max-clients; the constructor waits
-/// for its "listening" line, the destructor stops it.
+/// asysd serving `dir`/asysd.sock with --max-clients (and, given a port,
+/// --metrics-http); the constructor waits for its "listening" line (what
+/// it printed up to there is in `banner`), the destructor stops it.
 struct daemon_proc {
     pid_t pid = -1;
     std::string sock;
-    daemon_proc(const std::string &dir, const char *max_clients) : sock(dir + "/asysd.sock") {
+    std::string banner;
+    daemon_proc(const std::string &dir, const char *max_clients, const char *metrics_port = nullptr)
+        : sock(dir + "/asysd.sock") {
         int out[2];
         if (pipe2(out, O_CLOEXEC) != 0) return;
         pid = fork();
         if (pid == 0) {
             dup2(out[1], 1);
-            execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
-                  static_cast<char *>(nullptr));
+            if (metrics_port)
+                execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
+                      "--metrics-http", metrics_port, static_cast<char *>(nullptr));
+            else
+                execl(ASYSD_PATH, "asysd", "--socket", sock.c_str(), "--max-clients", max_clients,
+                      static_cast<char *>(nullptr));
             _exit(127);
         }
         close(out[1]);
         // Wait for "asysd: listening on ..." (the daemon prints it once the
         // socket accepts connections).
-        char line[256] = {};
+        char line[512] = {};
         size_t got = 0;
-        while (got < sizeof line - 1 && !strchr(line, '\n')) {
+        while (got < sizeof line - 1 && !strstr(line, "listening")) {
+            const ssize_t n = read(out[0], line + got, sizeof line - 1 - got);
+            if (n <= 0) break;
+            got += static_cast<size_t>(n);
+        }
+        for (const char *l; got < sizeof line - 1 && (l = strstr(line, "listening")) && !strchr(l, '\n');) {
             const ssize_t n = read(out[0], line + got, sizeof line - 1 - got);
             if (n <= 0) break;
             got += static_cast<size_t>(n);
         }
         close(out[0]);
+        banner = line;
         EXPECT_NE(strstr(line, "asysd: listening on"), nullptr) << line;
     }
     int fds() const { return proc_entries("/proc/" + std::to_string(pid) + "/fd"); }

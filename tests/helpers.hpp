@@ -303,6 +303,8 @@ namespace asys_test {
 /// When the suite runs with ASYS_BACKEND=uring on a machine where io_uring
 /// cannot start (disabled by sysctl or seccomp), skip every test loudly: the
 /// pool run of the same suite and test_uring's fallback tests cover it.
+/// (Not in programs linked without libasys: ASYS_TEST_WITHOUT_LIBASYS.)
+#ifndef ASYS_TEST_WITHOUT_LIBASYS
 class backend_environment : public ::testing::Environment {
 public:
     void SetUp() override {
@@ -318,5 +320,6 @@ public:
 };
 inline ::testing::Environment *const g_backend_environment =
     ::testing::AddGlobalTestEnvironment(new backend_environment);
+#endif
 
 }  // namespace asys_test

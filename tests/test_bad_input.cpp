@@ -33,6 +33,12 @@ TEST(BadInput, CreateParams) {
     p = asys_params{};
     p.backend = 9;
     EXPECT_EQ(asys_ctx_create(&p, &ctx), -EINVAL) << "unknown backend";
+    p = asys_params{};
+    p.class_workers[ASYS_CLASS_LONG] = 1025;
+    EXPECT_EQ(asys_ctx_create(&p, &ctx), -EINVAL) << "class budget past the bound on workers";
+    p = asys_params{};
+    p.reserved16 = 1;
+    EXPECT_EQ(asys_ctx_create(&p, &ctx), -EINVAL) << "reserved16";
     EXPECT_EQ(ctx, nullptr) << "out untouched on failure";
 }
 
@@ -59,7 +65,7 @@ TEST(BadInput, Descriptors) {
     op.opcode = ASYS_OP__COUNT;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "unknown opcode";
     asys_prep_nop(&op, 0);
-    op.flags = 0x100;
+    op.flags = ASYS_F__ALL + 1;  // the first bit no flag uses
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "unknown flag";
     op.flags = ASYS_F_SYNC | ASYS_F_ASYNC;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "SYNC|ASYNC";
@@ -68,9 +74,18 @@ TEST(BadInput, Descriptors) {
     op.flags = ASYS_F_SYNC | ASYS_F_NOWAIT;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "SYNC|NOWAIT";
     op.flags = 0;
-    op.reserved[1] = 3;
+    op.reserved[0] = 3;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "reserved";
-    op.reserved[1] = 0;
+    op.reserved[0] = 0;
+    op.deadline_ns = 1;
+    EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "deadline without ASYS_F_DEADLINE";
+    op.flags = ASYS_F_DEADLINE;
+    op.deadline_ns = ~0ull;
+    EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "deadline past INT64_MAX";
+    op.flags = ASYS_F_CLASS(ASYS_CLASS__COUNT);
+    op.deadline_ns = 0;
+    EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "unknown class";
+    op.flags = 0;
     op.nr = 5;
     EXPECT_EQ(asys_submit(ctx, &op), -EINVAL) << "nr on a non-syscall op";
     op.nr = 0;

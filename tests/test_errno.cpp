@@ -338,7 +338,7 @@ void scenario_context() {
     // Failing creations.
     KEEPS_ERRNO(asys_ctx_create, (&p, nullptr), got_ == -EFAULT);
     p = asys_params{};
-    p.reserved[1] = 1;
+    p.reserved16 = 1;
     KEEPS_ERRNO(asys_ctx_create, (&p, &ctx), got_ == -EINVAL);
     p = asys_params{};
     p.flags = 1u << 20;
@@ -375,6 +375,9 @@ void scenario_context() {
     KEEPS_ERRNO(asys_ctx_stats, (kJunk, &st), got_ == -EBADF);
     KEEPS_ERRNO(asys_ctx_info, (kNone, &info), got_ == -EINVAL);
     KEEPS_ERRNO(asys_ctx_info, (kJunk, &info), got_ == -EBADF);
+    asys_metrics met{};
+    KEEPS_ERRNO(asys_ctx_metrics, (kNone, &met), got_ == -EINVAL);
+    KEEPS_ERRNO(asys_ctx_metrics, (kJunk, &met), got_ == -EBADF);
 
     // Default parameters (workers from the CPU count), every call, destroy.
     ctx = nullptr;
@@ -386,6 +389,12 @@ void scenario_context() {
     KEEPS_ERRNO(asys_ctx_stats, (ctx, nullptr), got_ == -EFAULT);
     KEEPS_ERRNO(asys_ctx_info, (ctx, &info), got_ == 0);
     KEEPS_ERRNO(asys_ctx_info, (ctx, nullptr), got_ == -EFAULT);
+    KEEPS_ERRNO(asys_ctx_metrics, (ctx, &met), got_ == 0);
+    KEEPS_ERRNO(asys_ctx_metrics, (ctx, nullptr), got_ == -EFAULT);
+    char text[64];
+    KEEPS_ERRNO(asys_metrics_format, (&met, ASYS_METRICS_PROMETHEUS, text, sizeof text), got_ > 64);
+    KEEPS_ERRNO(asys_metrics_format, (&met, 9u, text, sizeof text), got_ == -EINVAL);
+    KEEPS_ERRNO(asys_metrics_format, (nullptr, ASYS_METRICS_TEXT, text, sizeof text), got_ == -EFAULT);
     KEEPS_ERRNO(asys_ctx_destroy, (ctx, 7u), got_ == -EINVAL);
     KEEPS_ERRNO(asys_ctx_destroy, (ctx, ASYS_DESTROY_DRAIN), got_ == 0);
     // Destroyed.
@@ -1319,6 +1328,8 @@ void scenario_misc() {
     KEEPS_ERRNO(asys_opcode_name, (static_cast<unsigned>(ASYS_OP_PREAD)), got_ && std::strcmp(got_, "pread") == 0);
     KEEPS_ERRNO(asys_opcode_name, (static_cast<unsigned>(ASYS_OP__COUNT)), got_ == nullptr);
     KEEPS_ERRNO(asys_opcode_name, (~0u), got_ == nullptr);
+    KEEPS_ERRNO(asys_class_name, (static_cast<unsigned>(ASYS_CLASS_LONG)), got_ && std::strcmp(got_, "long") == 0);
+    KEEPS_ERRNO(asys_class_name, (static_cast<unsigned>(ASYS_CLASS__COUNT)), got_ == nullptr);
 
     asys_op op;
     char b[8];

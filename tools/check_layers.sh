@@ -24,7 +24,7 @@ LAYERS=(
   "pool uring"          # execution backends
   "core router inline"  # context, routing, inline probes
   "syslet socket"       # features built on ops
-  "capi asysd"          # C entry points; the asysd program
+  "capi asysd aio"      # C entry points; the asysd program; POSIX AIO (libasys-aio)
 )
 # ---------------------------------------------------------------------------
 

@@ -81,7 +81,32 @@ enum asys_opcode {
                                        the read probe skips its O_DIRECT
                                        guard (faster; if wrong, the probe may
                                        block, the result is still right)   */
-#define ASYS_F__ALL       0x3fu
+#define ASYS_F_BULK       (1u << 6) /* bulk priority: served after the
+                                       latency ops of its class (default:
+                                       latency)                             */
+#define ASYS_F_DEADLINE   (1u << 7) /* op.deadline_ns is an absolute
+                                       CLOCK_MONOTONIC time: an op not
+                                       started by then completes -ETIME     */
+/* Scheduling class override (docs/scheduling.md): ASYS_F_CLASS(ASYS_CLASS_x);
+ * without it the class comes from the opcode (a generic syscall: from its
+ * number). */
+#define ASYS_F_CLASS_SHIFT 8
+#define ASYS_F_CLASS_MASK  (7u << ASYS_F_CLASS_SHIFT)
+#define ASYS_F_CLASS(c)    (((c) + 1u) << ASYS_F_CLASS_SHIFT)
+#define ASYS_F__ALL       0x7ffu
+
+/* ------------------------------------------- scheduling classes (pool) */
+/* Each class has its own queues and worker budget in the pool, so a flood
+ * of one class (say, sleeps) cannot delay another (say, file reads). */
+enum asys_class {
+    ASYS_CLASS_READ = 0, /* file reads                                     */
+    ASYS_CLASS_WRITE,    /* file writes and syncs                          */
+    ASYS_CLASS_META,     /* metadata: open, close, stat, unlink, rename... */
+    ASYS_CLASS_NET,      /* sockets: accept, connect, recv, send, poll     */
+    ASYS_CLASS_LONG,     /* generic / long: sleeps, waits, locks, unknown
+                            syscalls, chain remainders                     */
+    ASYS_CLASS__COUNT
+};
 
 /* ------------------------------------------------ completion path (cqe) */
 #define ASYS_PATH_INLINE 1u  /* ran on the submitting thread  */
@@ -111,7 +136,10 @@ struct asys_op {
     void           *cb_arg;
     long            nr;        /* syscall number, ASYS_OP_SYSCALL only      */
     uint64_t        args[6];
-    uint64_t        reserved[2];
+    uint64_t        deadline_ns; /* with ASYS_F_DEADLINE: absolute
+                                    CLOCK_MONOTONIC time in ns (tv_sec *
+                                    1e9 + tv_nsec); else must be zero      */
+    uint64_t        reserved[1];
 };
 
 /* --------------------------------------------------------------- context */
@@ -148,7 +176,13 @@ struct asys_params {
                                 the completions); default 20                */
     unsigned server_spin_us; /* a socket server (asys_socket_open/serve)
                                 after its last request; default 50          */
-    unsigned reserved[4];  /* must be zero                                  */
+    /* Pool worker budget per class (index: ASYS_CLASS_*): the most workers
+     * the class holds while another class has work waiting (it may borrow
+     * idle workers beyond it, except ASYS_CLASS_LONG). 0: default (half the
+     * workers, at least 1); at most 1024; clamped to `workers`. */
+    uint16_t class_workers[ASYS_CLASS__COUNT];
+    uint16_t reserved16;   /* must be zero                                  */
+    unsigned reserved[1];  /* must be zero                                  */
 };
 
 /** Counters of one context (monotonic since creation). */
@@ -178,6 +212,44 @@ struct asys_info {
     char     reason[120];     /* human-readable: backend and why               */
 };
 
+/** Metrics of one scheduling class (or of the whole context). Counters are
+ *  monotonic since creation; latencies cover ops that went to a backend
+ *  (submit to completion; inline ops are not timed). */
+struct asys_class_metrics {
+    uint64_t submitted;     /* ops accepted (inline + punted)                 */
+    uint64_t done_inline;   /* finished on the caller                         */
+    uint64_t punted;        /* sent to a backend                              */
+    uint64_t in_flight;     /* punted, not yet completed                      */
+    uint64_t completed;     /* punted and completed (any result)              */
+    uint64_t cancelled;     /* completed -ECANCELED                           */
+    uint64_t expired;       /* completed -ETIME: deadline passed before start */
+    uint64_t lat_count;     /* completions timed                              */
+    uint64_t lat_sum_ns;
+    uint64_t lat_p50_ns, lat_p99_ns, lat_p999_ns; /* upper bucket bounds      */
+    uint32_t queued;        /* waiting in the pool's queues                   */
+    uint32_t workers_busy;  /* pool workers running an op of this class       */
+    uint32_t budget;        /* its worker budget                              */
+    uint32_t pad_;
+};
+
+/** asys_ctx_metrics(): per class (index ASYS_CLASS_*) and in total. */
+struct asys_metrics {
+    struct asys_class_metrics cls[ASYS_CLASS__COUNT];
+    struct asys_class_metrics total;
+    uint32_t workers;        /* pool threads that exist                       */
+    uint32_t workers_busy;   /* running an op                                 */
+    uint32_t workers_idle;   /* waiting for work                              */
+    uint32_t workers_max;    /* the bound (asys_params.workers)               */
+    uint32_t iowq_workers;   /* io-wq cap registered with the ring (0: none)  */
+    uint32_t backend;        /* ASYS_BACKEND_URING (ring + pool) or _POOL     */
+    int32_t  uring_error;    /* 0, or -errno: why io_uring is not used        */
+    uint32_t pad_;
+    char     reason[120];    /* as asys_info.reason                           */
+};
+
+#define ASYS_METRICS_TEXT       0u /* "key value" lines                      */
+#define ASYS_METRICS_PROMETHEUS 1u /* Prometheus text exposition format 0.0.4 */
+
 ASYS_API int  asys_ctx_create(const struct asys_params *params, asys_ctx **out);
 
 #define ASYS_DESTROY_DRAIN  0u /* wait for every accepted op to complete     */
@@ -187,6 +259,13 @@ ASYS_API int  asys_ctx_destroy(asys_ctx *ctx, unsigned how);
 ASYS_API int  asys_ctx_fd(asys_ctx *ctx);
 ASYS_API int  asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out);
 ASYS_API int  asys_ctx_info(asys_ctx *ctx, struct asys_info *out);
+ASYS_API int  asys_ctx_metrics(asys_ctx *ctx, struct asys_metrics *out);
+/** Formats metrics as ASYS_METRICS_TEXT or _PROMETHEUS into buf (always
+ *  NUL-terminated when len > 0). Returns the length the whole text needs
+ *  (without the NUL; like snprintf), or -EINVAL / -EFAULT. */
+ASYS_API long asys_metrics_format(const struct asys_metrics *m, unsigned format, char *buf, size_t len);
+/** The name of a class ("read", "write", "meta", "net", "long"), or NULL. */
+ASYS_API const char *asys_class_name(unsigned cls);
 
 ASYS_API int  asys_submit(asys_ctx *ctx, const struct asys_op *op);
 ASYS_API int  asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int *status);

@@ -29,6 +29,9 @@
  *               (in `offset`)               -EALREADY (interrupted), -ENOENT;
  *                                           the cancelled request's own
  *                                           reply carries -ECANCELED
+ *   METRICS     offset: ASYS_METRICS_TEXT → res: the text's length; payload:
+ *               or _PROMETHEUS              the serving context's metrics
+ *                                           (asys_metrics_format), no NUL
  * offset is an lseek64 position; -1 uses (and advances) the file position.
  * A malformed request gets a reply with -EPROTO (bad magic or version),
  * -EBADMSG (bad type, size or fields), -EMSGSIZE (len above
@@ -79,6 +82,7 @@ enum asys_sock_type {
     ASYS_SOCK_TIMER,
     ASYS_SOCK_CANCEL,
     ASYS_SOCK_SIGNAL,
+    ASYS_SOCK_METRICS,
     ASYS_SOCK__REQUESTS,
     ASYS_SOCK_DONE = 0x80 /* every reply */
 };

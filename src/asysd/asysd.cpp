@@ -5,11 +5,17 @@
 // default only its own user, plus any --allow-uid.
 //
 //   asysd --socket PATH [--allow-uid UID]... [--max-clients N] [--workers N]
+//         [--metrics-http PORT]
 //
 // Prints "asysd: listening on PATH" on standard output once it accepts
-// connections. SIGINT / SIGTERM: removes the socket and exits. The daemon's
+// connections. Its context's metrics (docs/scheduling.md) are served to
+// clients by the METRICS request and, with --metrics-http, in the
+// Prometheus text format at http://127.0.0.1:PORT/metrics (loopback only;
+// PORT 0 picks a free one; "asysd: metrics on http://127.0.0.1:N/metrics"
+// is printed before the listening line). SIGINT / SIGTERM: removes the socket and exits. The daemon's
 // signals are its own: SIGNAL requests are refused (-EPERM), so no client
 // can take the administrator's SIGTERM.
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -31,7 +37,9 @@
 namespace {
 
 [[noreturn]] void usage(const char *why) {
-    std::fprintf(stderr, "asysd: %s\nusage: asysd --socket PATH [--allow-uid UID]... [--max-clients N] [--workers N]\n",
+    std::fprintf(stderr,
+                 "asysd: %s\nusage: asysd --socket PATH [--allow-uid UID]... [--max-clients N] [--workers N] "
+                 "[--metrics-http PORT]\n",
                  why);
     std::exit(2);
 }
@@ -51,12 +59,82 @@ void greet(int fd, long res) {
     (void)::send(fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+// The opt-in metrics endpoint: a loopback TCP socket, or -1 (and a message).
+int listen_http(unsigned long port, unsigned *bound) {
+    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int one = 1;
+    socklen_t len = sizeof a;
+    if (s < 0 || ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        ::bind(s, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 || ::listen(s, 16) != 0 ||
+        ::getsockname(s, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
+        std::fprintf(stderr, "asysd: metrics port %lu: %s\n", port, std::strerror(errno));
+        if (s >= 0) ::close(s);
+        return -1;
+    }
+    *bound = ntohs(a.sin_port);
+    return s;
+}
+
+// Answers one HTTP connection: GET /metrics gets the Prometheus text, any
+// other request 404. Bounded: the request must arrive within 200 ms (the
+// daemon's accept loop waits for it), and the reply is written with a
+// bounded wait too.
+void serve_http(int ls, asys_ctx *ctx) {
+    const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) return;
+    char req[2048];
+    size_t got = 0;
+    while (got < sizeof req - 1) {
+        struct pollfd pf{c, POLLIN, 0};
+        if (::poll(&pf, 1, 200) <= 0) break;
+        const ssize_t n = ::recv(c, req + got, sizeof req - 1 - got, 0);
+        if (n <= 0) break;
+        got += static_cast<size_t>(n);
+        req[got] = '\0';
+        if (std::strstr(req, "\r\n\r\n") || std::strstr(req, "\n\n")) break;
+    }
+    req[got] = '\0';
+    std::string body, status = "404 Not Found";
+    if (std::strncmp(req, "GET /metrics ", 13) == 0 || std::strncmp(req, "GET /metrics?", 13) == 0) {
+        asys_metrics m;
+        if (asys_ctx_metrics(ctx, &m) == 0) {
+            const long need = asys_metrics_format(&m, ASYS_METRICS_PROMETHEUS, nullptr, 0);
+            if (need > 0) {
+                body.resize(static_cast<size_t>(need) + 1);
+                asys_metrics_format(&m, ASYS_METRICS_PROMETHEUS, body.data(), body.size());
+                body.resize(static_cast<size_t>(need));
+                status = "200 OK";
+            }
+        }
+    }
+    const std::string reply = "HTTP/1.1 " + status +
+                              "\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n"
+                              "Content-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+    for (size_t off = 0; off < reply.size();) {
+        const ssize_t n = ::send(c, reply.data() + off, reply.size() - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += static_cast<size_t>(n);
+            continue;
+        }
+        struct pollfd pf{c, POLLOUT, 0};
+        if (n < 0 && errno == EAGAIN && ::poll(&pf, 1, 200) > 0) continue;
+        break;
+    }
+    ::close(c);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     std::string path;
     std::vector<uid_t> allowed{::geteuid()};
     unsigned long max_clients = 64, workers = 0;
+    long metrics_port = -1;  // no HTTP endpoint
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc) usage(("missing value after " + a).c_str());
@@ -65,6 +143,10 @@ int main(int argc, char **argv) {
         else if (a == "--allow-uid") allowed.push_back(static_cast<uid_t>(number(v, "uid")));
         else if (a == "--max-clients") max_clients = number(v, "client count");
         else if (a == "--workers") workers = number(v, "worker count");
+        else if (a == "--metrics-http") {
+            metrics_port = static_cast<long>(number(v, "port"));
+            if (metrics_port > 65535) usage("bad port");
+        }
         else usage(("unknown option " + a).c_str());
     }
     if (path.empty()) usage("--socket is required");
@@ -106,13 +188,21 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &sigs, nullptr);
     const int sfd = ::signalfd(-1, &sigs, SFD_CLOEXEC);
     ::signal(SIGPIPE, SIG_IGN);
+    int hs = -1;
+    if (metrics_port >= 0) {
+        unsigned bound = 0;
+        hs = listen_http(static_cast<unsigned long>(metrics_port), &bound);
+        if (hs < 0) return 1;
+        std::printf("asysd: metrics on http://127.0.0.1:%u/metrics\n", bound);
+    }
     std::printf("asysd: listening on %s\n", path.c_str());
     std::fflush(stdout);
 
     for (;;) {
-        struct pollfd pf[2] = {{ls, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (::poll(pf, 2, -1) < 0) continue;
+        struct pollfd pf[3] = {{ls, POLLIN, 0}, {sfd, POLLIN, 0}, {hs, POLLIN, 0}};
+        if (::poll(pf, hs >= 0 ? 3 : 2, -1) < 0) continue;
         if (pf[1].revents & POLLIN) break;
+        if (hs >= 0 && (pf[2].revents & POLLIN)) serve_http(hs, ctx);
         if (!(pf[0].revents & POLLIN)) continue;
         const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) {
@@ -146,6 +236,7 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "asysd: serve: %s\n", std::strerror(-rc));
     }
     ::close(ls);
+    if (hs >= 0) ::close(hs);
     ::unlink(path.c_str());
     std::fprintf(stderr, "asysd: stopped\n");
     return 0;

@@ -91,6 +91,20 @@ public:
     virtual uint64_t opcode_mask() const noexcept = 0;
     /// Its own kernel-side worker cap (io-wq), 0 if none.
     virtual unsigned kernel_workers() const noexcept { return 0; }
+
+    // --- for asys_ctx_metrics
+    /// Its scheduling state per class (a backend without classes leaves
+    /// the snapshot zero).
+    virtual void sched_state(struct sched_snapshot *) const noexcept {}
+};
+
+/// A backend's scheduling state (backend::sched_state), index ASYS_CLASS_*.
+struct sched_snapshot {
+    uint32_t queued[ASYS_CLASS__COUNT];
+    uint32_t busy[ASYS_CLASS__COUNT];    ///< workers running an op of the class
+    uint32_t budget[ASYS_CLASS__COUNT];
+    uint32_t workers;                    ///< threads that exist
+    uint32_t idle;                       ///< threads waiting for work
 };
 
 /// What a backend is made from.
@@ -99,6 +113,8 @@ struct backend_config {
     unsigned workers;  ///< threads (pool) or the kernel worker cap (io-wq)
     bool lazy;         ///< start threads when first needed, not at creation
     int64_t spin_ns;   ///< how long an idle worker spins before it sleeps
+    /// Worker budget per scheduling class (ASYS_CLASS_*), each 1..workers.
+    unsigned budgets[ASYS_CLASS__COUNT];
 };
 
 /// One row of the backend list.

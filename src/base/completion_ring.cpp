@@ -99,7 +99,11 @@ int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe
     if (!ready()) {
         if (waiters_++ == 0 || min > need_.load()) need_.store(min);
         if (timeout) {
-            auto d = std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec);
+            // At most ~68 years: a longer timeout would overflow the clock's
+            // nanoseconds (and is not distinguishable from it anyway).
+            constexpr time_t kMaxSec = time_t{1} << 31;
+            const time_t sec = timeout->tv_sec < kMaxSec ? timeout->tv_sec : kMaxSec;
+            auto d = std::chrono::seconds(sec) + std::chrono::nanoseconds(timeout->tv_nsec);
             cv_.wait_until(lk, std::chrono::steady_clock::now() + d, ready);
         } else {
             cv_.wait(lk, ready);

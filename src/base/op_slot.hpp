@@ -73,12 +73,24 @@ struct op_slot {
     /// sides also synchronise through that lock, and the flag only selects
     /// the errno of an interrupted call.
     std::atomic<uint8_t> cancel;
-    uint8_t queued;  ///< on the pool's queue (guarded by the pool lock)
+    uint8_t queued : 1;    ///< on the pool's queue (guarded by the pool lock)
     uint8_t direct : 1;    ///< punted without an inline attempt (for counters)
     uint8_t seekable : 1;  ///< a probe saw the fd take a positional read (EAGAIN, not ESPIPE)
+    uint8_t bulk : 1;      ///< ASYS_F_BULK: after the latency ops of its class
+    uint8_t expired : 1;   ///< completed -ETIME by its deadline (set by the backend)
+    uint8_t sched : 3;     ///< scheduling class, ASYS_CLASS_* (the pool's queue)
     /// 1 + its entry in the submitting thread's batch window (0: none); see
     /// context::batch_window. Written before the slot is punted.
     uint8_t batch_entry;
+    /// Bumped each time the slot is handed out (new_slot): with
+    /// batch_entry, tells a batch window's own op from a later op that
+    /// reuses the slot after the first completed elsewhere.
+    uint8_t reuse;
+    /// ASYS_F_DEADLINE: the absolute CLOCK_MONOTONIC deadline, as the
+    /// kernel's timespec (the ring's linked timeout reads it at submission,
+    /// which a batch may delay).
+    struct __kernel_timespec deadline;
+    int64_t submit_ns;  ///< CLOCK_MONOTONIC at submit (latency metrics)
 
     /// A feature's own typed state in the payload.
     template <typename T>
@@ -95,7 +107,9 @@ static_assert(offsetof(poll_view, fd) == offsetof(syscall_view, args[0]) &&
               "the poll view names the poll's arguments");
 
 // Library memory per outstanding op: one slot + 4 bytes of free list + one
-// 24-byte completion entry; the budget is 256 bytes (docs/design.md).
-static_assert(sizeof(op_slot) <= 128, "op_slot grew past its budget");
+// 24-byte completion entry; the budget is 256 bytes (docs/design.md). The
+// slot is 152 bytes since it carries a deadline and its submit time.
+static_assert(sizeof(op_slot) <= 152, "op_slot grew past its budget");
+static_assert(sizeof(op_slot) + 4 + sizeof(asys_cqe) <= 256, "per-op memory budget");
 
 }  // namespace asys::internal

@@ -35,6 +35,64 @@ bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res
            S_ISCHR(st.st_mode) && major(st.st_rdev) == 1;
 }
 
+namespace {
+
+struct syscall_class_row {
+    long nr;
+    uint8_t cls;
+};
+// Generic calls no opcode makes, by class. A call an opcode makes takes
+// that opcode's class (the opcode table); a call in neither is LONG. The
+// LONG rows name the calls known to take long (sleeps, waits, locks), for
+// the reader: they would be LONG anyway.
+constexpr syscall_class_row kSyscallClasses[] = {
+    {SYS_preadv, ASYS_CLASS_READ}, {SYS_readahead, ASYS_CLASS_READ},
+    {SYS_pwritev, ASYS_CLASS_WRITE}, {SYS_sync_file_range, ASYS_CLASS_WRITE}, {SYS_truncate, ASYS_CLASS_WRITE},
+    {SYS_copy_file_range, ASYS_CLASS_WRITE}, {SYS_sendfile, ASYS_CLASS_WRITE},
+    {SYS_open, ASYS_CLASS_META}, {SYS_openat2, ASYS_CLASS_META}, {SYS_stat, ASYS_CLASS_META},
+    {SYS_lstat, ASYS_CLASS_META}, {SYS_fstat, ASYS_CLASS_META}, {SYS_newfstatat, ASYS_CLASS_META},
+    {SYS_getdents64, ASYS_CLASS_META}, {SYS_readlinkat, ASYS_CLASS_META}, {SYS_readlink, ASYS_CLASS_META},
+    {SYS_access, ASYS_CLASS_META}, {SYS_faccessat, ASYS_CLASS_META}, {SYS_faccessat2, ASYS_CLASS_META},
+    {SYS_fchmod, ASYS_CLASS_META}, {SYS_fchmodat, ASYS_CLASS_META}, {SYS_fchown, ASYS_CLASS_META},
+    {SYS_fchownat, ASYS_CLASS_META}, {SYS_linkat, ASYS_CLASS_META}, {SYS_symlinkat, ASYS_CLASS_META},
+    {SYS_unlink, ASYS_CLASS_META}, {SYS_rename, ASYS_CLASS_META}, {SYS_mkdir, ASYS_CLASS_META},
+    {SYS_rmdir, ASYS_CLASS_META}, {SYS_statfs, ASYS_CLASS_META}, {SYS_fstatfs, ASYS_CLASS_META},
+    {SYS_utimensat, ASYS_CLASS_META}, {SYS_fadvise64, ASYS_CLASS_META}, {SYS_getxattr, ASYS_CLASS_META},
+    {SYS_fgetxattr, ASYS_CLASS_META}, {SYS_setxattr, ASYS_CLASS_META}, {SYS_fsetxattr, ASYS_CLASS_META},
+    {SYS_sendmsg, ASYS_CLASS_NET}, {SYS_recvmsg, ASYS_CLASS_NET}, {SYS_sendmmsg, ASYS_CLASS_NET},
+    {SYS_recvmmsg, ASYS_CLASS_NET}, {SYS_accept, ASYS_CLASS_NET}, {SYS_shutdown, ASYS_CLASS_NET},
+    {SYS_nanosleep, ASYS_CLASS_LONG}, {SYS_clock_nanosleep, ASYS_CLASS_LONG}, {SYS_futex, ASYS_CLASS_LONG},
+    {SYS_wait4, ASYS_CLASS_LONG}, {SYS_waitid, ASYS_CLASS_LONG}, {SYS_flock, ASYS_CLASS_LONG},
+    {SYS_fcntl, ASYS_CLASS_LONG}, {SYS_pause, ASYS_CLASS_LONG}, {SYS_select, ASYS_CLASS_LONG},
+    {SYS_pselect6, ASYS_CLASS_LONG}, {SYS_poll, ASYS_CLASS_LONG}, {SYS_ppoll, ASYS_CLASS_LONG},
+    {SYS_epoll_wait, ASYS_CLASS_LONG}, {SYS_epoll_pwait, ASYS_CLASS_LONG}, {SYS_msgrcv, ASYS_CLASS_LONG},
+    {SYS_msgsnd, ASYS_CLASS_LONG}, {SYS_semop, ASYS_CLASS_LONG}, {SYS_semtimedop, ASYS_CLASS_LONG},
+    {SYS_rt_sigtimedwait, ASYS_CLASS_LONG}, {SYS_sync, ASYS_CLASS_LONG}, {SYS_syncfs, ASYS_CLASS_LONG},
+    {SYS_io_getevents, ASYS_CLASS_LONG},
+};
+
+constexpr unsigned kSyscallClassSpan = 512;  // above every x86-64 / arm64 number
+
+// One byte per syscall number, derived at compile time from the opcode
+// table and kSyscallClasses (a lookup on the submit path, not a search).
+struct syscall_class_map {
+    uint8_t cls[kSyscallClassSpan];
+    constexpr syscall_class_map() : cls{} {
+        for (auto &c : cls) c = ASYS_CLASS_LONG;
+        for (const syscall_class_row &r : kSyscallClasses)
+            if (r.nr >= 0 && r.nr < long{kSyscallClassSpan}) cls[r.nr] = r.cls;
+        for (const opcode_info &oi : kOpcodes)
+            if (oi.nr >= 0 && oi.nr < long{kSyscallClassSpan}) cls[oi.nr] = oi.sched;
+    }
+};
+constexpr syscall_class_map kSyscallClassMap{};
+
+}  // namespace
+
+uint8_t syscall_sched_class(long nr) noexcept {
+    return nr >= 0 && nr < long{kSyscallClassSpan} ? kSyscallClassMap.cls[nr] : uint8_t{ASYS_CLASS_LONG};
+}
+
 bool syscall_never_blocks(long nr) noexcept {
     switch (nr) {
         case SYS_getpid: case SYS_getppid: case SYS_gettid: case SYS_getuid:

@@ -41,37 +41,39 @@ constexpr uint8_t kNoRingOp = 0xff;
 constexpr uint8_t kRingOpFtruncate = 55;
 
 // X(NAME, "name", syscall nr (-1: the executor special-cases it), args
-//   used, class, io_uring opcode, atom use)
+//   used, class, io_uring opcode, atom use, scheduling class (ASYS_CLASS_*:
+//   which of the pool's queues and worker budgets it uses; SYSCALL's is
+//   decided per number by syscall_sched_class, docs/scheduling.md))
 // CLOSE has no ring opcode: a punted close is one that waits (a lingering
 // socket, a network filesystem), and the ring would wait in the
 // submitter's io_uring_enter, where it drops the last reference.
 #define ASYS_OPCODE_TABLE(X)                                                                        \
-    X(NOP, "nop", -1, 1, never_blocks, IORING_OP_NOP, atom_none)                                    \
-    X(READ, "read", SYS_read, 3, read, IORING_OP_READ, atom_probe | atom_link)                      \
-    X(PREAD, "pread", SYS_pread64, 4, read, IORING_OP_READ, atom_probe | atom_link)                 \
-    X(READV, "readv", SYS_readv, 3, read, IORING_OP_READV, atom_probe)                              \
-    X(PREADV, "preadv", SYS_preadv2, 5, read, IORING_OP_READV, atom_none)                           \
-    X(WRITE, "write", SYS_write, 3, backend, IORING_OP_WRITE, atom_link)                            \
-    X(PWRITE, "pwrite", SYS_pwrite64, 4, backend, IORING_OP_WRITE, atom_link)                       \
-    X(WRITEV, "writev", SYS_writev, 3, backend, IORING_OP_WRITEV, atom_none)                        \
-    X(PWRITEV, "pwritev", SYS_pwritev2, 5, backend, IORING_OP_WRITEV, atom_none)                    \
-    X(OPENAT, "openat", SYS_openat, 4, open, IORING_OP_OPENAT, atom_probe)                          \
-    X(CLOSE, "close", SYS_close, 1, close, kNoRingOp, atom_probe)                                   \
-    X(FSYNC, "fsync", SYS_fsync, 1, backend, IORING_OP_FSYNC, atom_link)                            \
-    X(FDATASYNC, "fdatasync", SYS_fdatasync, 1, backend, IORING_OP_FSYNC, atom_link)                \
-    X(STATX, "statx", SYS_statx, 5, backend, IORING_OP_STATX, atom_none)                            \
-    X(UNLINKAT, "unlinkat", SYS_unlinkat, 3, backend, IORING_OP_UNLINKAT, atom_none)                \
-    X(RENAMEAT, "renameat", SYS_renameat2, 5, backend, IORING_OP_RENAMEAT, atom_none)               \
-    X(MKDIRAT, "mkdirat", SYS_mkdirat, 3, backend, IORING_OP_MKDIRAT, atom_none)                    \
-    X(FALLOCATE, "fallocate", SYS_fallocate, 4, backend, IORING_OP_FALLOCATE, atom_none)            \
-    X(FTRUNCATE, "ftruncate", SYS_ftruncate, 2, backend, kRingOpFtruncate, atom_none)               \
-    X(ACCEPT, "accept", SYS_accept4, 4, backend, IORING_OP_ACCEPT, atom_none)                       \
-    X(CONNECT, "connect", SYS_connect, 3, backend, IORING_OP_CONNECT, atom_none)                    \
-    X(RECV, "recv", SYS_recvfrom, 4, recv, IORING_OP_RECV, atom_probe)                              \
-    X(SEND, "send", SYS_sendto, 4, send, IORING_OP_SEND, atom_probe)                                \
-    X(POLL, "poll", -1, 3, poll, IORING_OP_POLL_ADD, atom_none)                                     \
-    X(SYSCALL, "syscall", -1, 6, syscall, kNoRingOp, atom_none)                                     \
-    X(CHAIN, "chain", -1, 2, feature, kNoRingOp, atom_none)
+    X(NOP, "nop", -1, 1, never_blocks, IORING_OP_NOP, atom_none, META)                               \
+    X(READ, "read", SYS_read, 3, read, IORING_OP_READ, atom_probe | atom_link, READ)                 \
+    X(PREAD, "pread", SYS_pread64, 4, read, IORING_OP_READ, atom_probe | atom_link, READ)            \
+    X(READV, "readv", SYS_readv, 3, read, IORING_OP_READV, atom_probe, READ)                         \
+    X(PREADV, "preadv", SYS_preadv2, 5, read, IORING_OP_READV, atom_none, READ)                      \
+    X(WRITE, "write", SYS_write, 3, backend, IORING_OP_WRITE, atom_link, WRITE)                      \
+    X(PWRITE, "pwrite", SYS_pwrite64, 4, backend, IORING_OP_WRITE, atom_link, WRITE)                 \
+    X(WRITEV, "writev", SYS_writev, 3, backend, IORING_OP_WRITEV, atom_none, WRITE)                  \
+    X(PWRITEV, "pwritev", SYS_pwritev2, 5, backend, IORING_OP_WRITEV, atom_none, WRITE)              \
+    X(OPENAT, "openat", SYS_openat, 4, open, IORING_OP_OPENAT, atom_probe, META)                     \
+    X(CLOSE, "close", SYS_close, 1, close, kNoRingOp, atom_probe, META)                              \
+    X(FSYNC, "fsync", SYS_fsync, 1, backend, IORING_OP_FSYNC, atom_link, WRITE)                      \
+    X(FDATASYNC, "fdatasync", SYS_fdatasync, 1, backend, IORING_OP_FSYNC, atom_link, WRITE)          \
+    X(STATX, "statx", SYS_statx, 5, backend, IORING_OP_STATX, atom_none, META)                       \
+    X(UNLINKAT, "unlinkat", SYS_unlinkat, 3, backend, IORING_OP_UNLINKAT, atom_none, META)           \
+    X(RENAMEAT, "renameat", SYS_renameat2, 5, backend, IORING_OP_RENAMEAT, atom_none, META)          \
+    X(MKDIRAT, "mkdirat", SYS_mkdirat, 3, backend, IORING_OP_MKDIRAT, atom_none, META)               \
+    X(FALLOCATE, "fallocate", SYS_fallocate, 4, backend, IORING_OP_FALLOCATE, atom_none, WRITE)      \
+    X(FTRUNCATE, "ftruncate", SYS_ftruncate, 2, backend, kRingOpFtruncate, atom_none, WRITE)         \
+    X(ACCEPT, "accept", SYS_accept4, 4, backend, IORING_OP_ACCEPT, atom_none, NET)                   \
+    X(CONNECT, "connect", SYS_connect, 3, backend, IORING_OP_CONNECT, atom_none, NET)                \
+    X(RECV, "recv", SYS_recvfrom, 4, recv, IORING_OP_RECV, atom_probe, NET)                          \
+    X(SEND, "send", SYS_sendto, 4, send, IORING_OP_SEND, atom_probe, NET)                            \
+    X(POLL, "poll", -1, 3, poll, IORING_OP_POLL_ADD, atom_none, NET)                                 \
+    X(SYSCALL, "syscall", -1, 6, syscall, kNoRingOp, atom_none, LONG)                                \
+    X(CHAIN, "chain", -1, 2, feature, kNoRingOp, atom_none, LONG)
 
 struct opcode_info {
     const char *name;
@@ -80,11 +82,12 @@ struct opcode_info {
     op_class cls;
     uint8_t ring_op;  ///< IORING_OP_*, or kNoRingOp
     uint8_t atom;     ///< atom_use bits
+    uint8_t sched;    ///< ASYS_CLASS_*
 };
 
 inline constexpr opcode_info kOpcodes[] = {
-#define ASYS_OPCODE_ROW(NAME, name, nr, nargs, cls, ring, atom) \
-    {name, nr, nargs, op_class::cls, static_cast<uint8_t>(ring), static_cast<uint8_t>(atom)},
+#define ASYS_OPCODE_ROW(NAME, name, nr, nargs, cls, ring, atom, sched) \
+    {name, nr, nargs, op_class::cls, static_cast<uint8_t>(ring), static_cast<uint8_t>(atom), ASYS_CLASS_##sched},
     ASYS_OPCODE_TABLE(ASYS_OPCODE_ROW)
 #undef ASYS_OPCODE_ROW
 };
@@ -121,6 +124,38 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res)
 /// where read(2) fills the buffer; the rest is then read on the pool.
 /// (fstat; only asked on short ring reads.)
 bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+
+/// The scheduling class of generic system call `nr`: the class of the
+/// opcode that makes the same call, else its row in the table of known
+/// calls (opcodes.cpp), else ASYS_CLASS_LONG (unknown calls may take long).
+uint8_t syscall_sched_class(long nr) noexcept;
+
+/// The scheduling class of an op: the ASYS_F_CLASS override, else the
+/// opcode's (a generic syscall's: by its number).
+inline uint8_t sched_class_of(uint32_t opcode, long nr, uint32_t flags) noexcept {
+    if (flags & ASYS_F_CLASS_MASK) return static_cast<uint8_t>(((flags & ASYS_F_CLASS_MASK) >> ASYS_F_CLASS_SHIFT) - 1);
+    if (opcode == ASYS_OP_SYSCALL) return syscall_sched_class(nr);
+    return kOpcodes[opcode].sched;
+}
+
+/// Per scheduling class: its name, its default worker budget (the pool's
+/// bound divided by `budget_divisor`, at least 1), and whether it may borrow
+/// idle workers beyond its budget while no other class waits (not for
+/// classes whose calls may never end: a borrowed worker could not be given
+/// back). One row per ASYS_CLASS_*.
+struct sched_class_info {
+    const char *name;
+    uint8_t budget_divisor;
+    bool borrows;
+};
+inline constexpr sched_class_info kSchedClasses[] = {
+    {"read", 2, true},    // ASYS_CLASS_READ
+    {"write", 2, true},   // ASYS_CLASS_WRITE
+    {"meta", 2, true},    // ASYS_CLASS_META
+    {"net", 4, false},    // ASYS_CLASS_NET: a recv may wait for its peer forever
+    {"long", 4, false},   // ASYS_CLASS_LONG: sleeps, waits, locks, unknown calls
+};
+static_assert(sizeof kSchedClasses / sizeof kSchedClasses[0] == ASYS_CLASS__COUNT, "one row per class");
 
 /// True if a generic syscall number is in the "never blocks" set.
 bool syscall_never_blocks(long nr) noexcept;

@@ -78,6 +78,21 @@ int asys_ctx_info(asys_ctx *ctx, struct asys_info *out) {
     return c->info(out);
 }
 
+int asys_ctx_metrics(asys_ctx *ctx, struct asys_metrics *out) {
+    ASYS_CTX_OR_RETURN(ctx);
+    return c->metrics(out);
+}
+
+long asys_metrics_format(const struct asys_metrics *m, unsigned format, char *buf, size_t len) {
+    const asys::internal::errno_keeper keep;
+    if (!m || (!buf && len)) return -EFAULT;
+    return asys::internal::format_metrics(*m, format, buf, len);
+}
+
+const char *asys_class_name(unsigned cls) {
+    return cls < ASYS_CLASS__COUNT ? asys::internal::kSchedClasses[cls].name : nullptr;
+}
+
 int asys_syscall_allowed(long nr) { return asys::internal::syscall_allowed(nr); }
 
 const char *asys_opcode_name(unsigned opcode) {

@@ -105,6 +105,9 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (params) p = *params;
     for (unsigned r : p.reserved)
         if (r) return -EINVAL;
+    if (p.reserved16) return -EINVAL;
+    for (unsigned b : p.class_workers)
+        if (b > kMaxWorkers) return -EINVAL;
     if (p.flags & ~ASYS_CTX__ALL) return -EINVAL;
     if ((p.flags & ASYS_CTX_INLINE_NEVER) && (p.flags & ASYS_CTX_INLINE_ALWAYS)) return -EINVAL;
     if (p.workers > kMaxWorkers || p.max_inflight > kMaxInflight) return -EINVAL;
@@ -162,18 +165,20 @@ int context::init(const asys_params &p) noexcept {
     flags_ = p.flags;
     wait_spin_ns_ = spin_ns(p.wait_spin_us, 20);
     wait_spin_now_.store(wait_spin_ns_, std::memory_order_relaxed);
+    callers_.store(0);  // a context recycled in a child of fork() may have counted parent threads
+    ring_waiter_.store(false);
+    ring_sleeping_.store(false);
+    ring_sleeper_need_.store(0);
     spin_retry_.store(0, std::memory_order_relaxed);
     server_spin_ns_ = spin_ns(p.server_spin_us, 50);
     max_inflight_ = p.max_inflight;
+    max_workers_ = p.workers;
     fork_gen_ = g_fork_generation.load(std::memory_order_relaxed);
     room_.store(p.max_inflight, std::memory_order_relaxed);
     inflight_.store(0, std::memory_order_relaxed);
     cqe_producers_.store(0, std::memory_order_relaxed);
     chain_step_limit.store(0, std::memory_order_relaxed);
-    for (auto *a : {&cnt.done_inline, &cnt.punted_probe, &cnt.punted_direct,
-                    &cnt.completed_pool, &cnt.completed_uring, &cnt.short_finished,
-                    &cnt.cancelled, &cnt.rejected_full, &cnt.ring_retried})
-        a->store(0, std::memory_order_relaxed);
+    cnt.reset();
     int rc = slab_.init(p.max_inflight);
     if (rc) return rc;
     rc = ring_.init(p.ring_entries);
@@ -181,8 +186,12 @@ int context::init(const asys_params &p) noexcept {
     preferred_error_ = 0;
     preferred_fail_step_ = "";
     preferred_entry_ = general_entry_ = nullptr;
-    const backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
-                             spin_ns(p.pool_spin_us, 50)};
+    backend_config cfg{p.ring_entries, p.workers, (p.flags & ASYS_CTX_LAZY_THREADS) != 0,
+                       spin_ns(p.pool_spin_us, 50), {}};
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) {  // 0: the class's default share; at most the bound
+        const unsigned b = p.class_workers[k] ? p.class_workers[k] : p.workers / kSchedClasses[k].budget_divisor;
+        cfg.budgets[k] = b < 1 ? 1 : b > p.workers ? p.workers : b;
+    }
     for (unsigned i = 0; i < kBackendCount; ++i) {
         const backend_entry &e = kBackends[i];
         if (e.general) {
@@ -242,13 +251,18 @@ __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
     *saved = t_batch.ctx == this ? t_batch.w : nullptr;
     w.n = w.done = w.queued = 0;
+    for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) w.n_class[k] = w.done_class[k] = 0;
     t_batch = {this, &w};
 }
 
 void context::settle_window(batch_window &w) noexcept {
-    // One add per window for the counters (relaxed statistics).
-    if (w.done) cnt.done_inline.fetch_add(w.done, std::memory_order_relaxed);
-    if (w.n > w.done) cnt.punted_direct.fetch_add(w.n - w.done, std::memory_order_relaxed);
+    // One add per window and class for the counters (relaxed statistics).
+    for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
+        if (w.done_class[c]) cnt.done_inline[c].fetch_add(w.done_class[c], std::memory_order_relaxed);
+        if (w.n_class[c] > w.done_class[c])
+            cnt.punted_direct[c].fetch_add(w.n_class[c] - w.done_class[c], std::memory_order_relaxed);
+        w.n_class[c] = w.done_class[c] = 0;
+    }
     // Entries still set belong to ops in flight: they complete with a cqe.
     for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
     w.n = w.done = w.queued = 0;
@@ -263,18 +277,22 @@ bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool
     return preferred_ && preferred_->accepts_call(opcode, args, seekable);
 }
 
+void context::enter_window(batch_window &w) noexcept {
+    // Enter the kernel for the window's ops (their completions are reaped
+    // here, inside the window), then start the next window.
+    punt_window(w);
+    preferred_->unplug();
+    preferred_->plug();
+    settle_window(w);
+}
+
 void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
-    if (w.n == batch_window::kMax) {
-        // Enter the kernel for the window's ops (their completions are
-        // reaped here, inside the window), then start the next window.
-        punt_window(w);
-        preferred_->unplug();
-        preferred_->plug();
-        settle_window(w);
-    }
+    if (w.n == batch_window::kMax) enter_window(w);
     const unsigned k = w.n++;
     w.slot[k] = slot;
     w.status[k] = status;
+    w.reuse[k] = slot->reuse;
+    ++w.n_class[slot->sched];
     slot->batch_entry = static_cast<uint8_t>(k + 1);
 }
 
@@ -293,9 +311,12 @@ void context::punt_window(batch_window &w) noexcept {
 bool context::finish_in_window(op_slot *slot, long res) noexcept {
     const unsigned k = slot->batch_entry - 1u;
     batch_window *w = t_batch.w;
-    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot) return false;
+    // The slot must be this window's op, not a later op in the same slot
+    // (the first completed on another thread, and the slot was reused).
+    if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot || w->reuse[k] != slot->reuse) return false;
     w->slot[k] = nullptr;  // once
     ++w->done;
+    ++w->done_class[slot->sched];
     if (w->status[k]) *w->status[k] = ASYS_DONE;
     // Like an inline op, it posts a cqe (or calls back) only if asked to
     // or when the result has nowhere else to go.
@@ -374,7 +395,6 @@ int context::destroy(unsigned how) noexcept {
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
-    wake_ring_sleeper();  // it re-checks the state
 
     if (fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
         // In a child of fork(): the workers and any lock holders are gone.
@@ -393,6 +413,7 @@ int context::destroy(unsigned how) noexcept {
         return 0;
     }
 
+    wake_ring_sleeper();  // it re-checks the state
     {
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
@@ -414,13 +435,41 @@ int context::destroy(unsigned how) noexcept {
         sleepers_.fetch_sub(1);
     }
     ring_.shutdown();
+    // Threads still inside asys_wait (the designated ring waiter, a thread
+    // between its sleep in the ring and the completion ring) or a batch
+    // leave before the backends and the ring go away.
+    {
+        std::unique_lock lk(wait_mu_);
+        sleepers_.fetch_add(1);
+        while (callers_.load() != 0) {
+            lk.unlock();
+            wake_ring_sleeper();
+            lk.lock();
+            wait_cv_.wait_for(lk, std::chrono::milliseconds(2), [&] { return callers_.load() == 0; });
+        }
+        sleepers_.fetch_sub(1);
+    }
     general_->stop();
     if (preferred_) preferred_->stop();
     recycle();
     return 0;
 }
 
-int context::reserve_room(bool atomic) noexcept {
+context::caller_scope::caller_scope(context &c) noexcept : c_(c) {
+    // seq_cst, then the state: with destroy()'s state CAS, either destroy
+    // waits for this caller or the caller sees closing.
+    c_.callers_.fetch_add(1);
+    ok_ = c_.state_.load() == 1;
+}
+
+context::caller_scope::~caller_scope() {
+    if (c_.callers_.fetch_sub(1) == 1 && c_.state_.load() != 1) {
+        std::lock_guard lk(c_.wait_mu_);
+        c_.wait_cv_.notify_all();
+    }
+}
+
+int context::reserve_room(bool atomic, bool count_rejected) noexcept {
     for (;;) {
         // seq_cst: with destroy()'s state_ CAS, either destroy waits for this
         // op (inflight_) or this call sees closing.
@@ -433,7 +482,7 @@ int context::reserve_room(bool atomic) noexcept {
         }
         release_room(1);
         if (atomic || !(flags_ & ASYS_CTX_BLOCK_WHEN_FULL)) {
-            cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
+            if (count_rejected) cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
             return -EAGAIN;
         }
         // Ops a batch holds back (plugged) may be the ones whose completion
@@ -472,7 +521,14 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
+    s->bulk = (op.flags & ASYS_F_BULK) != 0;
+    s->expired = 0;
+    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
+    s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
+    s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    s->submit_ns = monotonic_ns();
     s->batch_entry = 0;
+    ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -534,9 +590,12 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     }
     if (slot->batch_entry && finish_in_window(slot, res)) return;
     if (slot->ret_ptr) *slot->ret_ptr = res;
-    if (res == -ECANCELED) cnt.cancelled.fetch_add(1, std::memory_order_relaxed);
-    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)
+    const unsigned k = slot->sched;
+    if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);
+    if (slot->expired) cnt.expired[k].fetch_add(1, std::memory_order_relaxed);
+    (path == ASYS_PATH_URING ? cnt.completed_uring : cnt.completed_pool)[k]
         .fetch_add(1, std::memory_order_relaxed);
+    cnt.latency[k].add(static_cast<uint64_t>(monotonic_ns() - slot->submit_ns));
     if (slot->done) cnt.short_finished.fetch_add(1, std::memory_order_relaxed);
     const asys_cqe cqe{slot->user_data, res, slot->opcode, path};
     const bool produces = !slot->callback;
@@ -548,9 +607,9 @@ void context::retire(bool produced) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
-    if (produced && ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) {
-        ring_.poke();
-        wake_ring_sleeper();
+    if (produced) {
+        if (ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+        wake_hopeless_ring_sleeper();
     }
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
@@ -578,7 +637,8 @@ __attribute__((tls_model("initial-exec"))) thread_local const context *t_ring_sl
 struct timespec monotonic_after(const struct timespec &rel) noexcept {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += rel.tv_sec;
+    constexpr time_t kMaxSec = time_t{1} << 31;  // ~68 years: no overflow below
+    t.tv_sec += rel.tv_sec < kMaxSec ? rel.tv_sec : kMaxSec;
     t.tv_nsec += rel.tv_nsec;
     if (t.tv_nsec >= 1000000000) {
         t.tv_nsec -= 1000000000;
@@ -597,6 +657,18 @@ bool passed(const struct timespec &deadline) noexcept {
 void context::push_cqe(const asys_cqe &cqe) noexcept {
     ring_.push(cqe);
     wake_ring_sleeper();
+}
+
+void context::wake_hopeless_ring_sleeper() noexcept {
+    // A wait without a deadline ends (-EDEADLK) when the entries present
+    // plus the ops that will post one fall below its min: entries popped
+    // by another thread, or a producer that went away without posting.
+    if (!preferred_) return;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const unsigned need = ring_sleeper_need_.load(std::memory_order_relaxed);
+    if (need && ring_sleeping_.load(std::memory_order_relaxed) && t_ring_sleeper != this &&
+        cqe_producers_.load() + ring_.count_relaxed() < need)
+        preferred_->kick();
 }
 
 void context::wake_ring_sleeper() noexcept {
@@ -620,6 +692,7 @@ void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexc
     bool expected = false;
     if (!ring_waiter_.compare_exchange_strong(expected, true)) return;  // another thread is it
     t_ring_sleeper = this;
+    ring_sleeper_need_.store(deadline ? 0 : min, std::memory_order_relaxed);  // -EDEADLK only without one
     preferred_->begin_reaping();
     auto done = [&] {
         return ring_.count_relaxed() >= min || state_.load() != 1 ||
@@ -641,11 +714,14 @@ void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexc
     preferred_->end_reaping();
     if (preferred_->ready()) preferred_->reap();
     t_ring_sleeper = nullptr;
+    ring_sleeper_need_.store(0, std::memory_order_relaxed);
     ring_waiter_.store(false);
 }
 
 int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
                   unsigned max) noexcept {
+    const caller_scope busy(*this);
+    if (!busy.ok()) return -ESHUTDOWN;
     if (max > 0 && !out) return -EFAULT;
     if (min > max || min > ring_.capacity()) return -EINVAL;
     if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000))
@@ -706,7 +782,10 @@ int context::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,
 }
 
 int context::finish_wait(int n) noexcept {
-    if (n > 0) release_room(static_cast<unsigned>(n));
+    if (n > 0) {
+        release_room(static_cast<unsigned>(n));
+        wake_hopeless_ring_sleeper();  // the entries it counted on may be these
+    }
     return n;
 }
 
@@ -734,22 +813,21 @@ int context::peek(asys_cqe *out, unsigned max) noexcept {
     if (max > 0 && !out) return -EFAULT;
     if (preferred_) preferred_->reap();
     unsigned n = ring_.pop(out, max);
-    if (n) release_room(n);
-    return static_cast<int>(n);
+    return finish_wait(static_cast<int>(n));
 }
 
 int context::stats(asys_stats *o) noexcept {
     if (!o) return -EFAULT;
     auto r = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
     *o = asys_stats{};
-    o->done_inline = r(cnt.done_inline);
-    o->punted_probe = r(cnt.punted_probe);
-    o->punted_direct = r(cnt.punted_direct);
+    o->done_inline = counters::sum(cnt.done_inline);
+    o->punted_probe = counters::sum(cnt.punted_probe);
+    o->punted_direct = counters::sum(cnt.punted_direct);
     o->submitted = o->done_inline + o->punted_probe + o->punted_direct;
-    o->completed_pool = r(cnt.completed_pool);
-    o->completed_uring = r(cnt.completed_uring);
+    o->completed_pool = counters::sum(cnt.completed_pool);
+    o->completed_uring = counters::sum(cnt.completed_uring);
     o->short_finished = r(cnt.short_finished);
-    o->cancelled = r(cnt.cancelled);
+    o->cancelled = counters::sum(cnt.cancelled);
     o->rejected_full = r(cnt.rejected_full);
     o->workers = general_->threads();
     o->inflight = inflight_.load(std::memory_order_relaxed);

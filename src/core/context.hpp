@@ -16,16 +16,9 @@
 #include "base/backend.hpp"
 #include "base/completion_ring.hpp"
 #include "base/slab.hpp"
+#include "core/metrics.hpp"
 
 namespace asys::internal {
-
-struct counters {
-    // relaxed everywhere: statistics only, read as a snapshot. "submitted"
-    // is derived (inline + punted), so the hot path bumps one counter.
-    std::atomic<uint64_t> done_inline{0}, punted_probe{0}, punted_direct{0},
-        completed_pool{0}, completed_uring{0}, short_finished{0}, cancelled{0}, rejected_full{0},
-        ring_retried{0};
-};
 
 /// State a layer above the core keeps per context (syslets), created on
 /// first use and destroyed with the context.
@@ -45,9 +38,12 @@ struct batch_window {
     static constexpr unsigned kMax = 64;
     op_slot *slot[kMax];
     int *status[kMax];  ///< the caller's status entry of each op (may be null)
+    uint8_t reuse[kMax];  ///< each slot's reuse count when it joined (op_slot::reuse)
     unsigned n = 0;       ///< entries used (ops accepted in this window)
     unsigned queued = 0;  ///< of them, handed to a backend (a prefix)
     unsigned done = 0;    ///< of them, finished in the window (counted at its end)
+    /// Per scheduling class (ASYS_CLASS_*): entries used, finished in the window.
+    uint16_t n_class[ASYS_CLASS__COUNT] = {}, done_class[ASYS_CLASS__COUNT] = {};
 };
 
 class context final : public completion_sink {
@@ -60,7 +56,8 @@ public:
 
     /// Reserves room for one op that may post a completion. 0, -EAGAIN
     /// (full, or `atomic`), -ESHUTDOWN.
-    int reserve_room(bool atomic) noexcept;
+    /// (count_rejected: count a refusal in the rejected_full statistic.)
+    int reserve_room(bool atomic, bool count_rejected = true) noexcept;
     void release_room(unsigned n) noexcept;
 
     /// A slot for an op whose room is reserved (never fails: the slab has
@@ -76,8 +73,26 @@ public:
     void post_inline(const asys_op &op, long res) noexcept;
 
     int wait(unsigned min, const struct timespec *timeout, asys_cqe *out, unsigned max) noexcept;
+
+    /// A thread inside a call that may block or that holds a batch window:
+    /// destroy() waits for it to leave before it tears the context down.
+    class caller_scope {
+    public:
+        explicit caller_scope(context &c) noexcept;
+        ~caller_scope();
+        caller_scope(const caller_scope &) = delete;
+        caller_scope &operator=(const caller_scope &) = delete;
+        /// False if the context is closing (the call must return at once).
+        bool ok() const noexcept { return ok_; }
+
+    private:
+        context &c_;
+        bool ok_;
+    };
     int peek(asys_cqe *out, unsigned max) noexcept;
     int stats(asys_stats *out) noexcept;
+    /// asys_ctx_metrics (core/metrics.cpp).
+    int metrics(asys_metrics *out) noexcept;
 
     /// Hands a slot to the best backend: the preferred one (the ring) when
     /// it accepts the op, else the general one (the pool). 0 or -EAGAIN
@@ -110,6 +125,11 @@ public:
     /// window closes (the caller wrote 0 there first). The op is accepted:
     /// punt_window() hands it to a backend.
     void window_add(op_slot *slot, int *status, batch_window &w) noexcept;
+    /// Hands the window's ops to the preferred backend, enters the kernel
+    /// for them (reaping what it completed, inside the window) and empties
+    /// the window. A batch calls it before any op that is not a window op
+    /// (ops are submitted in order), and when it runs out of room.
+    void enter_window(batch_window &w) noexcept;
     /// Hands the window's ops not yet punted to the preferred backend under
     /// one lock (the general one if the ring is full).
     void punt_window(batch_window &w) noexcept;
@@ -144,8 +164,11 @@ private:
     void wake_ring_sleeper() noexcept;
     void sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept;
     int finish_wait(int n) noexcept;
+    std::atomic<uint32_t> callers_{0};        ///< threads in a caller_scope
     std::atomic<bool> ring_waiter_{false};    ///< a thread is the designated ring waiter
     std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) in io_uring_enter
+    std::atomic<unsigned> ring_sleeper_need_{0};  ///< its min, if it has no deadline (else 0)
+    void wake_hopeless_ring_sleeper() noexcept;
     /// Counts a window's ops (inline or punted) and empties it.
     void settle_window(batch_window &w) noexcept;
     /// complete() of a slot in the calling thread's open window: finishes it
@@ -167,6 +190,7 @@ private:
     void spin_outcome(int64_t spun, bool in_time) noexcept;
     int64_t server_spin_ns_ = 0;  ///< socket servers' spin
     unsigned max_inflight_ = 0;
+    unsigned max_workers_ = 0;  ///< the pool's bound (asys_params.workers)
 
     op_slab slab_;
     completion_ring ring_;

@@ -28,12 +28,10 @@ void on_cancel_signal(int) noexcept {}
 
 // A worker that runs out of work spins a while (asys_params.pool_spin_us)
 // before it sleeps, so a steady stream of punts never pays a futex wake-up
-// (see docs/benchmarks.md for what one costs). At most kMaxSpinners spin at
-// once.
+// (see docs/benchmarks.md for what one costs). At most one spins at once.
 // While a cancelled op still runs, its worker gets the cancel signal again
 // this often (see worker::timer).
 constexpr long kResendNs = 1000 * 1000;
-constexpr unsigned kMaxSpinners = 1;
 
 inline int64_t now_ns() noexcept {
     struct timespec ts;
@@ -75,7 +73,7 @@ backend *worker_pool::make(completion_sink &sink, const backend_config &cfg, int
         *step = "memory";
         return nullptr;
     }
-    if (int rc = b->start(cfg.workers, cfg.lazy, cfg.spin_ns); rc < 0) {
+    if (int rc = b->start(cfg.workers, cfg.lazy, cfg.spin_ns, cfg.budgets); rc < 0) {
         *err = rc;
         *step = "worker threads";
         delete b;
@@ -88,12 +86,17 @@ worker_pool::~worker_pool() {
     if (reserved_) stop();  // e.g. a context whose creation failed later on
 }
 
-int worker_pool::start(unsigned n, bool lazy, int64_t spin_ns) noexcept {
+int worker_pool::start(unsigned n, bool lazy, int64_t spin_ns,
+                       const unsigned (&budgets)[ASYS_CLASS__COUNT]) noexcept {
     cancel_signal();
     workers_.reset(new (std::nothrow) worker[n]);
     if (!workers_) return -ENOMEM;
     max_ = n;
     spin_ns_ = spin_ns;
+    for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
+        classes_[c].budget = budgets[c] < 1 ? 1 : budgets[c] > n ? n : budgets[c];
+        classes_[c].borrows = kSchedClasses[c].borrows;
+    }
     for (unsigned i = 0; i < n; ++i) workers_[i].pool = this;
     if (lazy) return 0;  // punt() starts them as work arrives
     for (unsigned i = 0; i < n; ++i) {
@@ -138,48 +141,123 @@ void *worker_pool::thread_main(void *arg) noexcept {
     return nullptr;
 }
 
-op_slot *worker_pool::pop_locked() noexcept {
-    op_slot *s = head_;
-    if (s) unlink_locked(s);
-    return s;
-}
-
 void worker_pool::unlink_locked(op_slot *s) noexcept {
-    if (s->prev) s->prev->next = s->next; else head_ = s->next;
-    if (s->next) s->next->prev = s->prev; else tail_ = s->prev;
+    class_queue &q = classes_[s->sched];
+    const unsigned lane = s->bulk;
+    if (s->prev) s->prev->next = s->next; else q.head[lane] = s->next;
+    if (s->next) s->next->prev = s->prev; else q.tail[lane] = s->prev;
     s->prev = s->next = nullptr;
     s->queued = 0;
-    queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    --q.queued;
+    --queued_;
+}
+
+op_slot *worker_pool::pop_any_locked() noexcept {
+    for (class_queue &q : classes_)
+        for (op_slot *h : q.head)
+            if (h) {
+                unlink_locked(h);
+                return h;
+            }
+    return nullptr;
+}
+
+bool worker_pool::runnable_locked(unsigned c) const noexcept {
+    const class_queue &q = classes_[c];
+    // Ops of c already queued are served first; within its budget a worker
+    // is free for this one, and beyond it only a class that borrows may
+    // take an idle worker.
+    return q.running + q.queued < q.budget || q.borrows;
+}
+
+op_slot *worker_pool::pick_locked(op_slot **expired) noexcept {
+    for (;;) {
+        if (queued_ == 0) return nullptr;
+        // Within budget first (round-robin from the cursor), then borrowing.
+        unsigned chosen = ASYS_CLASS__COUNT;
+        for (int pass = 0; pass < 2 && chosen == ASYS_CLASS__COUNT; ++pass)
+            for (unsigned i = 0; i < ASYS_CLASS__COUNT; ++i) {
+                const unsigned c = (next_class_ + i) % ASYS_CLASS__COUNT;
+                const class_queue &q = classes_[c];
+                if (q.queued && (pass == 0 ? q.running < q.budget : q.borrows)) {
+                    chosen = c;
+                    break;
+                }
+            }
+        if (chosen == ASYS_CLASS__COUNT) return nullptr;
+        class_queue &q = classes_[chosen];
+        op_slot *s = q.head[0] ? q.head[0] : q.head[1];
+        unlink_locked(s);
+        next_class_ = (chosen + 1) % ASYS_CLASS__COUNT;
+        if ((s->flags & ASYS_F_DEADLINE) &&
+            now_ns() >= s->deadline.tv_sec * 1000000000LL + s->deadline.tv_nsec) {
+            s->expired = 1;
+            s->next = *expired;
+            *expired = s;
+            continue;
+        }
+        ++q.running;
+        ++running_;
+        return s;
+    }
+}
+
+void worker_pool::complete_expired(op_slot *expired) noexcept {
+    while (expired) {
+        op_slot *nx = expired->next;
+        expired->next = nullptr;
+        sink_.complete(expired, -ETIME, ASYS_PATH_POOL);
+        expired = nx;
+    }
+}
+
+void worker_pool::sched_state(sched_snapshot *out) const noexcept {
+    std::lock_guard lk(mu_);
+    for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
+        out->queued[c] = classes_[c].queued;
+        out->busy[c] = classes_[c].running;
+        out->budget[c] = classes_[c].budget;
+    }
+    out->workers = nworkers_.load(std::memory_order_relaxed);
+    out->idle = idle_count_ + (spinning_ ? 1u : 0u);
 }
 
 void worker_pool::loop(worker &w) noexcept {
     std::unique_lock lk(mu_);
     bool spun = false;
     for (;;) {
-        op_slot *s = pop_locked();
+        op_slot *expired = nullptr;
+        op_slot *s = pick_locked(&expired);
+        if (expired) {
+            lk.unlock();
+            complete_expired(expired);
+            lk.lock();
+            if (!s) continue;
+        }
         if (!s) {
             if (stopping_) return;
-            if (!spun && spin_ns_ > 0 && spinning_.load(std::memory_order_relaxed) < kMaxSpinners) {
-                spinning_.store(spinning_.load(std::memory_order_relaxed) + 1,
-                                std::memory_order_relaxed);
+            if (!spun && spin_ns_ > 0 && !spinning_ && !stopping_) {
+                spinning_ = true;
+                spinner_claimed_ = false;
+                spin_kick_.store(0, std::memory_order_relaxed);
                 lk.unlock();
                 const int64_t deadline = now_ns() + spin_ns_;
                 for (unsigned i = 1;; ++i) {
-                    if (queued_.load(std::memory_order_relaxed) != 0) break;
+                    if (spin_kick_.load(std::memory_order_relaxed) != 0) break;
                     if ((i & 63) == 0 && now_ns() > deadline) break;
                     cpu_relax();
                 }
                 lk.lock();
-                spinning_.store(spinning_.load(std::memory_order_relaxed) - 1,
-                                std::memory_order_relaxed);
+                spinning_ = spinner_claimed_ = false;
                 spun = true;
-                continue;  // re-check the queue under mu_
+                continue;  // re-check the queues under mu_
             }
             spun = false;
             // relaxed: the store is published to the waker by mu_.
             w.wake.store(0, std::memory_order_relaxed);
             w.next_idle = idle_;
             idle_ = &w;
+            ++idle_count_;
             lk.unlock();
             // acquire pairs with the waker's release store of 1.
             while (w.wake.load(std::memory_order_acquire) == 0) futex_wait(&w.wake, 0);
@@ -188,6 +266,7 @@ void worker_pool::loop(worker &w) noexcept {
         }
         spun = false;
         w.current = s;
+        const uint8_t cls = s->sched;
         lk.unlock();
 
         long res;
@@ -205,6 +284,8 @@ void worker_pool::loop(worker &w) noexcept {
 
         lk.lock();
         w.current = nullptr;
+        --classes_[cls].running;
+        --running_;
         const bool was_cancelled = s->cancel.load(std::memory_order_relaxed);
         if (w.resending) {  // stop the re-sends before anything else runs here
             const struct itimerspec off {};
@@ -228,20 +309,33 @@ int worker_pool::punt(op_slot *slot, bool atomic) noexcept {
     worker *fresh = nullptr;  // a worker to start (lazy pools)
     {
         std::lock_guard lk(mu_);
-        const unsigned q = queued_.load(std::memory_order_relaxed);
+        class_queue &q = classes_[slot->sched];
+        // Whether a free worker could take it now (else it waits for a
+        // worker of its class, or for one to be lent).
+        const bool runnable = runnable_locked(slot->sched);
         // A spinner not yet claimed by a queued op counts as idle.
-        const bool spinner_free = spinning_.load(std::memory_order_relaxed) > q;
-        if (atomic && !idle_ && !spinner_free) return -EAGAIN;  // never waits for (or starts) a thread
+        const bool spinner_free = spinning_ && !spinner_claimed_;
+        if (atomic && (!runnable || (!idle_ && !spinner_free))) return -EAGAIN;  // never waits for (or starts) a thread
+        const unsigned lane = slot->bulk;
         slot->next = nullptr;
-        slot->prev = tail_;
-        if (tail_) tail_->next = slot; else head_ = slot;
-        tail_ = slot;
+        slot->prev = q.tail[lane];
+        if (q.tail[lane]) q.tail[lane]->next = slot; else q.head[lane] = slot;
+        q.tail[lane] = slot;
         slot->queued = 1;
-        queued_.store(q + 1, std::memory_order_relaxed);
-        w = spinner_free ? nullptr : idle_;  // a spinner will take it
-        if (w) idle_ = w->next_idle;
-        else if (!spinner_free && reserved_ < max_)
-            fresh = &workers_[reserved_++];  // nobody free for it: a new worker takes it
+        ++q.queued;
+        ++queued_;
+        w = nullptr;
+        if (runnable) {
+            if (spinner_free) {  // the spinner takes it
+                spinner_claimed_ = true;
+                spin_kick_.store(1, std::memory_order_relaxed);
+            } else if ((w = idle_) != nullptr) {
+                idle_ = w->next_idle;
+                --idle_count_;
+            } else if (reserved_ < max_) {
+                fresh = &workers_[reserved_++];  // nobody free for it: a new worker takes it
+            }
+        }
     }
     if (w) {
         // release: the worker's acquire load sees the queue state via mu_
@@ -285,15 +379,17 @@ int worker_pool::cancel(uint64_t user_data) noexcept {
     bool running = false;
     {
         std::lock_guard lk(mu_);
-        for (op_slot *s = head_; s;) {
-            op_slot *nx = s->next;
-            if (s->user_data == user_data) {
-                unlink_locked(s);
-                s->next = cancelled;
-                cancelled = s;
-            }
-            s = nx;
-        }
+        for (class_queue &q : classes_)
+            for (op_slot *head : q.head)
+                for (op_slot *s = head; s;) {
+                    op_slot *nx = s->next;
+                    if (s->user_data == user_data) {
+                        unlink_locked(s);
+                        s->next = cancelled;
+                        cancelled = s;
+                    }
+                    s = nx;
+                }
         for (unsigned i = 0; i < reserved_; ++i) {
             op_slot *c = workers_[i].current;
             if (c && c->user_data == user_data) {
@@ -317,7 +413,7 @@ void worker_pool::cancel_all() noexcept {
     op_slot *cancelled = nullptr;
     {
         std::lock_guard lk(mu_);
-        while (op_slot *s = pop_locked()) {
+        while (op_slot *s = pop_any_locked()) {
             s->next = cancelled;
             cancelled = s;
         }
@@ -339,6 +435,7 @@ void worker_pool::stop() noexcept {
         stopping_ = true;
         idle = idle_;
         idle_ = nullptr;
+        idle_count_ = 0;
     }
     for (; idle; idle = idle->next_idle) {
         idle->wake.store(1, std::memory_order_release);

@@ -18,8 +18,10 @@ int validate_op(const asys_op *op) noexcept {
     if (reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return -EINVAL;
     if (op->opcode >= ASYS_OP__COUNT) return -EINVAL;
     if (op->flags & ~ASYS_F__ALL) return -EINVAL;
-    if (op->reserved[0] || op->reserved[1]) return -EINVAL;
+    if (op->reserved[0]) return -EINVAL;
     const uint32_t f = op->flags;
+    if (!(f & ASYS_F_DEADLINE) ? op->deadline_ns != 0 : op->deadline_ns > uint64_t{INT64_MAX}) return -EINVAL;
+    if ((f & ASYS_F_CLASS_MASK) > ASYS_F_CLASS(ASYS_CLASS__COUNT - 1)) return -EINVAL;
     if ((f & ASYS_F_SYNC) && (f & (ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC))) return -EINVAL;
     if ((f & ASYS_F_NOWAIT) && (f & ASYS_F_ASYNC)) return -EINVAL;
     if (!op->callback && op->cb_arg) return -EINVAL;
@@ -45,7 +47,7 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 
 int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
-    c.cnt.done_inline.fetch_add(1, std::memory_order_relaxed);
+    c.cnt.count_inline(sched_class_of(op.opcode, op.nr, op.flags));
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
 }
@@ -66,7 +68,8 @@ struct batch_route {
 /// directly, nor generic calls, chains or closes), with flags that allow a
 /// punt that cannot fail and an inline answer (not ATOMIC: it may be refused).
 bool batch_skips_probe(const asys_op &op, uint32_t f) noexcept {
-    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC)) return false;
+    // (A deadline's linked timeout is decided per slot: the normal route.)
+    if (f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT | ASYS_F_ATOMIC | ASYS_F_DEADLINE)) return false;
     switch (kOpcodes[op.opcode].cls) {
         case op_class::read:
         case op_class::recv:
@@ -103,24 +106,58 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     }
     const bool atomic = f & ASYS_F_ATOMIC;
 
+    // In a batch with a window: whether this op joins it (no probe; the
+    // kernel runs it during the window's enter). Ops run in order, so any
+    // other op first enters the kernel for the window's ops before it.
+    bool to_window = false;
+    bool seekable = false;
+    if (batch) {
+        if (batch_skips_probe(op, f)) {
+            seekable = batch_fd_seeks(*batch, op);
+            to_window = c.preferred_accepts(op.opcode, op.args, seekable);
+        }
+        if (!to_window && batch->w->n) c.enter_window(*batch->w);
+    }
+    // Room, without deadlocking on the window: ops waiting in it hold room
+    // that only their enter can free, so a batch that runs out enters the
+    // kernel for them first.
+    auto reserve = [&](bool nonblocking) {
+        if (batch && batch->w->n) {
+            const int rc = c.reserve_room(true, /*count_rejected=*/false);
+            if (rc != -EAGAIN) return rc;
+            c.enter_window(*batch->w);
+        }
+        return c.reserve_room(nonblocking);
+    };
+
     // Room first when an inline finish must post a cqe, so that a full ring
     // is reported before anything runs.
     bool reserved = false;
     if (needs_cqe_inline(op)) {
-        int rc = c.reserve_room(atomic || (f & ASYS_F_NOWAIT));
+        int rc = reserve(atomic || (f & ASYS_F_NOWAIT));
         if (rc) return rc;
         reserved = true;
     }
 
+    // A deadline that passed before the op started: -ETIME, nothing runs.
+    if ((f & ASYS_F_DEADLINE) && monotonic_ns() >= static_cast<int64_t>(op.deadline_ns)) {
+        c.cnt.expired[sched_class_of(op.opcode, op.nr, op.flags)].fetch_add(1, std::memory_order_relaxed);
+        return finish_inline(c, op, -ETIME, reserved);
+    }
     if (kOpcodes[op.opcode].cls == op_class::feature) return feature_for(op.opcode)->route(c, op, f, reserved);
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
-    if (batch && batch_skips_probe(op, f)) {
-        const bool seekable = batch_fd_seeks(*batch, op);
-        if (c.preferred_accepts(op.opcode, op.args, seekable)) {
-            if (!reserved) {
-                if (int rc = c.reserve_room(atomic)) return rc;
-            }
+    if (to_window) {
+        // A window op needs room until its enter; if there is none even
+        // after entering the window so far, it is probed like any op (a
+        // cached read finishes inline without room).
+        int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
+        if (rc == -EAGAIN && batch->w->n) {
+            c.enter_window(*batch->w);
+            rc = c.reserve_room(true, /*count_rejected=*/false);
+        }
+        if (rc == -ESHUTDOWN) return rc;
+        if (rc == 0) {
             op_slot *s = c.new_slot(op);
             s->direct = 1;
             s->seekable = seekable;
@@ -149,7 +186,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     }
 
     if (!reserved) {
-        int rc = c.reserve_room(atomic);
+        int rc = reserve(atomic);
         if (rc) {
             // Bytes already read inline are never dropped: deliver the short
             // count now rather than fail.
@@ -165,6 +202,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     // positional reads (a stream would have said ESPIPE first).
     s->seekable = (a == attempt::would_block || a == attempt::refused) &&
                   (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
+    const unsigned s_class = s->sched;
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
     if (rc) {
@@ -175,7 +213,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         if (partial) return finish_inline(c, op, res, reserved);
         return rc;
     }
-    (direct ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
+    c.cnt.count_punt(s_class, direct);
     return 0;
 }
 
@@ -184,6 +222,8 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
 int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
 
 int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {
+    const context::caller_scope busy(c);
+    if (!busy.ok()) return -ESHUTDOWN;
     batch_window w;
     batch_window *saved = nullptr;
     const bool windowed = c.batches_via_preferred();

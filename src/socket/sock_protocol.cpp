@@ -58,6 +58,10 @@ int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out
         case ASYS_SOCK_CANCEL:  // offset: the cookie to cancel
             if (h.len != 0) return -EBADMSG;
             return 0;
+        case ASYS_SOCK_METRICS:  // offset: the format
+            if (h.len != 0 || h.handle != 0) return -EBADMSG;
+            if (h.offset != ASYS_METRICS_TEXT && h.offset != ASYS_METRICS_PROMETHEUS) return -EINVAL;
+            return 0;
         default:
             return -EBADMSG;
     }

@@ -91,6 +91,9 @@ private:
     /// the -errno that means the client is gone.
     int send_reply(asys_sock_msg &m, const void *payload, size_t len) noexcept;
     bool flush_backlog() noexcept;  ///< true: sent at least one reply
+    /// METRICS: the serving context's metrics as text (the parser checked
+    /// the format).
+    void reply_metrics(const asys_sock_msg &h) noexcept;
     void drop_backlog() noexcept;
     /// The client is gone (hung up, failed, or would not take its replies):
     /// shut the connection, drop its replies, cancel its requests. The
@@ -191,6 +194,23 @@ void sock_server::reply(const asys_sock_msg &req, long res, const void *payload,
     else out_head_ = r;
     out_tail_ = r;
     ++out_count_;
+}
+
+void sock_server::reply_metrics(const asys_sock_msg &h) noexcept {
+    asys_metrics m;
+    if (int rc = asys_ctx_metrics(ctx_, &m); rc < 0) return reply(h, rc);
+    const auto format = static_cast<unsigned>(h.offset);
+    const long need = asys_metrics_format(&m, format, nullptr, 0);
+    if (need < 0) return reply(h, need);
+    if (static_cast<unsigned long>(need) > ASYS_SOCK_MAX_IO) return reply(h, -EMSGSIZE);
+    std::unique_ptr<request> r(new (std::nothrow) request);
+    if (!r) return reply(h, -ENOMEM);
+    r->buf.reset(new (std::nothrow) uint8_t[static_cast<size_t>(need) + 1]);
+    if (!r->buf) return reply(h, -ENOMEM);
+    const long len = asys_metrics_format(&m, format, reinterpret_cast<char *>(r->buf.get()),
+                                         static_cast<size_t>(need) + 1);
+    const uint8_t *text = r->buf.get();
+    reply(h, len, text, static_cast<size_t>(len), r.release());
 }
 
 bool sock_server::flush_backlog() noexcept {
@@ -318,6 +338,7 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
             if (r->h.cookie == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
         return reply(h, -ENOENT);
     }
+    if (h.type == ASYS_SOCK_METRICS) return reply_metrics(h);
     if (h.type == ASYS_SOCK_UNREGISTER) {
         const int fd = handle_fd(h.handle);
         if (fd < 0) return reply(h, -EBADF);

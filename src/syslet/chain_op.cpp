@@ -223,7 +223,7 @@ int route_chain(context &c, const asys_op &op, uint32_t f, bool reserved) noexce
     if (!reserved)
         if (int rc = c.reserve_room(atomic)) return stopped(rc);
     if (int rc = punt_chain_rest(c, op, run, atomic)) return stopped(rc);
-    (run.steps == 0 ? c.cnt.punted_direct : c.cnt.punted_probe).fetch_add(1, std::memory_order_relaxed);
+    c.cnt.count_punt(sched_class_of(op.opcode, op.nr, op.flags), run.steps == 0);
     return 0;
 }
 

@@ -218,6 +218,10 @@ int uring_backend::start_reaper() noexcept {
 
 bool uring_backend::accepts(const op_slot &s) const noexcept {
     if (s.done != 0) return false;  // remainders of short reads: the pool
+    // A deadline is a linked timeout; a timed poll already has its own.
+    if ((s.flags & ASYS_F_DEADLINE) &&
+        (!link_timeout_ || (s.opcode == ASYS_OP_POLL && s.poll.timeout_ms >= 0)))
+        return false;
     return accepts_call(s.opcode, s.sys.args, s.seekable);
 }
 
@@ -420,7 +424,7 @@ io_uring_sqe *uring_backend::get_sqe_locked() noexcept {
 
 int uring_backend::submit_or_take_back_locked(op_slot *slot, io_uring_sqe *const *sqes, unsigned n,
                                                unsigned cqes) noexcept {
-    if (plugged_) return 0;  // unplug() submits
+    if (plugged_here()) return 0;  // this thread's unplug() submits
     const int rc = submit_locked();
     if (rc >= 0) return 0;
     // The kernel refused the submission: take the op's SQEs back by turning
@@ -458,7 +462,7 @@ int uring_backend::punt_locked(op_slot *slot, bool atomic) noexcept {
 unsigned uring_backend::punt_plugged(op_slot *const *slots, unsigned n) noexcept {
     if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return 0;
     std::lock_guard lk(sq_mu_);
-    if (!plugged_) return 0;  // unplugged: each op is punted (and submitted) on its own
+    if (!plugged_here()) return 0;  // unplugged: each op is punted (and submitted) on its own
     io_uring_sqe *sqes[2];
     unsigned i = 0;
     while (i < n && queue_locked(slots[i], sqes) > 0) ++i;
@@ -469,7 +473,8 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
     const bool timed_poll = slot->opcode == ASYS_OP_POLL && slot->poll.timeout_ms >= 0;
-    if (!reserve_sqes_locked(timed_poll ? 2 : 1)) return -EAGAIN;
+    const bool deadline = (slot->flags & ASYS_F_DEADLINE) && !timed_poll;  // accepts(): not both
+    if (!reserve_sqes_locked(timed_poll || deadline ? 2 : 1)) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
     prep(sqes[0], *slot);
     io_uring_sqe_set_data(sqes[0], slot);
@@ -487,7 +492,17 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
         io_uring_sqe_set_data64(sqes[1], kTagIgnore);
         ++pending_submit_;
     }
-    return timed_poll ? 2 : 1;
+    if (deadline) {
+        // ASYS_F_DEADLINE: an absolute CLOCK_MONOTONIC linked timeout (the
+        // timespec lives in the slot); complete_taken() reports the op it
+        // cancelled as -ETIME.
+        sqes[0]->flags |= IOSQE_IO_LINK;
+        sqes[1] = io_uring_get_sqe(&ring_);
+        io_uring_prep_link_timeout(sqes[1], &slot->deadline, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqes[1], kTagIgnore);
+        ++pending_submit_;
+    }
+    return timed_poll || deadline ? 2 : 1;
 }
 
 bool uring_backend::supports_opcode(uint32_t opcode) const noexcept {
@@ -525,9 +540,38 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
     return 0;
 }
 
+namespace {
+/// The plugs the calling thread holds, per ring (a batch plugs only its own
+/// thread's submissions: another thread's punt still enters the kernel,
+/// taking whatever SQEs are ready with it). A few rings at once at most (a
+/// batch inside a completion callback of another context's batch); a
+/// thread past that does not plug.
+struct thread_plug {
+    const uring_backend *ring;
+    unsigned depth;
+};
+constexpr unsigned kPlugRings = 4;
+__attribute__((tls_model("initial-exec"))) thread_local thread_plug t_plugs[kPlugRings];
+
+unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
+    thread_plug *free_entry = nullptr;
+    for (thread_plug &p : t_plugs) {
+        if (p.depth && p.ring == b) return &p.depth;
+        if (!p.depth && !free_entry) free_entry = &p;
+    }
+    if (!make || !free_entry) return nullptr;
+    free_entry->ring = b;
+    return &free_entry->depth;
+}
+}  // namespace
+
+bool uring_backend::plugged_here() const noexcept {
+    const unsigned *d = plug_depth(this, false);
+    return d && *d;
+}
+
 void uring_backend::plug() noexcept {
-    std::lock_guard lk(sq_mu_);
-    ++plugged_;
+    if (unsigned *d = plug_depth(this, true)) ++*d;
 }
 
 void uring_backend::flush() noexcept {
@@ -539,9 +583,11 @@ void uring_backend::flush() noexcept {
 }
 
 void uring_backend::unplug() noexcept {
+    unsigned *d = plug_depth(this, false);
+    if (d && --*d > 0) return;  // an outer plug of this thread submits
     {
         std::lock_guard lk(sq_mu_);
-        if (--plugged_ == 0) submit_locked();
+        submit_locked();
     }
     if (ready()) reap();
 }
@@ -605,6 +651,11 @@ unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
             auto *s = reinterpret_cast<op_slot *>(ud);  // untracked by the caller
             long r = res;
             if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
+            // Cut short by its deadline's linked timeout (not by a cancel).
+            if ((s->flags & ASYS_F_DEADLINE) && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed)) {
+                r = -ETIME;
+                s->expired = 1;
+            }
             // A poll cut short by its linked timeout (not by a cancel)
             // timed out: report 0, as poll(2) does.
             if (s->opcode == ASYS_OP_POLL && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed))
@@ -654,7 +705,10 @@ int uring_backend::wait_completions(const struct timespec *deadline) noexcept {
     if (deadline) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t ns = (deadline->tv_sec - now.tv_sec) * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
+        constexpr int64_t kMaxSec = int64_t{1} << 31;  // no overflow below
+        int64_t sec = deadline->tv_sec - now.tv_sec;
+        if (sec > kMaxSec) sec = kMaxSec;
+        const int64_t ns = sec * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
         if (ns <= 0) return -ETIME;
         ts.tv_sec = ns / 1000000000;
         ts.tv_nsec = ns % 1000000000;

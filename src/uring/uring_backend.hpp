@@ -61,8 +61,9 @@ public:
     void abandon() noexcept override;
     unsigned threads() const noexcept override { return reaper_started_.load(std::memory_order_relaxed) ? 1 : 0; }
 
-    /// Batching: while plugged, punt() prepares SQEs without entering the
-    /// kernel; unplug() submits them all in one io_uring_enter; flush()
+    /// Batching: while the calling thread holds a plug, its punt() prepares
+    /// SQEs without entering the kernel; unplug() submits them all in one
+    /// io_uring_enter (other threads' punts still submit at once); flush()
     /// submits what a plug holds back now (a submitter about to wait for
     /// room that only those ops can free).
     void plug() noexcept override;
@@ -139,7 +140,8 @@ private:
         std::atomic<unsigned> v_{0};
     };
     locked_count inring_count_;    ///< CQEs the ops in the ring will post (sq_mu_)
-    unsigned plugged_ = 0;
+    /// Whether the calling thread holds a plug on this ring (see plug()).
+    bool plugged_here() const noexcept;
     unsigned pending_submit_ = 0;
 
     std::mutex cq_mu_;             ///< CQ head (reapers take turns)

@@ -3,7 +3,7 @@
 //     and what it accepts follows the documented rules (header, type,
 //     REGISTER iff one fd, WRITE payload of exactly len bytes, len within
 //     ASYS_SOCK_MAX_IO, offsets >= -1, TIMER ns >= 0, SIGNAL not SIGKILL,
-//     SIGSTOP or the cancel signal).
+//     SIGSTOP or the cancel signal, METRICS in a known format).
 //  2. The same record sent to a live in-process server (handle 0 is
 //     /dev/zero, read-write) gets exactly one well-formed reply, and the
 //     server keeps serving. Records the harness cannot let through are
@@ -76,6 +76,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (h.type == ASYS_SOCK_READ) check(h.len <= ASYS_SOCK_MAX_IO, "read size");
         if (h.type == ASYS_SOCK_READ || h.type == ASYS_SOCK_WRITE) check(h.offset >= -1, "offset");
         if (h.type == ASYS_SOCK_TIMER) check(h.res >= 0, "timer ns");
+        if (h.type == ASYS_SOCK_METRICS)
+            check(h.len == 0 && h.handle == 0 && h.res == 0 &&
+                      (h.offset == ASYS_METRICS_TEXT || h.offset == ASYS_METRICS_PROMETHEUS),
+                  "metrics: a known format, no other field");
         if (h.type == ASYS_SOCK_SIGNAL)  // not SIGKILL, SIGSTOP or asys' cancel signal
             check(h.res >= 1 && h.res <= 64 && h.res != SIGKILL && h.res != SIGSTOP && h.res != SIGRTMAX - 3,
                   "signal");
@@ -107,6 +111,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         // kernel wants to reschedule); read(2) allows any count > 0.
         check(q0.h.len == 0 ? r.res == 0 : (r.res > 0 && r.res <= static_cast<int64_t>(q0.h.len)),
               "a /dev/zero read returns data");
+    else if (rc0 == 0 && q0.h.type == ASYS_SOCK_METRICS)
+        check(r.res > 0 && r.res == got && memchr(payload, '\0', static_cast<size_t>(got)) == nullptr,
+              "metrics: the text, its length in res");
     else if (rc0 != 0)
         check(r.res == rc0, "a refused record's reply carries the parser's error");
     return 0;

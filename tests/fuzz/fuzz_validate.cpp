@@ -8,6 +8,7 @@
 //  3. Accepted NOP ops (with any flag combination) go through the real router
 //     of a live context and complete exactly once.
 #include <sys/syscall.h>
+#include <time.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -61,7 +62,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc == 0) {
         check(op.opcode < ASYS_OP__COUNT, "known opcode");
         check((op.flags & ~ASYS_F__ALL) == 0, "known flags");
-        check(op.reserved[0] == 0 && op.reserved[1] == 0, "reserved zero");
+        check(op.reserved[0] == 0, "reserved zero");
+        check((op.flags & ASYS_F_DEADLINE) || op.deadline_ns == 0, "a deadline only with ASYS_F_DEADLINE");
+        check(op.deadline_ns <= uint64_t{INT64_MAX}, "a deadline fits CLOCK_MONOTONIC nanoseconds");
+        check(((op.flags & ASYS_F_CLASS_MASK) >> ASYS_F_CLASS_SHIFT) <= ASYS_CLASS__COUNT, "a known class");
         check(op.callback || !op.cb_arg, "no cb_arg without callback");
         if (op.opcode == ASYS_OP_SYSCALL) {
             check(op.nr >= 0 && op.nr < 1024, "syscall number in range");
@@ -77,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(rc != 0, "a denied syscall is never accepted");
         asys_op clean = op;  // otherwise well-formed: the refusal is -EPERM
         clean.flags = 0;
-        clean.reserved[0] = clean.reserved[1] = 0;
+        clean.reserved[0] = clean.deadline_ns = 0;
         clean.cb_arg = nullptr;
         check(asys::internal::validate_op(&clean) == -EPERM, "denied -> -EPERM");
     }
@@ -94,15 +98,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         op.cb_arg = nullptr;
         op.user_data = 42;
         asys_ctx *ctx = context();
+        // ASYS_F_DEADLINE: a deadline passed before submit is -ETIME; a later
+        // one may pass before the punted NOP runs (then -ETIME too).
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        const uint64_t before = static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
+        const bool timed = op.flags & ASYS_F_DEADLINE;
+        auto result_ok = [&](long r) {
+            if (timed && op.deadline_ns <= before) return r == -ETIME;
+            return r == static_cast<long>(op.args[0]) || (timed && r == -ETIME);
+        };
         const int s = asys_submit(ctx, &op);
         check(s == ASYS_DONE || s == 0 || s == -EAGAIN, "NOP submit result");
         const bool expect_cqe = s == 0 || (s == ASYS_DONE && ((op.flags & ASYS_F_CQE_ALWAYS) || !op.ret_ptr));
         if (expect_cqe) {
             asys_cqe cqe;
             check(asys_wait(ctx, 1, nullptr, &cqe, 1) == 1, "one completion");
-            check(cqe.user_data == 42 && cqe.res == static_cast<long>(op.args[0]), "its result");
+            check(cqe.user_data == 42 && result_ok(cqe.res), "its result");
         }
-        if (s >= 0 && op.ret_ptr) check(res == static_cast<long>(op.args[0]), "ret_ptr written");
+        if (s >= 0 && op.ret_ptr) check(result_ok(res), "ret_ptr written");
         asys_cqe extra;
         check(asys_peek(ctx, &extra, 1) == 0, "exactly once");
     }

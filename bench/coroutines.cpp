@@ -27,6 +27,9 @@
 #include "bench.hpp"
 
 // Counts this thread's heap allocations (the rows run on the main thread).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // free() of malloc()ed memory
+#endif
 namespace {
 thread_local unsigned long t_allocs = 0;
 }
@@ -187,7 +190,9 @@ void tree_copy_table(const options &o) {
             const auto t0 = clk::now();
             if (ours) {
                 const double c0 = process_cpu_s(RUSAGE_SELF);
-                asys::context ctx;
+                asys_params params{};
+                params.class_workers[ASYS_CLASS_LONG] = 1024;  // as asys-cp: chains may use every worker
+                asys::context ctx(params);
                 tree_copy::copier cp(ctx);
                 asys::sync_wait(ctx, cp.copy(src, dst));
                 if (cp.totals().errors || cp.totals().files != 10000) die("asys-cp", EIO);

@@ -11,6 +11,9 @@
 int main(int argc, char **argv) {
     unsigned workers = 64;
     asys_params params{};
+    // A file's copy is one chain, and chains are the pool's `long` class (a
+    // quarter of the workers by default): they end, so let them use all.
+    params.class_workers[ASYS_CLASS_LONG] = 1024;  // clamped to the workers
     bool verbose = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; ++i) {

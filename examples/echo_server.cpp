@@ -153,6 +153,7 @@ int main(int argc, char **argv) {
     // sends only after its answer (docs/cpp.md, "Blocking ops hold workers").
     asys_params params{};
     params.workers = selftest ? conns + 2 : 256;
+    params.class_workers[ASYS_CLASS_NET] = static_cast<uint16_t>(params.workers);  // all of them (docs/scheduling.md)
     asys::context ctx(params);
     server_stats st;
     std::stop_source stop;

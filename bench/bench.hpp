@@ -165,6 +165,7 @@ void head_of_line_table(const options &o, workload &w);  // head_of_line.cpp
 void direct_tables(const options &o, bool have_uring);   // direct.cpp
 void scale_table();                                      // scale.cpp
 void threadlet_table(const options &o, workload &w);     // threadlets.cpp
+void coroutine_tables(const options &o, workload &w);    // coroutines.cpp
 void metadata_table(const options &o);                   // metadata.cpp
 void fio_tables(const options &o);                       // fio_peers.cpp
 void scheduling_table(const options &o, workload &w, bool have_uring);  // scheduling.cpp

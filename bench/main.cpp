@@ -302,6 +302,8 @@ int main(int argc, char **argv) {
                sst.punted_direct + pst.punted_direct, sst.completed_uring + pst.completed_uring,
                sst.completed_pool + pst.completed_pool);
 
+    progress("C++ coroutines");
+    coroutine_tables(o, w);
     if (!o.skip_hol) {
         progress("head-of-line table");
         head_of_line_table(o, w);

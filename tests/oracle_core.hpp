@@ -847,6 +847,18 @@ private:
         if (s.fd >= FD_REG) own(fx, fd);
         if (fx.other >= 0) own(fx, fx.other);
         if (is_reg(s.fd) && lseek(fd, pos, SEEK_SET) != pos) abort();
+        if (s.fd == FD_FIFO) {
+            // The named FIFO keeps its bytes while anyone holds it open: a
+            // reference an earlier run's async op still held (the kernel
+            // drops it after the completion is posted) would carry that
+            // run's bytes into this one. Start from an empty FIFO.
+            char sink[4096];
+            const int fl = fcntl(fd, F_GETFL);
+            fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+            while (read(fd, sink, sizeof sink) > 0) {
+            }
+            fcntl(fd, F_SETFL, fl);
+        }
         // Queued bytes.
         const size_t q = kQueued[s.queued];
         if (q && is_stream(s.fd)) {

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 
@@ -27,12 +28,28 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) no
 }
 
 bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
-    if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD) || res <= 0 || static_cast<uint64_t>(res) >= a[2])
-        return false;
+    const bool vectored = opcode == ASYS_OP_READV || opcode == ASYS_OP_PREADV;
+    if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD && !vectored) || res <= 0) return false;
+    if (!vectored && static_cast<uint64_t>(res) >= a[2]) return false;
     struct stat st;
-    return raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0,
-                        0, 0, 0) == 0 &&
-           S_ISCHR(st.st_mode) && major(st.st_rdev) == 1;
+    if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0, 0,
+                     0, 0) != 0 ||
+        !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1)
+        return false;
+    if (!vectored) return true;
+    // A vector: short of its total (as the call caps it, MAX_RW_COUNT), read
+    // through the kernel (the array is the caller's and may be bad; it was
+    // good when the ring read it).
+    constexpr uint64_t kMaxRw = 0x7ffff000;
+    uint64_t total = 0;
+    struct iovec chunk[64];
+    const auto *uiov = reinterpret_cast<const struct iovec *>(a[1]);
+    for (uint64_t i = 0; i < a[2] && total < kMaxRw; i += 64) {
+        const uint64_t k = a[2] - i < 64 ? a[2] - i : 64;
+        if (copy_from_caller(chunk, uiov + i, k * sizeof(iovec)) < 0) return false;
+        for (uint64_t j = 0; j < k; ++j) total += chunk[j].iov_len;
+    }
+    return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
 }
 
 namespace {

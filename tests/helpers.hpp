@@ -222,11 +222,11 @@ inline bool wait_blocked_in(pid_t tid, long nr) {
 
 /// Waits (as wait_blocked_in) until thread `tid` sleeps inside asys_wait:
 /// on the completion ring's condition variable (futex), or, as the
-/// context's designated ring waiter, in io_uring_enter.
+/// context's designated ring waiter, in ppoll on the ring and its kick fd.
 inline bool wait_asleep_in_asys_wait(pid_t tid) {
     for (long i = 0; i < 20000000; ++i) {
         const long nr = blocked_syscall(tid);
-        if (nr == SYS_futex || nr == SYS_io_uring_enter) return true;
+        if (nr == SYS_futex || nr == SYS_ppoll) return true;
         sched_yield();
     }
     return false;

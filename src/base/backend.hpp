@@ -44,6 +44,9 @@ public:
     /// rather than on the completion ring: it has ops in flight whose
     /// completions it posts.
     virtual bool has_inflight() const noexcept { return false; }
+    /// Called by a waiter before its last check ahead of wait_completions():
+    /// kicks from then on are not lost.
+    virtual void prepare_wait() noexcept {}
     /// Sleeps until a completion is ready to reap, kick() is called, a
     /// signal arrives, or the absolute CLOCK_MONOTONIC deadline (may be
     /// null) passes. 0, -ETIME, -EINTR, or -EOPNOTSUPP (cannot: the caller

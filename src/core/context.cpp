@@ -703,15 +703,17 @@ void context::wake_ring_sleeper() noexcept {
     if (ring_sleeping_.load(std::memory_order_relaxed) && t_ring_sleeper != this) preferred_->kick();
 }
 
-// The designated ring waiter: one thread at a time sleeps in the ring's own
-// io_uring_enter(GETEVENTS) and reaps what wakes it, instead of a reaper
-// thread reaping and waking it through the completion ring's condition
-// variable (two context switches per wake-up). While it sleeps, the ring's
-// eventfd is muted (the reaper stays asleep), and anything else that makes
-// its wait end — a completion another thread pushes, a producer that goes
-// away, a destroy — kicks the ring with a no-op. Returns when `min` entries
-// are present, the wait can no longer be satisfied, the deadline passed, or
-// only non-ring ops are left (the caller then sleeps on the completion ring).
+// The designated ring waiter: one thread at a time sleeps until the ring
+// has completions (ppoll on the ring's fd) and reaps them itself, instead
+// of a reaper thread reaping and waking it through the completion ring's
+// condition variable (two context switches per wake-up). While it sleeps,
+// the ring's eventfd is muted (the reaper stays asleep), and anything else
+// that makes its wait end — a completion another thread pushes, a producer
+// that goes away, a destroy — kicks it through the backend's kick eventfd,
+// which stays readable until the waiter's next prepare_wait(). Returns when
+// `min` entries are present, the wait can no longer be satisfied, the
+// deadline passed, or only non-ring ops are left (the caller then sleeps on
+// the completion ring).
 void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept {
     bool expected = false;
     if (!ring_waiter_.compare_exchange_strong(expected, true)) return;  // another thread is it
@@ -727,6 +729,7 @@ void context::sleep_in_ring(unsigned min, const struct timespec *deadline) noexc
     for (;;) {
         preferred_->reap();
         if (done() || (deadline && passed(*deadline))) break;
+        preferred_->prepare_wait();  // a kick after this wakes the sleep below
         ring_sleeping_.store(true, std::memory_order_relaxed);
         std::atomic_thread_fence(std::memory_order_seq_cst);
         if (preferred_->ready() || done()) {

@@ -159,7 +159,6 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
     }
     ring_ok_ = true;
     cq_entries_ = p.cq_entries;
-    ext_arg_ = (p.features & IORING_FEAT_EXT_ARG) != 0;
     library_fds::add(ring_.ring_fd);
 
     // Not io_uring_get_probe_ring(): it hides the register call's errno
@@ -188,6 +187,13 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
         release_ring();
         return rc;
     }
+
+    // The designated waiter's wake-up (kick): an eventfd it polls beside
+    // the ring (a write stays readable until the waiter reads it, so a kick
+    // cannot be lost the way a no-op's completion can: another thread
+    // reaping the CQ may consume that before the waiter looks).
+    kick_fd_ = static_cast<int>(raw_syscall6(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK, 0, 0, 0, 0));
+    library_fds::add(kick_fd_);  // ignores -1; without it, waiters sleep on the completion ring
 
     if (lazy) return 0;  // the first punt starts the reaper
     if (int err = start_reaper(); err < 0) {
@@ -698,11 +704,15 @@ unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
     }
 }
 
+void uring_backend::prepare_wait() noexcept {
+    uint64_t v;
+    if (kick_fd_ >= 0)  // consume earlier kicks: a kick from now on stays pending
+        raw_syscall6(SYS_read, static_cast<uint64_t>(kick_fd_), reinterpret_cast<uint64_t>(&v), 8, 0, 0, 0);
+}
+
 int uring_backend::wait_completions(const struct timespec *deadline) noexcept {
-    if (!ext_arg_ && deadline) return -EOPNOTSUPP;
-    __kernel_timespec ts{};
-    io_uring_getevents_arg arg{};
-    unsigned flags = IORING_ENTER_GETEVENTS;
+    if (kick_fd_ < 0) return -EOPNOTSUPP;
+    struct timespec rel{};
     if (deadline) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -711,26 +721,22 @@ int uring_backend::wait_completions(const struct timespec *deadline) noexcept {
         if (sec > kMaxSec) sec = kMaxSec;
         const int64_t ns = sec * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
         if (ns <= 0) return -ETIME;
-        ts.tv_sec = ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        arg.ts = reinterpret_cast<uint64_t>(&ts);
-        flags |= IORING_ENTER_EXT_ARG;
+        rel.tv_sec = static_cast<time_t>(ns / 1000000000);
+        rel.tv_nsec = static_cast<long>(ns % 1000000000);
     }
-    const long r = raw_syscall6(SYS_io_uring_enter, static_cast<uint64_t>(ring_.ring_fd), 0, 1, flags,
-                                deadline ? reinterpret_cast<uint64_t>(&arg) : 0, deadline ? sizeof arg : 0);
+    // The ring's fd is readable while its CQ holds completions; the kick
+    // eventfd while a kick is pending.
+    struct pollfd pfd[2] = {{ring_.ring_fd, POLLIN, 0}, {kick_fd_, POLLIN, 0}};
+    const long r = raw_syscall6(SYS_ppoll, reinterpret_cast<uint64_t>(pfd), 2,
+                                deadline ? reinterpret_cast<uint64_t>(&rel) : 0, 0, 0, 0);
+    if (r == 0) return -ETIME;
     return r < 0 ? static_cast<int>(r) : 0;
 }
 
 void uring_backend::kick() noexcept {
-    // A no-op whose completion wakes the thread in io_uring_enter (and is
-    // ignored by whoever drains it).
-    std::lock_guard lk(sq_mu_);
-    if (io_uring_sqe *sqe = get_sqe_locked()) {
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data64(sqe, kTagIgnore);
-        ++pending_submit_;
-        submit_locked();
-    }
+    const uint64_t one = 1;
+    if (kick_fd_ >= 0)
+        raw_syscall6(SYS_write, static_cast<uint64_t>(kick_fd_), reinterpret_cast<uint64_t>(&one), 8, 0, 0, 0);
 }
 
 void *uring_backend::reaper_main(void *arg) noexcept {
@@ -847,6 +853,11 @@ void uring_backend::release_ring() noexcept {
         close(efd_);
     }
     efd_ = -1;
+    if (kick_fd_ >= 0) {
+        library_fds::remove(kick_fd_);
+        close(kick_fd_);
+    }
+    kick_fd_ = -1;
     ring_ok_ = false;
 }
 

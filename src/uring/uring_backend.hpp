@@ -51,7 +51,10 @@ public:
     int punt(op_slot *slot, bool atomic) noexcept override;
     unsigned punt_plugged(op_slot *const *slots, unsigned n) noexcept override;
     bool has_inflight() const noexcept override { return inring_count_.peek() != 0; }
+    void prepare_wait() noexcept override;
     int wait_completions(const struct timespec *deadline) noexcept override;
+    /// Writes the kick eventfd (no SQE, no lock: a no-op's completion could
+    /// be reaped by another thread before the waiter looks at the CQ).
     void kick() noexcept override;
     int punt_linked(op_slot *slot, linked_ops *lo) noexcept override;
     bool supports_opcode(uint32_t opcode) const noexcept;
@@ -149,6 +152,7 @@ private:
     unsigned muted_ = 0;
     pthread_t reaper_{};
     int efd_ = -1;                 ///< completion eventfd the reaper sleeps on
+    int kick_fd_ = -1;             ///< wakes the designated waiter (kick())
     /// The reaper runs (set once under reaper_mu_, release; cleared by stop()).
     std::atomic<bool> reaper_started_{false};
     std::mutex reaper_mu_;
@@ -156,7 +160,6 @@ private:
     /// Unmaps the ring and closes its eventfd (whichever exist).
     void release_ring() noexcept;
     std::atomic<bool> stopping_{false};
-    bool ext_arg_ = false;  ///< io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG)
 };
 
 }  // namespace asys::internal

@@ -63,7 +63,7 @@ struct outcome {
                 if (done) return false;
             }
             const long nr = blocked_syscall(wait_tid());
-            if (nr == SYS_futex || nr == SYS_io_uring_enter) return true;
+            if (nr == SYS_futex || nr == SYS_ppoll) return true;
             sched_yield();
         }
         return false;

@@ -205,7 +205,7 @@ private:
     int finish_wait(int n) noexcept;
     std::atomic<uint32_t> callers_{0};        ///< threads in a caller_scope
     std::atomic<bool> ring_waiter_{false};    ///< a thread is the designated ring waiter
-    std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) in io_uring_enter
+    std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) asleep in wait_completions()
     std::atomic<unsigned> ring_sleeper_need_{0};  ///< its min, if it has no deadline (else 0)
     void wake_hopeless_ring_sleeper() noexcept;
     /// Counts a window's ops (inline or punted) and empties it.

@@ -355,6 +355,7 @@ struct nested_cb {
     std::atomic<int> wait_rc{1};
     long nop_res = 0;
     std::atomic<pid_t> ran_on{0};
+    std::atomic<bool> finished{false};
 };
 void nested_callback(const asys_cqe *, void *arg) {
     auto *n = static_cast<nested_cb *>(arg);
@@ -367,6 +368,7 @@ void nested_callback(const asys_cqe *, void *arg) {
     asys_cqe c;
     n->wait_rc = asys_wait(n->ctx, 0, &zero, &c, 1);
     n->cancel_rc = asys_cancel(n->ctx, 42);
+    n->finished = true;
 }
 }  // namespace
 
@@ -392,6 +394,11 @@ TEST(Review17, CallbackOnTheWaiterSubmitsWaitsAndCancelsTheAwaitedOp) {
         ASSERT_TRUE(w.wait_done(20));
     }
     t.join();
+    // The waiter can return as soon as asys_cancel posts op 42's cqe, before
+    // the callback (on a pool worker) gets back from asys_cancel.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!n.finished.load() && std::chrono::steady_clock::now() < until) sched_yield();
+    ASSERT_TRUE(n.finished.load()) << "the callback never returned from asys_cancel";
     EXPECT_EQ(n.submit_rc.load(), ASYS_DONE);
     EXPECT_EQ(n.nop_res, 11);
     EXPECT_EQ(n.wait_rc.load(), 0);

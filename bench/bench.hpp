@@ -52,6 +52,14 @@ struct options {
     bool full = false;       // --full: longer rounds and bigger files (else --quick)
     std::string csv_file;    // --csv FILE
     std::string plot_file;   // --plot FILE.png
+    std::vector<std::string> only;  // --only: the tables to run (empty: all)
+    /// True when --only is empty or names this table.
+    bool runs(const char *table) const {
+        if (only.empty()) return true;
+        for (const auto &t : only)
+            if (t == table) return true;
+        return false;
+    }
 };
 
 /// The options of this run (main.cpp), for families that scale with --full.

@@ -202,6 +202,10 @@ int main(int argc, char **argv) {
     app.add_flag("--full", o.full, "longer rounds and bigger files, for figures to publish")->excludes(quick_flag);
     app.add_option("--csv", o.csv_file, "also write every figure to this CSV file");
     app.add_option("--plot", o.plot_file, "draw the ratios per workload and peer into this PNG (gnuplot)");
+    app.add_option("--only", o.only, "run only these tables (repeat or comma-separate)")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"cached", "coroutines", "hol", "sched", "direct", "metadata", "fio", "scale",
+                               "threadlets"}));
     CLI11_PARSE(app, argc, argv);
     // --quick (the default) shortens what the user did not set; --full lengthens it.
     auto unset = [&](const char *name) { return app.count(name) == 0; };
@@ -269,58 +273,70 @@ int main(int argc, char **argv) {
                info.reason);
     std::fflush(stdout);
 
-    size_t cursor = 0;
-    for (unsigned r = 0; r < o.rounds; ++r)
+    if (o.runs("cached")) {
+        size_t cursor = 0;
+        for (unsigned r = 0; r < o.rounds; ++r)
+            for (auto &m : ms) {
+                progress(fmt::format("cached reads: round {}/{}: {}", r + 1, o.rounds, m.name));
+                double cpu = 0;
+                m.ns.push_back(measure(m, w, cursor, o.round_ms, &cpu));
+                m.cpu_ns.push_back(cpu);
+            }
+        progress("");
+
+        asys_stats sst;
+        asys_ctx_stats(g_ctx, &sst);
+
+        const double base = median(ms[0].ns);
+        fmt::print("asys-bench: cached 4 KiB random reads, {} MiB file on {}, {} interleaved rounds "
+                   "(median)\n\n", o.size_mib, o.file, o.rounds);
+        fmt::print("{:<30} {:>10} {:>10} {:>8}   {}\n", "method", "ns/op", "CPU ns/op", "x pread", "note");
+        fmt::print("{:-<30} {:->10} {:->10} {:->8}   {:-<30}\n", "", "", "", "", "");
         for (auto &m : ms) {
-            progress(fmt::format("cached reads: round {}/{}: {}", r + 1, o.rounds, m.name));
-            double cpu = 0;
-            m.ns.push_back(measure(m, w, cursor, o.round_ms, &cpu));
-            m.cpu_ns.push_back(cpu);
+            double med = median(m.ns), cpu = median(m.cpu_ns);
+            fmt::print("{:<30} {:>10.0f} {:>10.0f} {:>8.2f}   {}\n", m.name, med, cpu, med / base, m.note);
+            record({"cached 4 KiB read", m.name, 1e9 / med, cpu, base / med, "pread"});
         }
-    progress("");
-
-    asys_stats sst;
-    asys_ctx_stats(g_ctx, &sst);
-
-    const double base = median(ms[0].ns);
-    fmt::print("asys-bench: cached 4 KiB random reads, {} MiB file on {}, {} interleaved rounds "
-               "(median)\n\n", o.size_mib, o.file, o.rounds);
-    fmt::print("{:<30} {:>10} {:>10} {:>8}   {}\n", "method", "ns/op", "CPU ns/op", "x pread", "note");
-    fmt::print("{:-<30} {:->10} {:->10} {:->8}   {:-<30}\n", "", "", "", "", "");
-    for (auto &m : ms) {
-        double med = median(m.ns), cpu = median(m.cpu_ns);
-        fmt::print("{:<30} {:>10.0f} {:>10.0f} {:>8.2f}   {}\n", m.name, med, cpu, med / base, m.note);
-        record({"cached 4 KiB read", m.name, 1e9 / med, cpu, base / med, "pread"});
+        if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
+        asys_stats pst;
+        asys_ctx_stats(g_pool_ctx, &pst);
+        fmt::print("\nasys backend: {}; io-wq cap {}, {} pool workers\n", info.reason,
+                   info.iowq_max_workers, info.workers);
+        fmt::print("asys paths: {} inline, {} punted after probe, {} punted direct, {} ring + {} pool "
+                   "completions\n", sst.done_inline + pst.done_inline, sst.punted_probe + pst.punted_probe,
+                   sst.punted_direct + pst.punted_direct, sst.completed_uring + pst.completed_uring,
+                   sst.completed_pool + pst.completed_pool);
     }
-    if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
-    asys_stats pst;
-    asys_ctx_stats(g_pool_ctx, &pst);
-    fmt::print("\nasys backend: {}; io-wq cap {}, {} pool workers\n", info.reason,
-               info.iowq_max_workers, info.workers);
-    fmt::print("asys paths: {} inline, {} punted after probe, {} punted direct, {} ring + {} pool "
-               "completions\n", sst.done_inline + pst.done_inline, sst.punted_probe + pst.punted_probe,
-               sst.punted_direct + pst.punted_direct, sst.completed_uring + pst.completed_uring,
-               sst.completed_pool + pst.completed_pool);
 
-    progress("C++ coroutines");
-    coroutine_tables(o, w);
-    if (!o.skip_hol) {
+    if (o.runs("coroutines")) {
+        progress("C++ coroutines");
+        coroutine_tables(o, w);
+    }
+    if (!o.skip_hol && o.runs("hol")) {
         progress("head-of-line table");
         head_of_line_table(o, w);
+    }
+    if (!o.skip_hol && o.runs("sched")) {
         progress("scheduling table");
         scheduling_table(o, w, have_uring);
     }
-    if (!o.skip_direct) {
+    if (!o.skip_direct && o.runs("direct")) {
         progress("O_DIRECT tables");
         direct_tables(o, have_uring);
     }
-    progress("open + statx + close");
-    metadata_table(o);
-    progress("fio");
-    fio_tables(o);
-    progress("100k in flight");
-    scale_table();
-    threadlet_table(o, w);
+    if (o.runs("metadata")) {
+        progress("open + statx + close");
+        metadata_table(o);
+    }
+    if (o.runs("fio")) {
+        progress("fio");
+        fio_tables(o);
+    }
+    if (o.runs("scale")) {
+        progress("100k in flight");
+        scale_table();
+    }
+    if (o.runs("threadlets")) threadlet_table(o, w);
     progress("");
     if (g_progress_shown) fmt::print(stderr, "\r\033[K");
 

@@ -5,7 +5,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -53,6 +55,16 @@ asys_op threadlet_op(asys_threadlet_fn fn, void *arg, long *ret, uint64_t user_d
     op.ret_ptr = ret;
     op.user_data = user_data;
     return op;
+}
+
+// Submits a threadlet and, if it parked, drives the context until it ends.
+void run_to_end(asys_ctx *ctx, asys_op &op) {
+    const int rc = asys_submit(ctx, &op);
+    ASSERT_TRUE(rc == ASYS_DONE || rc == 0) << rc;
+    if (rc == ASYS_DONE) return;
+    asys_cqe cqe{};
+    struct timespec ts{30, 0};
+    ASSERT_EQ(asys_wait(ctx, 1, &ts, &cqe, 1), 1);
 }
 
 bool readable(int fd, int timeout_ms) {
@@ -350,6 +362,104 @@ TEST(Threadlet, AsysCallOutsideAThreadletIsThePlainCall) {
     EXPECT_EQ(asys_call(SYS_gettid), gettid_now());
     EXPECT_EQ(asys_call(-5), -ENOSYS);
     EXPECT_EQ(errno, 1234);
+}
+
+// asys_call reads six arguments like syscall(2), the sixth from the stack:
+// pwritev2's flags (RWF_APPEND) must reach the kernel, outside a threadlet
+// and inside one.
+TEST(Threadlet, AsysCallPassesTheSixthArgument) {
+    ctx_guard ctx;
+    temp_dir d;
+    const int fd = make_file(d.file("f"), 8);
+    ASSERT_GE(fd, 0);
+    struct args {
+        int fd;
+        char byte;
+        long rc = 0;
+    };
+    auto append = [](void *a) -> long {
+        auto *x = static_cast<args *>(a);
+        iovec v{&x->byte, 1};
+        x->rc = asys_call(SYS_pwritev2, x->fd, &v, 1, 0, 0, RWF_APPEND);
+        return x->rc;
+    };
+    args outside{fd, 'o'};
+    EXPECT_EQ(append(&outside), 1);
+    args inside{fd, 'i'};
+    long ret = 0;
+    asys_op op = threadlet_op(append, &inside, &ret);
+    run_to_end(ctx, op);
+    EXPECT_EQ(ret, 1);
+    struct stat st;
+    ASSERT_EQ(fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_size, 10) << "RWF_APPEND was lost: the byte went to offset 0";
+    char tail[2] = {};
+    ASSERT_EQ(pread(fd, tail, 2, 8), 2);
+    EXPECT_EQ(tail[0], 'o');
+    EXPECT_EQ(tail[1], 'i');
+    close(fd);
+}
+
+// read and pread64 take a short way inside a threadlet (straight to the
+// probe); every edge gives the plain call's result.
+TEST(Threadlet, ReadAndPreadEdgeCasesMatchTheSystemCall) {
+    ctx_guard ctx;
+    temp_dir d;
+    const int fd = make_file(d.file("f"), 3 * 4096);
+    ASSERT_GE(fd, 0);
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    ASSERT_EQ(write(p[1], "xy", 2), 2);
+    const int closed = dup(fd);
+    ASSERT_GE(closed, 0);
+    close(closed);
+    static char buf[4096];
+    struct call {
+        long nr;
+        long a0, a1, a2, a3;
+    };
+    const std::vector<call> calls = {
+        {SYS_pread64, fd, reinterpret_cast<long>(buf), 4096, -1},          // EINVAL
+        {SYS_pread64, fd, reinterpret_cast<long>(buf), 4096, 2 * 4096 + 100},  // short, at EOF
+        {SYS_pread64, fd, reinterpret_cast<long>(buf), 4096, 1L << 40},    // past EOF: 0
+        {SYS_pread64, fd, 0, 4096, 0},                                       // NULL buffer: EFAULT
+        {SYS_pread64, fd, reinterpret_cast<long>(buf), 0, 0},               // length 0
+        {SYS_pread64, fd, reinterpret_cast<long>(buf), (1L << 32) + 4096, 2 * 4096},  // > 4 GiB, near EOF
+        {SYS_pread64, closed, reinterpret_cast<long>(buf), 4096, 0},        // EBADF
+        {SYS_pread64, p[0], reinterpret_cast<long>(buf), 1, 0},             // ESPIPE
+        {SYS_read, p[0], reinterpret_cast<long>(buf), 1, 0},                // a pipe byte
+        {SYS_read, fd, reinterpret_cast<long>(buf), 4096, 0},               // at the file position
+        {SYS_read, -1, reinterpret_cast<long>(buf), 1, 0},                  // EBADF
+    };
+    struct run {
+        const std::vector<call> *calls;
+        std::vector<long> res;
+    } r{&calls, {}};
+    auto fn = [](void *a) -> long {
+        auto *x = static_cast<run *>(a);
+        for (const call &c : *x->calls) x->res.push_back(asys_call(c.nr, c.a0, c.a1, c.a2, c.a3));
+        return 0;
+    };
+    long ret = -1;
+    ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+    asys_op op = threadlet_op(fn, &r, &ret);
+    run_to_end(ctx, op);
+    ASSERT_EQ(r.res.size(), calls.size());
+    // The plain calls, from the same state: the pipe holds "xy" again, the
+    // file position is back at 0.
+    ASSERT_EQ(write(p[1], "x", 1), 1);
+    ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+    ASSERT_EQ(read(p[0], buf, 1), 1);  // the 'y' the threadlet left
+    ASSERT_EQ(write(p[1], "y", 1), 1);
+    for (size_t i = 0; i < calls.size(); ++i) {
+        const call &c = calls[i];
+        const long plain = syscall(c.nr, c.a0, c.a1, c.a2, c.a3);
+        EXPECT_EQ(r.res[i], plain < 0 ? -errno : plain) << "call " << i;
+    }
+    EXPECT_EQ(ret, 0);
+    close(p[0]);
+    close(p[1]);
+    close(fd);
 }
 
 TEST(Threadlet, ThreadSelfCallsRunOnTheOwnerThread) {

@@ -242,24 +242,8 @@ long nowait_preadv2(const read_req &rq, const iovec *iov, unsigned cnt) noexcept
 // READ and PREAD: one buffer, at most two segments (the guard's scratch
 // byte and the rest), no copy of an array.
 attempt probe_read_single(const asys_op &op, bool buffered, long *res) noexcept {
-    read_req rq{static_cast<int>(op.args[0]), -1, 0, op.args[2], false, op.args[1]};
-    if (op.opcode == ASYS_OP_PREAD) {
-        rq.off = static_cast<int64_t>(op.args[3]);
-        if (rq.off < 0) return attempt::not_tried;  // EINVAL later
-    }
-    // Past MAX_RW_COUNT the call checks more, and such a read is no cached
-    // block: the backend runs the call itself.
-    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
-    iovec iov[2];
-    iov[1] = iovec{reinterpret_cast<void *>(op.args[1]), rq.total};
-    bool guard = false;
-    if (!buffered) {
-        if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
-    }
-    if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], 1), res);
-    first_byte_guard g;
-    apply_guard(iov, g);
-    return after_read(rq, &g, nowait_preadv2(rq, iov, 2), res);
+    return probe_read_buffer(static_cast<int>(op.args[0]), op.args[1], op.args[2],
+                             static_cast<int64_t>(op.args[3]), op.opcode == ASYS_OP_PREAD, buffered, res);
 }
 
 // READV and PREADV: the caller's array, copied through the kernel when the
@@ -398,6 +382,25 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 }
 
 }  // namespace
+
+attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
+                          long *res) noexcept {
+    if (positional && off < 0) return attempt::not_tried;  // EINVAL, from the backend's call
+    const read_req rq{fd, positional ? off : -1, 0, len, false, buf};
+    // Past MAX_RW_COUNT the call checks more, and such a read is no cached
+    // block: the backend runs the call itself.
+    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    iovec iov[2];
+    iov[1] = iovec{reinterpret_cast<void *>(buf), rq.total};
+    bool guard = false;
+    if (!buffered) {
+        if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
+    }
+    if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], 1), res);
+    first_byte_guard g;
+    apply_guard(iov, g);
+    return after_read(rq, &g, nowait_preadv2(rq, iov, 2), res);
+}
 
 bool direct_hint_skips_probe(int fd) noexcept {
     if (static_cast<unsigned>(fd) >= kHintFds || !g_direct_refused[fd].load(std::memory_order_relaxed))

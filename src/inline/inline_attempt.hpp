@@ -1,6 +1,8 @@
 // The inline path: try an op on the caller's thread without blocking.
 // Each op class has its own nonblocking probe (see docs/router.md).
 #pragma once
+#include <cstdint>
+
 #include "asys/asys.h"
 
 namespace asys::internal {
@@ -22,6 +24,12 @@ enum class attempt : unsigned char {
 /// fd was not in direct mode.
 attempt try_inline(const asys_op &op, bool buffered, long *res,
                    bool *proved_buffered = nullptr) noexcept;
+
+/// READ (`positional` false: at the file position) and PREAD (at `off`) of
+/// one buffer, probed exactly as try_inline probes those ops, for callers
+/// that have no asys_op (asys_call's common case).
+attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
+                          long *res) noexcept;
 
 /// True when a read of this fd should skip the probe and go to a backend
 /// untouched: a guarded probe of this fd number was refused by direct I/O

@@ -308,23 +308,40 @@ void op_for_call(asys_op &op, long nr, const uint64_t (&a)[6]) noexcept {
 }
 
 long threadlet_call(threadlet *t, long nr, const uint64_t (&args)[6]) noexcept {
-    if (runs_on_owner(nr, args)) return raw_syscall(nr, args);
-    asys_op op;
-    op_for_call(op, nr, args);
     context &c = *t->ctx;
-    uint32_t f = t->flags & (ASYS_F_NOWAIT | ASYS_F_ATOMIC | ASYS_F_ASYNC | ASYS_F_SYNC | ASYS_F_BUFFERED);
-    op.flags = f;
-    if (int rc = validate_op(&op)) return rc;
-    if (f & ASYS_F_SYNC) return execute_op(op.opcode, op.nr, op.args);
-    const bool atomic = f & ASYS_F_ATOMIC;
-
+    const uint32_t f = t->flags & (ASYS_F_NOWAIT | ASYS_F_ATOMIC | ASYS_F_ASYNC | ASYS_F_SYNC | ASYS_F_BUFFERED);
+    const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
+    asys_op op;
     long res = 0;
     attempt a = attempt::not_tried;
-    if (!(f & ASYS_F_ASYNC)) {
-        const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
-        a = try_inline(op, buffered, &res);
+    if ((nr == SYS_pread64 || nr == SYS_read) && !(f & (ASYS_F_SYNC | ASYS_F_ASYNC))) {
+        // The common calls go straight to the probe try_inline would run:
+        // read and pread64 are allowed, run on any thread, and as ops (no
+        // flags, callback or number of their own) pass validate_op whatever
+        // their arguments.
+        const bool positional = nr == SYS_pread64;
+        a = probe_read_buffer(static_cast<int>(args[0]), args[1], args[2], static_cast<int64_t>(args[3]),
+                              positional, buffered, &res);
         if (a == attempt::done) return res;
+        op = asys_op{};
+        op.opcode = positional ? ASYS_OP_PREAD : ASYS_OP_READ;
+        op.args[0] = args[0];
+        op.args[1] = args[1];
+        op.args[2] = args[2];
+        if (positional) op.args[3] = args[3];
+        op.flags = f;
+    } else {
+        if (runs_on_owner(nr, args)) return raw_syscall(nr, args);
+        op_for_call(op, nr, args);  // zeroes op first
+        op.flags = f;
+        if (int rc = validate_op(&op)) return rc;
+        if (f & ASYS_F_SYNC) return execute_op(op.opcode, op.nr, op.args);
+        if (!(f & ASYS_F_ASYNC)) {
+            a = try_inline(op, buffered, &res);
+            if (a == attempt::done) return res;
+        }
     }
+    const bool atomic = f & ASYS_F_ATOMIC;
     if (f & ASYS_F_NOWAIT) return a == attempt::partial ? res : -EAGAIN;
     // A read partly done inline: the rest is read while the threadlet is
     // parked, and it sees one result (vectored reads return the short count).

@@ -36,10 +36,9 @@ __attribute__((no_sanitize("address"))) void read_args(va_list ap, uint64_t (&a)
 
 }  // namespace
 
-extern "C" {
+namespace {
 
-long asys_call(long nr, ...) {
-    ASYS_VA_ARGS6(nr, a);
+long call_with(long nr, const uint64_t (&a)[6]) noexcept {
     if (asys::internal::threadlet *t = asys::internal::current_threadlet()) {
         const asys::internal::errno_keeper keep;
         if (!(t->tflags & ASYS_THREADLET_TRANSPARENT)) return asys::internal::threadlet_call(t, nr, a);
@@ -53,6 +52,42 @@ long asys_call(long nr, ...) {
     }
     return asys::internal::raw_syscall(nr, a);
 }
+
+}  // namespace
+
+#if defined(__x86_64__)
+// asys_call is variadic in the header, like syscall(2). On x86-64 a variadic
+// call passes nr and the first five arguments in the same registers as a
+// call of a function with seven long parameters, and the sixth at the same
+// stack slot, so asys_call is that function under its public name: no
+// va_list walk (a sixth of the call's user-space instructions). Like
+// syscall(2), it reads all six whatever the caller passed; the kernel
+// ignores the ones a call does not take.
+extern "C" __attribute__((visibility("hidden"))) long asys_call_regs(long nr, long a0, long a1, long a2, long a3,
+                                                                      long a4, long a5) {
+    const uint64_t a[6] = {static_cast<uint64_t>(a0), static_cast<uint64_t>(a1), static_cast<uint64_t>(a2),
+                           static_cast<uint64_t>(a3), static_cast<uint64_t>(a4), static_cast<uint64_t>(a5)};
+    return call_with(nr, a);
+}
+asm(".text\n"
+    ".globl asys_call\n"
+    ".type asys_call, @function\n"
+    "asys_call:\n"
+    "  .cfi_startproc\n"
+    "  endbr64\n"
+    "  jmp asys_call_regs\n"
+    "  .cfi_endproc\n"
+    ".size asys_call, .-asys_call\n");
+#endif
+
+extern "C" {
+
+#if !defined(__x86_64__)
+long asys_call(long nr, ...) {
+    ASYS_VA_ARGS6(nr, a);
+    return call_with(nr, a);
+}
+#endif
 
 int asys_threadlet_flags(void) {
     const asys::internal::threadlet *t = asys::internal::current_threadlet();

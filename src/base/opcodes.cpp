@@ -27,15 +27,19 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) no
     }
 }
 
-bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
+bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res, bool *whole_again) noexcept {
     const bool vectored = opcode == ASYS_OP_READV || opcode == ASYS_OP_PREADV;
     if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD && !vectored) || res <= 0) return false;
     if (!vectored && static_cast<uint64_t>(res) >= a[2]) return false;
     struct stat st;
     if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0, 0,
                      0, 0) != 0 ||
-        !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1)
+        !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 || minor(st.st_rdev) == 11)
         return false;
+    if (whole_again) {
+        const unsigned m = minor(st.st_rdev);
+        *whole_again = m == 5 || m == 7 || m == 8 || m == 9;
+    }
     if (!vectored) return true;
     // A vector: short of its total (as the call caps it, MAX_RW_COUNT), read
     // through the kernel (the array is the caller's and may be bad; it was

@@ -123,8 +123,12 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res)
 /// if the descriptor is a memory device (/dev/zero, /dev/urandom: major 1),
 /// whose read the ring's nonblocking first attempt may stop after a page
 /// where read(2) fills the buffer; the rest is then read on the pool.
-/// (fstat; only asked on short ring reads.)
-bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+/// Not /dev/kmsg (minor 11), whose reads return one record each. When
+/// `whole_again` is given, it is set when reading the whole request again
+/// gives read(2)'s result and effect too: a device with no file position
+/// (zero, full, random, urandom). (fstat; only asked on short ring reads.)
+bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res,
+                               bool *whole_again = nullptr) noexcept;
 
 /// The scheduling class of generic system call `nr`: the class of the
 /// opcode that makes the same call, else its row in the table of known

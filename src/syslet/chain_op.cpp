@@ -77,6 +77,15 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
             resume = at;
             break;
         }
+        bool whole_again = false;
+        if (!cancelled && transfers(e.opcode) && r > 0 && r < static_cast<long>(e.args[2]) &&
+            ring_short_read_to_finish(e.opcode, e.args, r, &whole_again) && whole_again) {
+            // A memory device's read the ring stopped early (its first,
+            // nonblocking attempt yields the CPU after a page): the
+            // interpreter reads it again, whole, as read(2) would have.
+            resume = at;
+            break;
+        }
         if (at->ret_ptr) *at->ret_ptr = r;
         last = at;
         last_res = r;

@@ -45,9 +45,7 @@ int asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out) {
 
 int asys_submit(asys_ctx *ctx, const struct asys_op *op) {
     ASYS_CTX_OR_RETURN(ctx);
-    int rc = asys::internal::validate_op(op);
-    if (rc) return rc;
-    return asys::internal::route(*c, *op);
+    return asys::internal::submit(*c, op);
 }
 
 int asys_submit_batch(asys_ctx *ctx, const struct asys_op *ops, unsigned n, int *status) {

@@ -97,6 +97,61 @@ bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
     return b.seek_ok;
 }
 
+// Room, without deadlocking on a batch's window: ops waiting in it hold
+// room that only their enter can free, so a batch that runs out enters the
+// kernel for them first.
+int reserve_room_for(context &c, batch_route *batch, bool nonblocking) noexcept {
+    if (batch && batch->w->n) {
+        const int rc = c.reserve_room(true, /*count_rejected=*/false);
+        if (rc != -EAGAIN) return rc;
+        c.enter_window(*batch->w);
+    }
+    return c.reserve_room(nonblocking);
+}
+
+// The rest of an op's route once its inline attempt (if any) did not finish
+// it: `f` are its effective flags, `a` and `res` what the attempt said.
+int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, attempt a, long res,
+                    batch_route *batch) noexcept {
+    const bool atomic = f & ASYS_F_ATOMIC;
+    if (f & ASYS_F_NOWAIT) {
+        if (a == attempt::partial) return finish_inline(c, op, res, reserved);
+        if (reserved) c.release_room(1);
+        return -EAGAIN;
+    }
+
+    if (!reserved) {
+        int rc = reserve_room_for(c, batch, atomic);
+        if (rc) {
+            // Bytes already read inline are never dropped: deliver the short
+            // count now rather than fail.
+            if (a == attempt::partial) return finish_inline(c, op, res, false);
+            return rc;
+        }
+    }
+    op_slot *s = c.new_slot(op);
+    if (a == attempt::partial) s->done = static_cast<uint32_t>(res);  // a short read: <= MAX_RW_COUNT
+    const bool direct = a == attempt::not_tried || a == attempt::refused;
+    s->direct = direct;
+    // A positional read the probe got EAGAIN or a refusal for: the fd takes
+    // positional reads (a stream would have said ESPIPE first).
+    s->seekable = (a == attempt::would_block || a == attempt::refused) &&
+                  (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
+    const unsigned s_class = s->sched;
+    // After punt() succeeds the slot may already be completed and reused.
+    int rc = c.punt(s, atomic);
+    if (rc) {
+        // Bytes already read inline are never dropped: deliver the short
+        // count now, keeping the room for its cqe if it needs one.
+        const bool partial = a == attempt::partial;
+        c.abandon_slot(s, /*keep_room=*/partial && reserved);
+        if (partial) return finish_inline(c, op, res, reserved);
+        return rc;
+    }
+    c.cnt.count_punt(s_class, direct);
+    return 0;
+}
+
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     uint32_t f = op.flags;
     if (!(f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT))) {
@@ -118,23 +173,11 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         }
         if (!to_window && batch->w->n) c.enter_window(*batch->w);
     }
-    // Room, without deadlocking on the window: ops waiting in it hold room
-    // that only their enter can free, so a batch that runs out enters the
-    // kernel for them first.
-    auto reserve = [&](bool nonblocking) {
-        if (batch && batch->w->n) {
-            const int rc = c.reserve_room(true, /*count_rejected=*/false);
-            if (rc != -EAGAIN) return rc;
-            c.enter_window(*batch->w);
-        }
-        return c.reserve_room(nonblocking);
-    };
-
     // Room first when an inline finish must post a cqe, so that a full ring
     // is reported before anything runs.
     bool reserved = false;
     if (needs_cqe_inline(op)) {
-        int rc = reserve(atomic || (f & ASYS_F_NOWAIT));
+        int rc = reserve_room_for(c, batch, atomic || (f & ASYS_F_NOWAIT));
         if (rc) return rc;
         reserved = true;
     }
@@ -179,47 +222,38 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         if (!skip) a = try_inline(op, buffered, &res);
         if (a == attempt::done) return finish_inline(c, op, res, reserved);
     }
-    if (f & ASYS_F_NOWAIT) {
-        if (a == attempt::partial) return finish_inline(c, op, res, reserved);
-        if (reserved) c.release_room(1);
-        return -EAGAIN;
-    }
-
-    if (!reserved) {
-        int rc = reserve(atomic);
-        if (rc) {
-            // Bytes already read inline are never dropped: deliver the short
-            // count now rather than fail.
-            if (a == attempt::partial) return finish_inline(c, op, res, false);
-            return rc;
-        }
-    }
-    op_slot *s = c.new_slot(op);
-    if (a == attempt::partial) s->done = static_cast<uint32_t>(res);  // a short read: <= MAX_RW_COUNT
-    const bool direct = a == attempt::not_tried || a == attempt::refused;
-    s->direct = direct;
-    // A positional read the probe got EAGAIN or a refusal for: the fd takes
-    // positional reads (a stream would have said ESPIPE first).
-    s->seekable = (a == attempt::would_block || a == attempt::refused) &&
-                  (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
-    const unsigned s_class = s->sched;
-    // After punt() succeeds the slot may already be completed and reused.
-    int rc = c.punt(s, atomic);
-    if (rc) {
-        // Bytes already read inline are never dropped: deliver the short
-        // count now, keeping the room for its cqe if it needs one.
-        const bool partial = a == attempt::partial;
-        c.abandon_slot(s, /*keep_room=*/partial && reserved);
-        if (partial) return finish_inline(c, op, res, reserved);
-        return rc;
-    }
-    c.cnt.count_punt(s_class, direct);
-    return 0;
+    return route_attempted(c, op, f, reserved, a, res, batch);
 }
 
 }  // namespace
 
 int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
+
+int submit(context &c, const asys_op *op) noexcept {
+    // The common op: a READ or PREAD with a ret_ptr and no flag but
+    // BUFFERED. These checks are all validate_op asks of it, and route()
+    // would probe it at once (no room to reserve: no cqe for an inline
+    // finish), so the probe runs here and only a read it did not finish
+    // takes the general route.
+    if (op && reinterpret_cast<uintptr_t>(op) % alignof(asys_op) == 0 &&
+        (op->opcode == ASYS_OP_PREAD || op->opcode == ASYS_OP_READ) && (op->flags & ~uint32_t{ASYS_F_BUFFERED}) == 0 &&
+        op->ret_ptr && !op->callback && !op->cb_arg && !op->nr && !op->reserved[0] && !op->deadline_ns) {
+        const unsigned cf = c.ctx_flags();
+        if (!(cf & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER))) {
+            const bool buffered = (op->flags & ASYS_F_BUFFERED) || (cf & ASYS_CTX_NO_ODIRECT);
+            const int fd = static_cast<int>(op->args[0]);
+            if (buffered || !direct_hint_skips_probe(fd)) {
+                long res = 0;
+                const attempt a = probe_read_buffer(fd, op->args[1], op->args[2], static_cast<int64_t>(op->args[3]),
+                                                    op->opcode == ASYS_OP_PREAD, buffered, &res);
+                if (a == attempt::done) return finish_inline(c, *op, res, false);
+                return route_attempted(c, *op, op->flags, false, a, res, nullptr);
+            }
+        }
+    }
+    if (int rc = validate_op(op)) return rc;
+    return route(c, *op);
+}
 
 int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {
     const context::caller_scope busy(c);

@@ -32,6 +32,10 @@ const feature_ops *feature_for(uint32_t opcode) noexcept;
 /// inline with the short count rather than lose the bytes).
 int route(context &c, const asys_op &op) noexcept;
 
+/// asys_submit: validate_op, then route(); a READ or PREAD with a ret_ptr
+/// and no flag but ASYS_F_BUFFERED takes a shorter way to the same result.
+int submit(context &c, const asys_op *op) noexcept;
+
 /// asys_submit_batch: validates and routes ops in order until one is not
 /// accepted. With a preferred backend (the ring), ops it takes skip the
 /// inline attempt and enter the kernel together; those the kernel completes

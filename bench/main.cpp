@@ -274,10 +274,12 @@ int main(int argc, char **argv) {
     std::fflush(stdout);
 
     if (o.runs("cached")) {
+        // At least 5 rounds: the ratios below pair rows round by round.
+        const unsigned rounds = std::max(o.rounds, 5u);
         size_t cursor = 0;
-        for (unsigned r = 0; r < o.rounds; ++r)
+        for (unsigned r = 0; r < rounds; ++r)
             for (auto &m : ms) {
-                progress(fmt::format("cached reads: round {}/{}: {}", r + 1, o.rounds, m.name));
+                progress(fmt::format("cached reads: round {}/{}: {}", r + 1, rounds, m.name));
                 double cpu = 0;
                 m.ns.push_back(measure(m, w, cursor, o.round_ms, &cpu));
                 m.cpu_ns.push_back(cpu);
@@ -289,7 +291,7 @@ int main(int argc, char **argv) {
 
         const double base = median(ms[0].ns);
         fmt::print("asys-bench: cached 4 KiB random reads, {} MiB file on {}, {} interleaved rounds "
-                   "(median)\n\n", o.size_mib, o.file, o.rounds);
+                   "(median)\n\n", o.size_mib, o.file, rounds);
         fmt::print("{:<30} {:>10} {:>10} {:>8}   {}\n", "method", "ns/op", "CPU ns/op", "x pread", "note");
         fmt::print("{:-<30} {:->10} {:->10} {:->8}   {:-<30}\n", "", "", "", "", "");
         for (auto &m : ms) {
@@ -298,6 +300,31 @@ int main(int argc, char **argv) {
             record({"cached 4 KiB read", m.name, 1e9 / med, cpu, base / med, "pread"});
         }
         if (!have_uring) fmt::print("\n(io_uring unavailable here: its rows are omitted)\n");
+        // The ring path beside its floor: each ratio is the median of the
+        // per-round ratios of two rows measured next to each other.
+        auto row = [&](const char *name) -> const method * {
+            for (auto &m : ms)
+                if (m.name == name) return &m;
+            return nullptr;
+        };
+        const char *pairs[][3] = {
+            {"asys_submit", "preadv2(RWF_NOWAIT)", "single read, default flags, to the probe's floor"},
+            {"asys_submit BUFFERED", "preadv2(RWF_NOWAIT)", "single read, ASYS_F_BUFFERED, to the probe's floor"},
+            {"asys_submit ASYNC ring", "io_uring QD1", "QD1 through the ring, to raw io_uring QD1"},
+            {"asys_submit_batch x32", "pread x32", "batch of 32, to 32 preads"},
+            {"asys batch x32 ASYNC", "io_uring batch x32", "batch of 32 forced through the ring, to raw"},
+        };
+        fmt::print("\nrow to row (median of per-round ratios)\n");
+        for (auto &pr : pairs) {
+            const method *a = row(pr[0]), *b = row(pr[1]);
+            if (!a || !b) continue;
+            std::vector<double> r, c;
+            for (size_t k = 0; k < a->ns.size() && k < b->ns.size(); ++k) {
+                r.push_back(a->ns[k] / b->ns[k]);
+                c.push_back(a->cpu_ns[k] / b->cpu_ns[k]);
+            }
+            fmt::print("  {:<24} / {:<22} {:>6.3f}x  (CPU {:.3f}x)  {}\n", pr[0], pr[1], median(r), median(c), pr[2]);
+        }
         asys_stats pst;
         asys_ctx_stats(g_pool_ctx, &pst);
         fmt::print("\nasys backend: {}; io-wq cap {}, {} pool workers\n", info.reason,

@@ -295,8 +295,11 @@ TEST_F(Socket, AFailedReplyCancelsTheClientsOtherRequests) {
     EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }))
         << "the server still runs with the client's socket open";
     EXPECT_TRUE(eventually([&] { return stats(ctx_).inflight == 0; })) << "the 1 h timer was not cancelled";
-    // The client's sends now fail: the server shut the connection.
-    EXPECT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), -EPIPE);
+    // The client's sends now fail: the server shut the connection. Under
+    // load the 1 ms reply can fail before the server has read the second
+    // request; closing with it unread makes the kernel reset the connection.
+    const int rc = asys_sock_send(sock_, &m, nullptr, 0, -1);
+    EXPECT_TRUE(rc == -EPIPE || rc == -ECONNRESET) << rc;
 }
 
 // Defect 14: a client that shut its write side still gets every reply for

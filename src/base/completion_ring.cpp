@@ -82,8 +82,10 @@ unsigned completion_ring::pop(asys_cqe *out, unsigned max) noexcept {
 }
 
 unsigned completion_ring::size() noexcept {
-    std::lock_guard lk(mu_);
-    return count_.load(std::memory_order_relaxed);
+    // No lock: a push is ordered before whatever the caller loaded first
+    // (the producers count it decrements after pushing, seq_cst), so the
+    // acquire load sees it.
+    return count_.load(std::memory_order_acquire);
 }
 
 int completion_ring::wait(unsigned min, const struct timespec *timeout, asys_cqe *out,

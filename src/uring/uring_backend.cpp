@@ -363,15 +363,27 @@ bool uring_backend::ready() const noexcept {
            __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
 }
 
+void uring_backend::set_eventfd_enabled(bool enabled) noexcept {
+    unsigned *flags = ring_.cq.kflags;
+    if (!flags) return;  // no CQ flags (older kernels): never muted
+    if (enabled)
+        __atomic_fetch_and(flags, ~unsigned{IORING_CQ_EVENTFD_DISABLED}, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_or(flags, unsigned{IORING_CQ_EVENTFD_DISABLED}, __ATOMIC_RELAXED);
+}
+
+// No lock: the count's 0 -> 1 step disables the eventfd, its 1 -> 0 step
+// enables it. A thread's enable can race with another's disable only while
+// the count is back above 0, so the eventfd may ring for a reaping thread's
+// CQE (a spurious wake of the reaper, harmless) but is never left disabled
+// with nobody reaping: whoever brings the count to 0 enables it after.
 void uring_backend::begin_reaping() noexcept {
-    std::lock_guard lk(efd_mu_);
-    if (muted_++ == 0) io_uring_cq_eventfd_toggle(&ring_, false);
+    if (muted_.fetch_add(1, std::memory_order_acq_rel) == 0) set_eventfd_enabled(false);
 }
 
 void uring_backend::end_reaping() noexcept {
-    std::lock_guard lk(efd_mu_);
-    if (--muted_ == 0) {
-        io_uring_cq_eventfd_toggle(&ring_, true);
+    if (muted_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        set_eventfd_enabled(true);
         // Pairs with the kernel's barrier between posting a CQE and testing
         // the flag: a CQE posted unsignalled is visible to ready() after,
         // and every end_reaping() caller checks it (punt, unplug, wait).

@@ -148,8 +148,12 @@ private:
     unsigned pending_submit_ = 0;
 
     std::mutex cq_mu_;             ///< CQ head (reapers take turns)
-    std::mutex efd_mu_;            ///< the eventfd mute count and flag
-    unsigned muted_ = 0;
+    /// Threads reaping now (begin_reaping); the CQ's eventfd is disabled
+    /// while it is above 0 (the flag toggles only on 0 <-> 1).
+    std::atomic<unsigned> muted_{0};
+    /// Sets or clears IORING_CQ_EVENTFD_DISABLED with one atomic RMW (the
+    /// kernel only reads the word).
+    void set_eventfd_enabled(bool enabled) noexcept;
     pthread_t reaper_{};
     int efd_ = -1;                 ///< completion eventfd the reaper sleeps on
     int kick_fd_ = -1;             ///< wakes the designated waiter (kick())

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -37,6 +38,7 @@ using namespace asys_test;
 namespace {
 
 constexpr size_t kPage = 4096;
+constexpr size_t kPartHead = 4 * kPage;  ///< the cached head of the edge fixture's partly cached file
 
 long plain_call(long nr, long a0, long a1, long a2, long a3) {
     const long r = syscall(nr, a0, a1, a2, a3);
@@ -94,6 +96,16 @@ void drain(int fd) {
         std::vector<char> b(static_cast<size_t>(n));
         if (read(fd, b.data(), b.size()) <= 0) break;
     }
+}
+
+/// Leaves only the first `head` bytes of the (clean) file in the page cache:
+/// all of it out (a partial DONTNEED cannot split a large folio), then the
+/// head read back without readahead.
+void cache_only_the_head(int fd, size_t head) {
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    std::vector<char> b(head);
+    if (pread(fd, b.data(), head, 0) != static_cast<ssize_t>(head)) ADD_FAILURE() << "pread head";
 }
 
 /// Every kind of descriptor and buffer the read edge cases need.
@@ -163,8 +175,7 @@ struct edge_fixture {
         if (poll(&p, 1, 0) == 1) (void)!read(efd, &v, 8);
         v = 5;
         (void)!write(efd, &v, 8);
-        // Clean pages: the tail goes out of the page cache (a partly cached range).
-        posix_fadvise(part, 4 * kPage, 0, POSIX_FADV_DONTNEED);
+        cache_only_the_head(part, kPartHead);
         memset(good, 0x55, kGood);
         memset(half, 0x55, kPage);
     }
@@ -221,6 +232,7 @@ std::vector<read_case> edge_cases(edge_fixture &f) {
         {"read at the position NULL", false, f.file, nullptr, kPage, 0, nullptr, 0},
         {"read at the position, first byte ends a page", false, f.file, f.half + kPage - 1, kPage, 0, f.half, kPage},
         {"read at the position, half mapped", false, f.file, f.half, 2 * kPage, 0, f.half, kPage},
+        {"read at the position, partly cached", false, f.part, g, edge_fixture::kPartSize, 0, g, edge_fixture::kPartSize},
         {"read length 0 of a directory", false, f.dirfd, g, 0, 0, g, 16},
         {"read closed fd aligned", false, f.closed, g, kPage, 0, g, 16},
         {"read closed fd unaligned", false, f.closed, g, 100, 0, g, 16},
@@ -278,6 +290,11 @@ void check_edges_against_the_call(uint32_t flags, unsigned ctx_flags = 0) {
         const read_outcome o = submit_read(ctx, c.positional, c.fd, c.buf, c.len, c.off, flags);
         if (o.submit_rc >= 0) ++accepted;
         const read_effect got = effect_of(c, o.res);
+        if ((flags & ASYS_F_NOWAIT) && c.fd == f.part) {
+            // Documented: NOWAIT delivers what was cached (the head), a short count.
+            EXPECT_EQ(o.res, long(kPartHead)) << c.name << " with NOWAIT";
+            continue;
+        }
         EXPECT_TRUE(got == want) << c.name << ": the call gave " << describe(want) << ", asys (flags 0x"
                                  << std::hex << flags << std::dec << ", path " << o.path << ", submit "
                                  << o.submit_rc << ") " << describe(got)
@@ -370,6 +387,41 @@ TEST(Review18, ShortWayRefusesWhatValidateOpRefuses) {
     const asys_stats st = stats(ctx);
     EXPECT_EQ(st.submitted, 0u) << "a refused op was counted";
     EXPECT_EQ(st.inflight, 0u);
+    close(fd);
+}
+
+// The short way checks the context first like every submit: a forked
+// child's read on its parent's context is -EOWNERDEAD, nothing read.
+TEST(Review18, ShortWayInAForkedChildIsEOWNERDEAD) {
+    ctx_guard ctx;
+    temp_dir d;
+    const int fd = make_file(d.file("f"), kPage);
+    ASSERT_GE(fd, 0);
+    char buf[64];
+    ASSERT_EQ(submit_read(ctx, true, fd, buf, 64, 0, 0).res, 64);  // cached, and the way is warm
+    ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        long res = 12345;
+        asys_op op;
+        asys_prep_pread(&op, fd, buf, 64, 0);
+        op.ret_ptr = &res;
+        const int rc = asys_submit(ctx, &op);
+        asys_prep_read(&op, fd, buf, 64);
+        op.ret_ptr = &res;
+        const int rc2 = asys_submit(ctx, &op);
+        _exit((rc == -EOWNERDEAD ? 0 : 1) | (rc2 == -EOWNERDEAD ? 0 : 2) | (res == 12345 ? 0 : 4) |
+              (lseek(fd, 0, SEEK_CUR) == 0 ? 0 : 8));
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "the child died: status " << status;
+    const int bits = WEXITSTATUS(status);
+    EXPECT_EQ(bits & 1, 0) << "PREAD through the short way in the child was accepted";
+    EXPECT_EQ(bits & 2, 0) << "READ through the short way in the child was accepted";
+    EXPECT_EQ(bits & 4, 0) << "the child's read wrote *ret_ptr";
+    EXPECT_EQ(bits & 8, 0) << "the child's read moved the file position";
     close(fd);
 }
 
@@ -689,6 +741,10 @@ void check_threadlet_edges(uint32_t flags) {
         f.reset();
         const long plain = plain_call(c.positional ? SYS_pread64 : SYS_read, c.fd, reinterpret_cast<long>(c.buf),
                                       static_cast<long>(c.len), c.off);
+        if ((flags & ASYS_F_NOWAIT) && c.fd == f.part) {
+            EXPECT_EQ(t.res[i], long(kPartHead)) << c.name << " in a NOWAIT threadlet: the cached head";
+            continue;
+        }
         EXPECT_EQ(t.res[i], plain) << c.name << " in a threadlet with op flags 0x" << std::hex << flags;
         if (c.check)
             EXPECT_TRUE(t.bytes[i] == std::vector<char>(c.check, c.check + c.check_len))
@@ -855,7 +911,7 @@ TEST(Review18, ThreadletPartlyCachedPreadReturnsTheWholeRange) {
     std::vector<char> buf(kLen);
     for (uint32_t flags : {0u, unsigned{ASYS_F_BUFFERED}, unsigned{ASYS_F_ATOMIC}}) {
         ctx_guard ctx;
-        ASSERT_EQ(posix_fadvise(fd, 8 * kPage, 0, POSIX_FADV_DONTNEED), 0);
+        cache_only_the_head(fd, 8 * kPage);
         std::fill(buf.begin(), buf.end(), 0);
         part_read r{fd, buf.data(), kLen};
         asys_op op;

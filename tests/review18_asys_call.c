@@ -42,15 +42,17 @@ static void all_counts(struct env *e)
     memset(b, 0, sizeof b);
     CHECK(asys_call(SYS_read, e->pipe_r, b, 16) == 3 && memcmp(b, "abc", 3) == 0);
     CHECK(asys_call(SYS_pread64, e->file, b, 4, 4096) == 4 && b[0] == 'a' + 4096 % 26); /* 4 */
-    CHECK(asys_call(SYS_renameat2, -1, "x", -1, "y", 0) == -EBADF);          /* 5 */
+    CHECK(asys_call(SYS_renameat2, -1L, "x", -1L, "y", 0L) == -EBADF);       /* 5 */
     /* 6: pwritev2 with RWF_APPEND (the sixth, from the stack). */
     v.iov_base = &z;
     v.iov_len = 1;
     CHECK(fstat(e->file, &st0) == 0);
-    CHECK(asys_call(SYS_pwritev2, e->file, &v, 1, 0, 0, RWF_APPEND) == 1);
+    CHECK(asys_call(SYS_pwritev2, (long)e->file, &v, 1L, 0L, 0L, (long)RWF_APPEND) == 1);
     CHECK(fstat(e->file, &st1) == 0 && st1.st_size == st0.st_size + 1);
     CHECK(pread(e->file, b, 1, 0) == 1 && b[0] == 'a');
-    m = asys_call(SYS_mmap, 0, 4096, PROT_READ, MAP_SHARED, e->file, 4096);  /* 6 */
+    /* Like syscall(2), every argument is read as a long: an int in the stack
+     * slot of the sixth would leave its upper half undefined. */
+    m = asys_call(SYS_mmap, 0L, 4096L, (long)PROT_READ, (long)MAP_SHARED, (long)e->file, 4096L); /* 6 */
     CHECK(m > 0 || m < -4095);
     if (m > 0 || m < -4095) {
         CHECK(((const char *)m)[1] == 'a' + 4097 % 26);

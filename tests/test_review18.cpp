@@ -623,6 +623,8 @@ struct call_checks {
             expect(pattern_at(reinterpret_cast<const char *>(m), 64, 4096), "6 args: mmap offset lost");
             expect(asys_call(SYS_munmap, m, 4096L) == 0, "2 args: munmap");
         }
+        expect(asys_call(-5) == -ENOSYS, "a negative number: ENOSYS");
+        expect(asys_call(100000, 1L, 2L, 3L, 4L, 5L, 6L) == -ENOSYS, "an unknown number: ENOSYS");
         expect(errno == 4242, "errno changed to " + std::to_string(errno));
     }
 };
@@ -811,6 +813,48 @@ TEST(Review18, ThreadletODirectReadParks) {
             EXPECT_EQ(lseek(fd, 0, SEEK_CUR), long(9 * kPage));
         }
     }
+    free(buf);
+    close(fd);
+}
+
+namespace {
+long libc_pread_direct(void *arg) {
+    auto *r = static_cast<direct_read *>(arg);
+    const ssize_t n = pread(r->fd, r->buf, 2 * kPage, 4 * kPage);
+    r->pread_res = n < 0 ? -errno : n;
+    return r->pread_res;
+}
+}  // namespace
+
+// The same in transparent mode: libc's pread of an O_DIRECT file (trapped,
+// then the short way to the probe) parks the threadlet.
+TEST(Review18, TransparentThreadletODirectPreadParks) {
+    if (under_tsan()) GTEST_SKIP() << "transparent mode traps TSan's own runtime calls (unsupported there)";
+    temp_dir d;
+    const int fd = open_direct(d.file("direct"), 16 * kPage);
+    if (fd < 0) GTEST_SKIP() << "SKIPPED: O_DIRECT not supported in " << d.path << ": " << strerror(errno);
+    char *buf = static_cast<char *>(aligned_alloc(kPage, 4 * kPage));
+    ASSERT_TRUE(buf);
+    ctx_guard ctx;
+    direct_read r{fd, buf};
+    asys_op op;
+    asys_prep_threadlet(&op, libc_pread_direct, &r, ASYS_THREADLET_TRANSPARENT);
+    long ret = -999;
+    op.ret_ptr = &ret;
+    const int rc = asys_submit(ctx, &op);
+    if (rc == -EOPNOTSUPP) {
+        free(buf);
+        close(fd);
+        GTEST_SKIP() << "no syscall user dispatch in this kernel";
+    }
+    EXPECT_EQ(rc, 0) << "the transparent threadlet did not park on its O_DIRECT pread";
+    if (rc == 0) {
+        asys_cqe cqe{};
+        struct timespec ts{30, 0};
+        ASSERT_EQ(asys_wait(ctx, 1, &ts, &cqe, 1), 1);
+    }
+    EXPECT_EQ(r.pread_res, long(2 * kPage));
+    EXPECT_TRUE(pattern_at(buf, 2 * kPage, 4 * kPage));
     free(buf);
     close(fd);
 }

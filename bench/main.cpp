@@ -108,6 +108,7 @@ std::string machine_line() {
 
 // The summary: every recorded figure as a ratio to its table's baseline.
 void ratio_table() {
+    if (g_results.empty()) return;  // --only picked tables that record no figure
     fmt::print("\nratios (throughput relative to the baseline named per workload; CPU = process "
                "user + sys time per op)\n\n");
     fmt::print("{:<34} {:<32} {:>11} {:>10} {:>8}   {}\n", "workload", "peer", "ops/s", "CPU ns/op",

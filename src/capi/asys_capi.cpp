@@ -44,7 +44,11 @@ int asys_ctx_stats(asys_ctx *ctx, struct asys_stats *out) {
 }
 
 int asys_submit(asys_ctx *ctx, const struct asys_op *op) {
-    ASYS_CTX_OR_RETURN(ctx);
+    // errno: submit() keeps it on every path that could touch it (its
+    // short way makes raw system calls only).
+    int err = 0;
+    context *c = context::from_handle(ctx, &err);
+    if (!c) return err;
     return asys::internal::submit(*c, op);
 }
 

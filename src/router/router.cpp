@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "base/denylist.hpp"
+#include "base/errno_keeper.hpp"
 #include "base/opcodes.hpp"
 #include "base/raw_syscall.hpp"
 #include "inline/inline_attempt.hpp"
@@ -246,11 +247,17 @@ int submit(context &c, const asys_op *op) noexcept {
                 long res = 0;
                 const attempt a = probe_read_buffer(fd, op->args[1], op->args[2], static_cast<int64_t>(op->args[3]),
                                                     op->opcode == ASYS_OP_PREAD, buffered, &res);
-                if (a == attempt::done) return finish_inline(c, *op, res, false);
+                if (a == attempt::done) {  // finish_inline without a cqe: raw system calls only, errno untouched
+                    *op->ret_ptr = res;
+                    c.cnt.count_inline(sched_class_of(op->opcode, 0, op->flags));
+                    return ASYS_DONE;
+                }
+                const errno_keeper keep;
                 return route_attempted(c, *op, op->flags, false, a, res, nullptr);
             }
         }
     }
+    const errno_keeper keep;
     if (int rc = validate_op(op)) return rc;
     return route(c, *op);
 }

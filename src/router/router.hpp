@@ -34,6 +34,7 @@ int route(context &c, const asys_op &op) noexcept;
 
 /// asys_submit: validate_op, then route(); a READ or PREAD with a ret_ptr
 /// and no flag but ASYS_F_BUFFERED takes a shorter way to the same result.
+/// Leaves errno as it was.
 int submit(context &c, const asys_op *op) noexcept;
 
 /// asys_submit_batch: validates and routes ops in order until one is not

@@ -66,7 +66,10 @@ read_outcome submit_read(asys_ctx *ctx, bool positional, int fd, void *buf, uint
     long res = -999999;
     op.ret_ptr = &res;
     read_outcome o;
+    errno = 7777;
     o.submit_rc = asys_submit(ctx, &op);
+    EXPECT_EQ(errno, 7777) << "asys_submit changed errno (flags 0x" << std::hex << flags << std::dec << ", fd " << fd
+                           << ", length " << len << ", offset " << off << ", returned " << o.submit_rc << ")";
     if (o.submit_rc < 0) {
         o.res = o.submit_rc;
         return o;

@@ -9,12 +9,15 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,7 +58,7 @@ struct read_outcome {
 /// Submits one READ or PREAD (a full 64-bit length) with `flags` and waits
 /// for its completion if there is one (bounded).
 read_outcome submit_read(asys_ctx *ctx, bool positional, int fd, void *buf, uint64_t len, int64_t off,
-                         uint32_t flags) {
+                         uint32_t flags, int wait_s = 30) {
     asys_op op;
     if (positional)
         asys_prep_pread(&op, fd, buf, 0, off);
@@ -80,9 +83,9 @@ read_outcome submit_read(asys_ctx *ctx, bool positional, int fd, void *buf, uint
         return o;
     }
     asys_cqe cqe{};
-    struct timespec ts{30, 0};
+    struct timespec ts{wait_s, 0};
     if (asys_wait(ctx, 1, &ts, &cqe, 1) != 1) {
-        ADD_FAILURE() << "no completion";
+        ADD_FAILURE() << "no completion in " << wait_s << " s";
         o.res = -999998;
         return o;
     }
@@ -484,6 +487,71 @@ TEST(Review18, ReadOfTheLibrarysOwnRingFdIsTheCallsError) {
             }
             EXPECT_EQ(res, plain) << "fd " << rfd << " flags " << flags;
         }
+    }
+}
+
+// The same for an io_uring of the program's own (not the library's): read(2)
+// of it is -EINVAL at once; through asys, the same error in bounded time.
+TEST(Review18, ReadOfAProgramsOwnIoUringFdIsTheCallsError) {
+    ctx_guard ctx;
+    struct io_uring_params_min {
+        uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd, resv[3];
+        uint64_t sq_off[5], cq_off[5];
+    } prm{};
+    const long ring = syscall(SYS_io_uring_setup, 4, &prm);
+    if (ring < 0) GTEST_SKIP() << "SKIPPED: io_uring_setup: " << strerror(errno);
+    static char buf[kPage];
+    const int rfd = static_cast<int>(ring);
+    const long plain = plain_call(SYS_read, rfd, reinterpret_cast<long>(buf), long(kPage), 0);
+    for (uint32_t flags : {0u, unsigned{ASYS_F_ASYNC}}) {
+        const read_outcome o = submit_read(ctx, false, rfd, buf, kPage, 0, flags, 5);
+        EXPECT_EQ(o.res, plain) << "flags " << flags << " path " << o.path;
+        if (o.res == -999998) {  // stuck: cancel it so the context can go
+            asys_cancel(ctx, 0);
+            asys_cqe cqe{};
+            struct timespec ts{5, 0};
+            asys_wait(ctx, 1, &ts, &cqe, 1);
+        }
+    }
+    close(rfd);
+}
+
+// Descriptors that say ESPIPE to lseek but are no pipe or socket, whose
+// read(2) fails at once (-EINVAL): an epoll fd, a pidfd, a timerfd or
+// signalfd asked for too few bytes. Through asys: the same, in bounded time.
+TEST(Review18, ReadsThatFailAtOnceOnOtherUnseekableFdsComplete) {
+    ctx_guard ctx;
+    struct named_fd {
+        const char *name;
+        int fd;
+        size_t len;
+    };
+    sigset_t none;
+    sigemptyset(&none);
+    std::vector<named_fd> fds = {
+        {"epoll", epoll_create1(EPOLL_CLOEXEC), kPage},
+        {"pidfd", static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)), kPage},
+        {"timerfd, 4 bytes", timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC), 4},
+        {"signalfd, 4 bytes", signalfd(-1, &none, SFD_CLOEXEC), 4},
+    };
+    static char buf[kPage];
+    for (const named_fd &n : fds) {
+        if (n.fd < 0) {
+            std::printf("SKIPPED %s: %s\n", n.name, strerror(errno));
+            continue;
+        }
+        const long plain = plain_call(SYS_read, n.fd, reinterpret_cast<long>(buf), long(n.len), 0);
+        for (uint32_t flags : {0u, unsigned{ASYS_F_ASYNC}}) {
+            const read_outcome o = submit_read(ctx, false, n.fd, buf, n.len, 0, flags, 5);
+            EXPECT_EQ(o.res, plain) << n.name << ", flags " << flags << ", path " << o.path;
+            if (o.res == -999998) {
+                asys_cancel(ctx, 0);
+                asys_cqe cqe{};
+                struct timespec ts{5, 0};
+                asys_wait(ctx, 1, &ts, &cqe, 1);
+            }
+        }
+        close(n.fd);
     }
 }
 
@@ -1299,4 +1367,39 @@ TEST(Review18, DevNullAtomInAChainReturnsZeroAndTheChainGoesOn) {
     close(nfd);
     close(p[0]);
     close(p[1]);
+}
+
+// The same chain with SYSLET_STOP_ON_NEGATIVE on the failing atom (a soft
+// link): the chain ends at -EFAULT and the write never runs.
+TEST(Review18, StopOnNegativeAtomRecheckedEndsTheChain) {
+    ctx_guard ctx;
+    temp_dir d;
+    const int fd = make_file(d.file("f"), kPage);
+    ASSERT_GE(fd, 0);
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    void *none = mmap(nullptr, kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(none, MAP_FAILED);
+    unsigned long fv = static_cast<unsigned long>(fd), bp = reinterpret_cast<unsigned long>(none), len = kPage,
+                  off = 0, pw = static_cast<unsigned long>(p[1]), wp = reinterpret_cast<unsigned long>("w"), one = 1;
+    long r[2] = {7, 7};
+    syslet_uatom a[2];
+    a[0] = atom(SYS_pread64, SYSLET_ASYNC | SYSLET_STOP_ON_NEGATIVE, &r[0]);
+    a[0].arg_ptr[0] = &fv;
+    a[0].arg_ptr[1] = &bp;
+    a[0].arg_ptr[2] = &len;
+    a[0].arg_ptr[3] = &off;
+    a[0].next = &a[1];
+    a[1] = atom(SYS_write, SYSLET_ASYNC, &r[1]);
+    a[1].arg_ptr[0] = &pw;
+    a[1].arg_ptr[1] = &wp;
+    a[1].arg_ptr[2] = &one;
+    EXPECT_EQ(run_chain(ctx, a), -EFAULT);
+    EXPECT_EQ(r[0], -EFAULT);
+    EXPECT_EQ(r[1], 7) << "the atom after a stopping one ran";
+    EXPECT_EQ(pipe_bytes(p[0]), "");
+    munmap(none, kPage);
+    close(p[0]);
+    close(p[1]);
+    close(fd);
 }

@@ -476,30 +476,8 @@ TEST(Review18, ReadOfTheLibrarysOwnRingFdIsTheCallsError) {
     for (int rfd : rings) {
         const long plain = plain_call(SYS_read, rfd, reinterpret_cast<long>(buf), long(kPage), 0);
         for (uint32_t flags : {0u, unsigned{ASYS_F_ASYNC}, unsigned{ASYS_F_CQE_ALWAYS}, unsigned{ASYS_F_NOWAIT}}) {
-            asys_op op;
-            asys_prep_read(&op, rfd, buf, kPage);
-            op.flags = flags;
-            long res = -999999;
-            op.ret_ptr = &res;
-            const int rc = asys_submit(ctx, &op);
-            if (rc < 0) {
-                EXPECT_EQ(rc, plain) << "fd " << rfd << " flags " << flags;
-                continue;
-            }
-            if (rc == 0 || (flags & ASYS_F_CQE_ALWAYS)) {
-                asys_cqe cqe{};
-                struct timespec ts{5, 0};
-                const int n = asys_wait(ctx, 1, &ts, &cqe, 1);
-                EXPECT_EQ(n, 1) << "fd " << rfd << " flags " << flags
-                                << ": a read of the library's ring fd did not complete in 5 s (read(2): " << plain
-                                << ")";
-                if (n != 1) {
-                    asys_cancel(ctx, 0);
-                    asys_wait(ctx, 1, &ts, &cqe, 1);
-                    continue;
-                }
-            }
-            EXPECT_EQ(res, plain) << "fd " << rfd << " flags " << flags;
+            const read_outcome o = submit_read(ctx, false, rfd, buf, kPage, 0, flags, 5);
+            EXPECT_EQ(o.res, plain) << "the library's ring fd " << rfd << ", flags " << flags << ", path " << o.path;
         }
     }
 }

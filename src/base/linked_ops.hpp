@@ -20,7 +20,6 @@ struct alignas(8) linked_entry {
     /// TSan, which cannot see through io_uring's shared rings.
     std::atomic<linked_ops *> owner;
     uint32_t opcode;    ///< asys opcode (ring-supported)
-    uint8_t hard;       ///< IOSQE_IO_HARDLINK (continue after a failure)
     uint64_t args[6];   ///< read when the sequence is built
     long res;           ///< the entry's CQE result
     void *tag;          ///< the builder's (the syslet atom)

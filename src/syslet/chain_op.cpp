@@ -91,7 +91,12 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
         last_res = r;
         ++steps;
         if ((at->flags & SYSLET_STOP_ON_NEGATIVE) && r < 0) break;
-        broken = !e.hard && (r < 0 || (transfers(e.opcode) && r != static_cast<long>(e.args[2])));
+        // Every link is soft: an error or a short transfer cuts it (the ring
+        // cancels the rest), and the interpreter goes on from the next atom
+        // unless this one stops the chain. (A hard link would run the rest in
+        // the ring, and an atom rechecked above could not be run again without
+        // running those twice.)
+        broken = r < 0 || (transfers(e.opcode) && r != static_cast<long>(e.args[2]));
     }
     delete lo;
     if (resume) {
@@ -169,7 +174,6 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
         syslet_uatom *at = atoms[k];
         linked_entry &e = lo->e[k];
         e.opcode = ops[k];
-        e.hard = !(at->flags & SYSLET_STOP_ON_NEGATIVE);
         e.tag = at;
         e.res = 0;
         for (unsigned i = 0; i < 6; ++i) e.args[i] = at->arg_ptr[i] ? *at->arg_ptr[i] : 0;

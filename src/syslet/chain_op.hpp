@@ -31,7 +31,7 @@ int route_chain(context &c, const asys_op &op, uint32_t flags, bool reserved) no
 /// The remainder of a chain from `cur` as a linked ring sequence, or
 /// nullptr if it is not one: every atom a read, pread, write, pwrite, fsync
 /// or fdatasync the context can link with its arguments; flags at most
-/// STOP_ON_NEGATIVE (→ IOSQE_IO_LINK; none → IOSQE_IO_HARDLINK) and ASYNC;
+/// STOP_ON_NEGATIVE and ASYNC (every link soft: IOSQE_IO_LINK);
 /// no argument (or atom) that an earlier atom writes; no loop; at most
 /// linked_ops::kMax atoms; within the step limit. Arguments are read now.
 linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint64_t step_limit) noexcept;

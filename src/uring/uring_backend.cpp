@@ -543,7 +543,7 @@ int uring_backend::punt_linked(op_slot *slot, linked_ops *lo) noexcept {
             linked_entry &e = lo->e[k];
             sqes[k] = io_uring_get_sqe(&ring_);  // space reserved above
             prep(sqes[k], e.opcode, e.args);
-            if (k + 1 < lo->n) sqes[k]->flags |= e.hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK;
+            if (k + 1 < lo->n) sqes[k]->flags |= IOSQE_IO_LINK;
             io_uring_sqe_set_data64(sqes[k], reinterpret_cast<uint64_t>(&e) | kTagLink);
         }
         track_linked_locked(lo);

@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -73,6 +75,22 @@ inline bool under_tsan() {
 }
 
 /// The context's counters (fails the test if they cannot be read).
+/// Re-checks `pred` until it holds (true) or `seconds` passed (false): a
+/// condition wait with a bound, for states that notify nobody (a counter
+/// updated just after a completion is delivered).
+template <class Pred>
+bool eventually(Pred pred, int seconds = 10) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!pred()) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > seconds) return false;
+        poll(nullptr, 0, 1);
+    }
+    return true;
+}
+
 inline asys_stats stats(asys_ctx *ctx) {
     asys_stats st{};
     EXPECT_EQ(asys_ctx_stats(ctx, &st), 0);

@@ -32,22 +32,7 @@ namespace {
 
 constexpr int64_t kHourNs = 3600LL * 1000 * 1000 * 1000;
 
-int64_t now_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
-/// Re-checks `pred` until it holds or `seconds` passed.
-template <class Pred>
-bool eventually(Pred pred, int seconds = 10) {
-    const int64_t until = now_ms() + seconds * 1000LL;
-    while (!pred()) {
-        if (now_ms() > until) return false;
-        poll(nullptr, 0, 2);
-    }
-    return true;
-}
 
 
 

@@ -62,19 +62,6 @@ asys_metrics metrics(asys_ctx *ctx) {
     return m;
 }
 
-/// Polls `cond` until it holds (true) or 10 s pass (false).
-bool eventually(const std::function<bool()> &cond) {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        if (cond()) return true;
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec > 10) return false;
-        const struct timespec poll_interval{0, 200 * 1000};
-        nanosleep(&poll_interval, nullptr);
-    }
-}
 
 int64_t now_ns() {
     struct timespec ts;

@@ -35,17 +35,6 @@ void wait_servers_gone(int base) {
     for (int n; (n = asys::internal::g_sock_servers.load()) > base;) asys::internal::g_sock_servers.wait(n);
 }
 
-/// Re-checks `pred` until it holds or `seconds` passed (a condition wait with
-/// a bound, for states that notify nobody).
-template <class Pred>
-bool eventually(Pred pred, int seconds = 10) {
-    const int64_t until = now_ns() + seconds * 1000000000LL;
-    while (!pred()) {
-        if (now_ns() > until) return false;
-        poll(nullptr, 0, 1);
-    }
-    return true;
-}
 
 /// asys_sock_recv, but gives up with -ETIMEDOUT if no reply (or hang-up)
 /// comes within `ms`.

@@ -152,10 +152,12 @@ struct first_byte_guard {
 };
 
 /// Whether the guard applies, and (for a read at the file position) that
-/// the fd seeks. not_tried: the backend reads it (a bad fd, a first byte
-/// that ends a page); `streaming`: a pipe or socket, read unguarded.
-attempt guard_needed(const read_req &rq, const iovec &first, bool *guard) noexcept {
+/// the fd seeks. not_tried: the backend reads it (a first byte that ends a
+/// page); `done` with *res < 0: the read's result (EBADF); a pipe or socket
+/// is read unguarded.
+attempt guard_needed(const read_req &rq, const iovec &first, bool *guard, long *res) noexcept {
     *guard = false;
+    *res = 0;
     const uint64_t align = (rq.off >= 0 ? static_cast<uint64_t>(rq.off) : 0) | rq.total;
     if ((align & 511) != 0) return attempt::done;
     // A read at the file position may be of a pipe or socket, which direct
@@ -165,7 +167,13 @@ attempt guard_needed(const read_req &rq, const iovec &first, bool *guard) noexce
     if (rq.off < 0) {
         const long pos = raw_syscall6(SYS_lseek, static_cast<uint64_t>(rq.fd), 0, SEEK_CUR, 0, 0, 0);
         if (pos == -ESPIPE) return attempt::done;
-        if (pos < 0) return attempt::not_tried;  // EBADF and the like: the backend's call says so
+        // No open file behind the number (or an O_PATH one): read(2) says
+        // EBADF too, at once. Other errors: the backend's call says.
+        if (pos == -EBADF) {
+            *res = -EBADF;
+            return attempt::done;
+        }
+        if (pos < 0) return attempt::not_tried;
     }
     // The first byte must share a page with the second, which the kernel
     // writes before the library copies the first.
@@ -192,7 +200,10 @@ attempt after_read(const read_req &rq, const first_byte_guard *g, long r, long *
     // EOPNOTSUPP: no nowait support (ttys, some filesystems); EINVAL: direct
     // I/O refusing the guard (or a real EINVAL the backend will report
     // again). Both: run it asynchronously, untouched.
-    if (r == -EOPNOTSUPP || r == -EINVAL) return attempt::refused;
+    // Without the guard an EINVAL is the call's own (direct I/O is not
+    // involved: the guard is skipped only where direct I/O refuses the
+    // request as the call would).
+    if (r == -EOPNOTSUPP || (r == -EINVAL && g)) return attempt::refused;
     if (g && r >= 2) {
         *g->first_byte = g->scratch[1];  // the kernel just wrote the byte after it, in the same page
         clear_direct_hint(rq.fd);  // the fd reads buffered now
@@ -277,7 +288,7 @@ attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcep
     }
     if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
     bool guard = false;
-    if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
+    if (attempt a = guard_needed(rq, iov[1], &guard, res); a != attempt::done || *res < 0) return a;
     if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], cnt), res);
     first_byte_guard g;
     apply_guard(iov, g);
@@ -385,16 +396,23 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 
 attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
                           long *res) noexcept {
-    if (positional && off < 0) return attempt::not_tried;  // EINVAL, from the backend's call
+    // Calls that return at once whatever the descriptor: a negative offset
+    // (pread checks it first: EINVAL) and a zero length (the descriptor's
+    // checks, then 0). They run here, as they are.
+    if ((positional && off < 0) || len == 0) {
+        *res = raw_syscall6(positional ? SYS_pread64 : SYS_read, static_cast<uint64_t>(fd), buf, len,
+                            static_cast<uint64_t>(off), 0, 0);
+        return attempt::done;
+    }
     const read_req rq{fd, positional ? off : -1, 0, len, false, buf};
     // Past MAX_RW_COUNT the call checks more, and such a read is no cached
     // block: the backend runs the call itself.
-    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    if (rq.total > 0x7ffff000) return attempt::not_tried;
     iovec iov[2];
     iov[1] = iovec{reinterpret_cast<void *>(buf), rq.total};
     bool guard = false;
     if (!buffered) {
-        if (attempt a = guard_needed(rq, iov[1], &guard); a != attempt::done) return a;
+        if (attempt a = guard_needed(rq, iov[1], &guard, res); a != attempt::done || *res < 0) return a;
     }
     if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], 1), res);
     first_byte_guard g;

@@ -266,6 +266,21 @@ fd_kind seekability_of(uint64_t fd_arg) noexcept {
     return r == -ESPIPE ? fd_kind::stream : fd_kind::bad;
 }
 
+// A descriptor that does not seek and that the ring reads or writes at its
+// position as the call does: a pipe, FIFO, socket or character device (a
+// tty), which the ring waits for by polling. Other unseekable files (an
+// io_uring fd, a pidfd: anonymous inodes) can make the ring arm a poll that
+// never fires where read(2) fails at once; eventfds and timerfds are
+// anonymous too. They all go to the pool. (lseek, then fstat: only for
+// transfers being punted.)
+bool ring_streams(uint64_t fd_arg) noexcept {
+    if (seekability_of(fd_arg) != fd_kind::stream) return false;
+    struct stat st;
+    const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
+    if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return false;
+    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+}
+
 }  // namespace
 
 bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_known,
@@ -285,17 +300,17 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
     //   ring did not stop a link after it.
     // So positional transfers go to the ring only for descriptors that seek
     // (one lseek), transfers at the file position only for those that do
-    // not (pipes, sockets, ttys: the ring waits for them by polling, not in
-    // a thread), syncs only for regular files and block devices (fstat).
+    // not and are pipes, sockets or ttys (ring_streams: the ring waits for
+    // them by polling, not in a thread), syncs only for regular files and block devices (fstat).
     switch (opcode) {
         // A zero length: the call still checks the descriptor (a directory
         // is EISDIR), the ring returns 0 at once.
         case ASYS_OP_READ:
         case ASYS_OP_WRITE:
-            return a[2] != 0 && a[2] <= kMaxRw && seekability_of(a[0]) == fd_kind::stream;
+            return a[2] != 0 && a[2] <= kMaxRw && ring_streams(a[0]);
         case ASYS_OP_READV:
         case ASYS_OP_WRITEV:  // no segments: the call returns 0 at once, the ring sent an empty datagram
-            return a[2] != 0 && a[2] <= kMaxIov && seekability_of(a[0]) == fd_kind::stream;
+            return a[2] != 0 && a[2] <= kMaxIov && ring_streams(a[0]);
         case ASYS_OP_PREAD:
         case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
             return a[2] != 0 && a[2] <= kMaxRw && off >= 0 &&
@@ -307,7 +322,7 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             // Unknown flags: the call checks them only when it transfers.
             if (a[4] & ~static_cast<uint64_t>(RWF_DSYNC | RWF_SYNC | RWF_APPEND)) return false;
             if (a[2] == 0 || a[2] > kMaxIov) return false;
-            if (off == -1) return seekability_of(a[0]) == fd_kind::stream;  // the file position
+            if (off == -1) return ring_streams(a[0]);  // the file position
             return off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_FSYNC:
         case ASYS_OP_FDATASYNC:

@@ -292,15 +292,16 @@ std::string describe(const read_effect &e) {
 }
 
 /// The reads NOWAIT cannot run without the risk of blocking, so it says
-/// -EAGAIN for them whatever the call would give (docs/api.md, NOWAIT):
-/// lengths past MAX_RW_COUNT (never probed), a buffer whose first byte ends
+/// -EAGAIN for them whatever the call would give (docs/api.md, NOWAIT): a
+/// zero length (the call still reaches the file's read, which may wait on
+/// FUSE or NFS), lengths past MAX_RW_COUNT (never probed), a buffer whose first byte ends
 /// a page (no room for the O_DIRECT guard), and descriptors without
 /// nonblocking reads (RWF_NOWAIT is EOPNOTSUPP: a FIFO opened by name, a
 /// directory, /dev/full).
 bool nowait_cannot_tell(const edge_fixture &f, const read_case &c) {
     const bool first_byte_ends_a_page = c.buf && (reinterpret_cast<uintptr_t>(c.buf) & (kPage - 1)) == kPage - 1;
-    return c.len > 0x7ffff000 || first_byte_ends_a_page ||
-           (c.len != 0 && (c.fd == f.fifo || c.fd == f.dirfd || c.fd == f.full));
+    return c.len == 0 || c.len > 0x7ffff000 || first_byte_ends_a_page || c.fd == f.fifo || c.fd == f.dirfd ||
+           c.fd == f.full;
 }
 
 /// Every edge case through asys with `flags` on a context with `ctx_flags`

@@ -396,18 +396,18 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 
 attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
                           long *res) noexcept {
-    // Calls that return at once whatever the descriptor: a negative offset
-    // (pread checks it first: EINVAL) and a zero length (the descriptor's
-    // checks, then 0). They run here, as they are.
-    if ((positional && off < 0) || len == 0) {
-        *res = raw_syscall6(positional ? SYS_pread64 : SYS_read, static_cast<uint64_t>(fd), buf, len,
-                            static_cast<uint64_t>(off), 0, 0);
+    // A negative offset: pread(2) checks it first and says EINVAL at once,
+    // whatever the descriptor, so it runs here as it is. (Not a zero length:
+    // the call still reaches the file's read, which on FUSE or a network
+    // filesystem may wait.)
+    if (positional && off < 0) {
+        *res = raw_syscall6(SYS_pread64, static_cast<uint64_t>(fd), buf, len, static_cast<uint64_t>(off), 0, 0);
         return attempt::done;
     }
     const read_req rq{fd, positional ? off : -1, 0, len, false, buf};
     // Past MAX_RW_COUNT the call checks more, and such a read is no cached
     // block: the backend runs the call itself.
-    if (rq.total > 0x7ffff000) return attempt::not_tried;
+    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
     iovec iov[2];
     iov[1] = iovec{reinterpret_cast<void *>(buf), rq.total};
     bool guard = false;

@@ -322,6 +322,9 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             // Unknown flags: the call checks them only when it transfers.
             if (a[4] & ~static_cast<uint64_t>(RWF_DSYNC | RWF_SYNC | RWF_APPEND)) return false;
             if (a[2] == 0 || a[2] > kMaxIov) return false;
+            // Flags on a file without read_iter/write_iter (a directory):
+            // EOPNOTSUPP for the call, the ring reports its own error.
+            if (a[4] != 0 && off != -1 && kind_of(a[0]) != fd_kind::seekable) return false;
             if (off == -1) return ring_streams(a[0]);  // the file position
             return off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_FSYNC:

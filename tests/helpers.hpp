@@ -4,12 +4,16 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "asys/asys.h"
@@ -260,6 +264,32 @@ inline pid_t worker_tid(asys_ctx *ctx) {
 }
 
 /// A pipe whose reads block until the test writes.
+/// Pins the caller and a spinner to one CPU (the ring's nonblocking first
+/// attempt of a long memory-device read then yields after a page), until
+/// destroyed; then restores the caller's affinity.
+struct cpu_contention {
+    cpu_set_t old_set{};
+    std::atomic<bool> stop{false};
+    std::thread spinner;
+    cpu_contention() {
+        pthread_getaffinity_np(pthread_self(), sizeof old_set, &old_set);
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+        spinner = std::thread([this, one] {
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            while (!stop.load(std::memory_order_relaxed)) {
+            }
+        });
+    }
+    ~cpu_contention() {
+        stop = true;
+        spinner.join();
+        pthread_setaffinity_np(pthread_self(), sizeof old_set, &old_set);
+    }
+};
+
 struct pipe_pair {
     int r = -1, w = -1;
     pipe_pair() {

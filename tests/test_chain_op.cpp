@@ -266,32 +266,11 @@ TEST(ChainOp, LongDevZeroReadThroughTheRingIsWhole) {
     ASSERT_GE(zero, 0);
     constexpr unsigned long kLen = 16ul << 20;
     std::vector<char> buf(kLen, 1);
-    cpu_set_t old_set, one;
-    ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof old_set, &old_set), 0);
-    const int cpu = sched_getcpu();
-    ASSERT_GE(cpu, 0);
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
-    std::atomic<bool> stop{false};
-    std::thread spinner([&] {
-        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-        while (!stop.load(std::memory_order_relaxed)) {
-        }
-    });
-    auto run = [&](asys_op &op) {
-        const int rc = asys_submit(ctx, &op);
-        ASSERT_TRUE(rc == ASYS_DONE || rc == 0) << rc;
-        if (rc == 0) {
-            asys_cqe cqe{};
-            struct timespec ts{60, 0};
-            ASSERT_EQ(asys_wait(ctx, 1, &ts, &cqe, 1), 1);
-        }
-    };
+    const cpu_contention busy;
     for (int i = 0; i < 6; ++i) {
         unsigned long fdv = static_cast<unsigned long>(zero), bufp = reinterpret_cast<unsigned long>(buf.data()),
                       len = kLen, off = 0;
-        long r = 7, res = 7;
+        long r = 7;
         syslet_uatom a = atom(SYS_pread64, SYSLET_ASYNC, &r);
         a.arg_ptr[0] = &fdv;
         a.arg_ptr[1] = &bufp;
@@ -300,18 +279,11 @@ TEST(ChainOp, LongDevZeroReadThroughTheRingIsWhole) {
         syslet_uatom *last = nullptr;
         asys_op op;
         asys_prep_chain(&op, &a, &last);
-        op.ret_ptr = &res;
-        run(op);
+        EXPECT_EQ(run(ctx, op), static_cast<long>(kLen)) << "chain op, round " << i;
         EXPECT_EQ(r, static_cast<long>(kLen)) << "chain atom, round " << i;
-        EXPECT_EQ(res, static_cast<long>(kLen));
         asys_prep_pread(&op, zero, buf.data(), kLen, 0);
         op.flags = ASYS_F_ASYNC;
-        op.ret_ptr = &res;
-        run(op);
-        EXPECT_EQ(res, static_cast<long>(kLen)) << "ASYNC op, round " << i;
+        EXPECT_EQ(run(ctx, op), static_cast<long>(kLen)) << "ASYNC op, round " << i;
     }
-    stop = true;
-    spinner.join();
-    pthread_setaffinity_np(pthread_self(), sizeof old_set, &old_set);
     close(zero);
 }

@@ -1045,7 +1045,9 @@ TEST(Review18, ThreadletPartlyCachedPreadReturnsTheWholeRange) {
             struct timespec ts{30, 0};
             ASSERT_EQ(asys_wait(ctx, 1, &ts, &cqe, 1), 1);
         }
-        if ((flags & ASYS_F_ATOMIC) && r.res == -EAGAIN) continue;  // no idle worker: ATOMIC's answer
+        // No idle worker for the rest: ATOMIC's answer is -EAGAIN, or the
+        // short count of the head already read (bytes read are never dropped).
+        if ((flags & ASYS_F_ATOMIC) && (r.res == -EAGAIN || r.res == long(8 * kPage))) continue;
         EXPECT_EQ(r.res, long(kLen)) << "flags " << flags;
         EXPECT_TRUE(pattern_at(buf.data(), kLen, 0)) << "flags " << flags;
     }
@@ -1184,31 +1186,6 @@ TEST(Review18, UntimedWaitNeverEDEADLKWhileTheCompletionsExist) {
 
 namespace {
 
-/// Pins the caller and a spinner to one CPU (the ring's nonblocking first
-/// attempt of a long memory-device read then yields after a page).
-struct cpu_contention {
-    cpu_set_t old_set{};
-    std::atomic<bool> stop{false};
-    std::thread spinner;
-    cpu_contention() {
-        pthread_getaffinity_np(pthread_self(), sizeof old_set, &old_set);
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(sched_getcpu(), &one);
-        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-        spinner = std::thread([this, one] {
-            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-            while (!stop.load(std::memory_order_relaxed)) {
-            }
-        });
-    }
-    ~cpu_contention() {
-        stop = true;
-        spinner.join();
-        pthread_setaffinity_np(pthread_self(), sizeof old_set, &old_set);
-    }
-};
-
 /// Runs a chain op to its end (bounded); returns its result.
 long run_chain(asys_ctx *ctx, syslet_uatom *head) {
     syslet_uatom *last = nullptr;
@@ -1304,8 +1281,8 @@ TEST(Review18, MemoryDeviceReadInTheMiddleOfAChainRunsEachAtomOnce) {
 
 // An atom the ring fails with an error the call may report differently
 // (EFAULT here: a PROT_NONE buffer) is run again by the interpreter; the
-// atoms after it, hard-linked (no SYSLET_STOP_ON_NEGATIVE), must not run
-// twice: pread(PROT_NONE) -> -EFAULT, then write(pipe, "w") -> 1, once.
+// atoms after it (no SYSLET_STOP_ON_NEGATIVE: the chain goes on) must run
+// once: pread(PROT_NONE) -> -EFAULT, then write(pipe, "w") -> 1, once.
 TEST(Review18, AtomAfterARingErrorRecheckedRunsOnce) {
     ctx_guard ctx;
     temp_dir d;

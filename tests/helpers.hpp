@@ -315,7 +315,10 @@ struct pipe_pair {
 ///
 /// One read at a time: submit again only after it completed. At scope exit
 /// the pipe is closed, so a read still pending sees EOF and completes with 0
-/// (declare it after the context, which then drains it).
+/// (declare it after the context, which then drains it). A read released
+/// by the test may still be finishing on a worker (writing `res`) after the
+/// test saw what it waited for: wait for nothing in flight before the scope
+/// ends.
 struct parked_read {
     pipe_pair pipe;
     char byte = 0;  // the read's buffer

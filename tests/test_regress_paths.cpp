@@ -597,6 +597,9 @@ TEST(Regress, WaiterWhoseEntryAnotherThreadTookIsWoken) {
         EXPECT_TRUE(w.finish()) << "the waiter was stranded";
     }
     EXPECT_EQ(wres.load(), -EDEADLK);
+    // The waiter can give up before a worker has finished r2's read (its
+    // ret_ptr is r2.res): wait until nothing is in flight before r2 goes.
+    EXPECT_TRUE(eventually([&] { return stats(ctx).inflight == 0; }));
 }
 
 // ------------------------------------------------------------------ 12. fork

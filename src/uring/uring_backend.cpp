@@ -273,12 +273,33 @@ fd_kind seekability_of(uint64_t fd_arg) noexcept {
 // never fires where read(2) fails at once; eventfds and timerfds are
 // anonymous too. They all go to the pool. (lseek, then fstat: only for
 // transfers being punted.)
-bool ring_streams(uint64_t fd_arg) noexcept {
+bool ring_streams(uint64_t fd_arg, bool *socket = nullptr) noexcept {
     if (seekability_of(fd_arg) != fd_kind::stream) return false;
     struct stat st;
     const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
     if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return false;
+    if (socket) *socket = S_ISSOCK(st.st_mode);
     return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+}
+
+// A vectored transfer at the file position of a stream: on a socket, a
+// vector whose segments add up to 0 bytes is 0 for the call, which never
+// reaches the socket, while the ring sends an empty datagram (or takes one
+// off the queue). Such vectors, and arrays the library cannot read (the
+// call reports them), run on the pool. (process_vm_readv: only for sockets.)
+bool ring_streams_vector(const uint64_t (&a)[6]) noexcept {
+    bool socket = false;
+    if (!ring_streams(a[0], &socket)) return false;
+    if (!socket) return true;
+    struct iovec chunk[64];
+    const auto *uiov = reinterpret_cast<const struct iovec *>(a[1]);
+    for (uint64_t i = 0; i < a[2]; i += 64) {
+        const uint64_t k = a[2] - i < 64 ? a[2] - i : 64;
+        if (copy_from_caller(chunk, uiov + i, k * sizeof(iovec)) < 0) return false;
+        for (uint64_t j = 0; j < k; ++j)
+            if (chunk[j].iov_len != 0) return true;
+    }
+    return false;
 }
 
 }  // namespace
@@ -310,7 +331,7 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             return a[2] != 0 && a[2] <= kMaxRw && ring_streams(a[0]);
         case ASYS_OP_READV:
         case ASYS_OP_WRITEV:  // no segments: the call returns 0 at once, the ring sent an empty datagram
-            return a[2] != 0 && a[2] <= kMaxIov && ring_streams(a[0]);
+            return a[2] != 0 && a[2] <= kMaxIov && ring_streams_vector(a);
         case ASYS_OP_PREAD:
         case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
             return a[2] != 0 && a[2] <= kMaxRw && off >= 0 &&
@@ -325,7 +346,7 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             // Flags on a file without read_iter/write_iter (a directory):
             // EOPNOTSUPP for the call, the ring reports its own error.
             if (a[4] != 0 && off != -1 && kind_of(a[0]) != fd_kind::seekable) return false;
-            if (off == -1) return ring_streams(a[0]);  // the file position
+            if (off == -1) return ring_streams_vector(a);  // the file position
             return off >= 0 && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_FSYNC:
         case ASYS_OP_FDATASYNC:

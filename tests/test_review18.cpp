@@ -324,8 +324,11 @@ void check_edges_against_the_call(uint32_t flags, unsigned ctx_flags = 0) {
         if (o.submit_rc >= 0) ++accepted;
         const read_effect got = effect_of(c, o.res);
         if ((flags & ASYS_F_NOWAIT) && c.fd == f.part) {
-            // Documented: NOWAIT delivers what was cached (the head), a short count.
-            EXPECT_EQ(o.res, long(kPartHead)) << c.name << " with NOWAIT";
+            // Documented: NOWAIT delivers what was cached, a short count: the
+            // head at least (FADV_DONTNEED may leave more of the file cached
+            // on a busy machine), never more than the call.
+            EXPECT_GE(o.res, long(kPartHead)) << c.name << " with NOWAIT";
+            EXPECT_LE(o.res, plain) << c.name << " with NOWAIT";
             continue;
         }
         if ((flags & ASYS_F_NOWAIT) && nowait_cannot_tell(f, c)) {
@@ -814,7 +817,8 @@ void check_threadlet_edges(uint32_t flags) {
         const long plain = plain_call(c.positional ? SYS_pread64 : SYS_read, c.fd, reinterpret_cast<long>(c.buf),
                                       static_cast<long>(c.len), c.off);
         if ((flags & ASYS_F_NOWAIT) && c.fd == f.part) {
-            EXPECT_EQ(t.res[i], long(kPartHead)) << c.name << " in a NOWAIT threadlet: the cached head";
+            EXPECT_GE(t.res[i], long(kPartHead)) << c.name << " in a NOWAIT threadlet: the cached head at least";
+            EXPECT_LE(t.res[i], plain) << c.name << " in a NOWAIT threadlet";
             continue;
         }
         if ((flags & ASYS_F_NOWAIT) && nowait_cannot_tell(f, c)) {

@@ -11,8 +11,7 @@
 
 namespace asys::internal {
 
-bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
-    if (res != -EFAULT && res != -EINVAL) return false;
+bool ring_error_to_recheck_slow(uint32_t opcode, const uint64_t (&a)[6]) noexcept {
     switch (opcode) {
         case ASYS_OP_RECV: case ASYS_OP_SEND: case ASYS_OP_ACCEPT: case ASYS_OP_CONNECT:
             return false;
@@ -27,10 +26,19 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&a)[6], long res) no
     }
 }
 
-bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res, bool *whole_again) noexcept {
-    const bool vectored = opcode == ASYS_OP_READV || opcode == ASYS_OP_PREADV;
-    if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD && !vectored) || res <= 0) return false;
-    if (!vectored && static_cast<uint64_t>(res) >= a[2]) return false;
+bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *total) noexcept {
+    *total = 0;
+    struct iovec chunk[64];
+    const auto *v = static_cast<const struct iovec *>(uiov);
+    for (uint64_t i = 0; i < cnt && *total < limit; i += 64) {
+        const uint64_t k = cnt - i < 64 ? cnt - i : 64;
+        if (copy_from_caller(chunk, v + i, k * sizeof(iovec)) < 0) return false;
+        for (uint64_t j = 0; j < k; ++j) *total += chunk[j].iov_len;
+    }
+    return true;
+}
+
+bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res, bool *whole_again) noexcept {
     struct stat st;
     if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0, 0,
                      0, 0) != 0 ||
@@ -40,19 +48,13 @@ bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&a)[6], long res
         const unsigned m = minor(st.st_rdev);
         *whole_again = m == 5 || m == 7 || m == 8 || m == 9;
     }
-    if (!vectored) return true;
+    if (opcode != ASYS_OP_READV && opcode != ASYS_OP_PREADV) return true;
     // A vector: short of its total (as the call caps it, MAX_RW_COUNT), read
     // through the kernel (the array is the caller's and may be bad; it was
     // good when the ring read it).
     constexpr uint64_t kMaxRw = 0x7ffff000;
     uint64_t total = 0;
-    struct iovec chunk[64];
-    const auto *uiov = reinterpret_cast<const struct iovec *>(a[1]);
-    for (uint64_t i = 0; i < a[2] && total < kMaxRw; i += 64) {
-        const uint64_t k = a[2] - i < 64 ? a[2] - i : 64;
-        if (copy_from_caller(chunk, uiov + i, k * sizeof(iovec)) < 0) return false;
-        for (uint64_t j = 0; j < k; ++j) total += chunk[j].iov_len;
-    }
+    if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
     return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
 }
 

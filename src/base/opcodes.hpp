@@ -5,6 +5,7 @@
 // compile time; each consumer's switch over the opcodes has no default, so
 // an opcode a consumer does not handle fails the build (-Wswitch -Werror).
 #pragma once
+#include <cerrno>
 #include <linux/io_uring.h>
 #include <sys/syscall.h>
 
@@ -116,8 +117,11 @@ constexpr int opcode_for_atom(long nr, uint8_t use) noexcept {
 /// for read(2), EFAULT on the ring): true if running the call again gives
 /// the call's own result with no other effect. Not on sockets: a datagram
 /// the ring failed to copy out is gone, as it is for recv(2). (May fstat;
-/// only asked on these error paths.)
-bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+/// only on these error paths: the test of `res` is inline.)
+bool ring_error_to_recheck_slow(uint32_t opcode, const uint64_t (&args)[6]) noexcept;
+inline bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept {
+    return (res == -EFAULT || res == -EINVAL) && ring_error_to_recheck_slow(opcode, args);
+}
 
 /// An io_uring read of `opcode` that returned a short count `res` > 0: true
 /// if the descriptor is a memory device (/dev/zero, /dev/urandom: major 1),
@@ -126,9 +130,22 @@ bool ring_error_to_recheck(uint32_t opcode, const uint64_t (&args)[6], long res)
 /// Not /dev/kmsg (minor 11), whose reads return one record each. When
 /// `whole_again` is given, it is set when reading the whole request again
 /// gives read(2)'s result and effect too: a device with no file position
-/// (zero, full, random, urandom). (fstat; only asked on short ring reads.)
-bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res,
-                               bool *whole_again = nullptr) noexcept;
+/// (zero, full, random, urandom). (fstat; only for short ring reads: the
+/// tests of the opcode and the count are inline.)
+bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&args)[6], long res,
+                                    bool *whole_again) noexcept;
+inline bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res,
+                                      bool *whole_again = nullptr) noexcept {
+    const bool vectored = opcode == ASYS_OP_READV || opcode == ASYS_OP_PREADV;
+    if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD && !vectored) || res <= 0) return false;
+    if (!vectored && static_cast<uint64_t>(res) >= args[2]) return false;
+    return ring_short_read_to_finish_slow(opcode, args, res, whole_again);
+}
+
+/// The total length of the caller's `cnt` iovecs at `uiov`, read through
+/// the kernel (the array may be bad), stopping once it reaches `limit`.
+/// False if the array cannot be read.
+bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *total) noexcept;
 
 /// The scheduling class of generic system call `nr`: the class of the
 /// opcode that makes the same call, else its row in the table of known

@@ -582,8 +582,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // EBADF for read(2)). A NOP's result is the caller's value, even
     // -EINTR; a poll's errors are decided before it is punted.
     const bool ring = path == ASYS_PATH_URING;
-    if (ring && (res == -EINTR || res == -EFAULT || res == -EINVAL) &&
-        (res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) &&
+    if (ring && (res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) &&
         slot->opcode != ASYS_OP_NOP && slot->opcode != ASYS_OP_POLL && !slot->hooks &&
         !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
@@ -591,12 +590,7 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     }
     // A short ring read of a memory device: the pool reads the rest, as
     // read(2) would have (the slot's `done` carries what the ring read).
-    // (Filtered here: a full single-buffer read, the common completion,
-    // costs no call.)
-    if (ring && res > 0 && !slot->hooks && slot->done == 0 &&
-        (static_cast<uint64_t>(res) < slot->sys.args[2] || slot->opcode == ASYS_OP_READV ||
-         slot->opcode == ASYS_OP_PREADV) &&
-        ring_short_read_to_finish(slot->opcode, slot->sys.args, res)) {
+    if (ring && !slot->hooks && slot->done == 0 && ring_short_read_to_finish(slot->opcode, slot->sys.args, res)) {
         slot->done = static_cast<uint32_t>(res);
         if (general_->punt(slot, false) == 0) return;
         slot->done = 0;

@@ -247,11 +247,8 @@ int submit(context &c, const asys_op *op) noexcept {
                 long res = 0;
                 const attempt a = probe_read_buffer(fd, op->args[1], op->args[2], static_cast<int64_t>(op->args[3]),
                                                     op->opcode == ASYS_OP_PREAD, buffered, &res);
-                if (a == attempt::done) {  // finish_inline without a cqe: raw system calls only, errno untouched
-                    *op->ret_ptr = res;
-                    c.cnt.count_inline(sched_class_of(op->opcode, 0, op->flags));
-                    return ASYS_DONE;
-                }
+                // Raw system calls only so far: errno untouched.
+                if (a == attempt::done) return finish_inline(c, *op, res, false);
                 const errno_keeper keep;
                 return route_attempted(c, *op, op->flags, false, a, res, nullptr);
             }

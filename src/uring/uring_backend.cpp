@@ -291,15 +291,8 @@ bool ring_streams_vector(const uint64_t (&a)[6]) noexcept {
     bool socket = false;
     if (!ring_streams(a[0], &socket)) return false;
     if (!socket) return true;
-    struct iovec chunk[64];
-    const auto *uiov = reinterpret_cast<const struct iovec *>(a[1]);
-    for (uint64_t i = 0; i < a[2]; i += 64) {
-        const uint64_t k = a[2] - i < 64 ? a[2] - i : 64;
-        if (copy_from_caller(chunk, uiov + i, k * sizeof(iovec)) < 0) return false;
-        for (uint64_t j = 0; j < k; ++j)
-            if (chunk[j].iov_len != 0) return true;
-    }
-    return false;
+    uint64_t total = 0;
+    return caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], 1, &total) && total != 0;
 }
 
 }  // namespace

@@ -222,6 +222,46 @@ TEST_F(Batch, BadArgumentsGiveTheSystemCallsResult) {
     close(p[1]);
 }
 
+// A batch remembers which fd numbers seek (one lseek per fd, not per op)
+// only until the window enters the kernel: an op outside the window (here
+// a dup2 that puts a pipe behind the number) enters it first, and may have
+// given the number to another file. A positional read of the number is
+// then -ESPIPE, as pread(2) says, and the pipe's bytes stay unread.
+TEST_F(Batch, AnFdNumberGivenToAPipeMidBatchIsAskedAgain) {
+    {
+        const size_t first_len = 4096;
+        const int fd = cached_file(1);
+        int p[2];
+        ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+        ASSERT_EQ(write(p[1], "pipe", 4), 4);
+        char buf[2][4096];
+        long res[3] = {-999, -999, -999};
+        asys_op ops[3];
+        asys_prep_pread(&ops[0], fd, buf[0], first_len, 0);
+        const uint64_t args[6] = {static_cast<uint64_t>(p[0]), static_cast<uint64_t>(fd), 0, 0, 0, 0};
+        asys_prep_syscall(&ops[1], SYS_dup2, args);
+        ops[1].flags |= ASYS_F_SYNC;
+        asys_prep_pread(&ops[2], fd, buf[1], 16, 0);
+        for (unsigned i = 0; i < 3; ++i) {
+            ops[i].ret_ptr = &res[i];
+            ops[i].user_data = i;
+        }
+        int status[3];
+        ASSERT_EQ(asys_submit_batch(ctx_, ops, 3, status), 3);
+        unsigned later = 0;
+        for (int s : status) later += s == 0;
+        ASSERT_EQ(reap(ctx_, later).size(), later);
+        EXPECT_EQ(res[0], static_cast<long>(first_len));
+        EXPECT_EQ(res[1], fd);
+        EXPECT_EQ(res[2], -ESPIPE) << "a positional read of a pipe";
+        char left[8];
+        EXPECT_EQ(read(p[0], left, sizeof left), 4) << "the pipe's bytes were not taken";
+        close(fd);
+        close(p[0]);
+        close(p[1]);
+    }
+}
+
 // Without a ring, each op of a batch is probed inline (the injected probe
 // error is the op's result).
 TEST_F(Batch, WithoutARingEachOpIsProbed) {

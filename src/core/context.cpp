@@ -256,6 +256,11 @@ void context::open_window(batch_window &w, batch_window **saved) noexcept {
 }
 
 void context::settle_window(batch_window &w) noexcept {
+    if (w.settled) {
+        release_room(w.settled);
+        retire(w.settled_producers, w.settled);
+        w.settled = w.settled_producers = 0;
+    }
     // One add per window and class for the counters (relaxed statistics).
     for (unsigned c = 0; c < ASYS_CLASS__COUNT; ++c) {
         if (w.done_class[c]) cnt.done_inline[c].fetch_add(w.done_class[c], std::memory_order_relaxed);
@@ -280,23 +285,34 @@ bool context::preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool
 void context::enter_window(batch_window &w) noexcept {
     // Enter the kernel for the window's ops (their completions are reaped
     // here, inside the window), then start the next window.
+    ++w.enters;
     punt_window(w);
     preferred_->unplug();
     preferred_->plug();
     settle_window(w);
 }
 
-void context::window_add(op_slot *slot, int *status, batch_window &w) noexcept {
+op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept {
     if (w.n == batch_window::kMax) enter_window(w);
+    if (w.n == 0) w.opened_ns = monotonic_ns();
+    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
+    fill_slot(s, op, w.opened_ns);  // counted in flight by punt_window
+    if (!op.callback) ++w.uncounted_producers;
     const unsigned k = w.n++;
-    w.slot[k] = slot;
+    w.slot[k] = s;
     w.status[k] = status;
-    w.reuse[k] = slot->reuse;
-    ++w.n_class[slot->sched];
-    slot->batch_entry = static_cast<uint8_t>(k + 1);
+    w.reuse[k] = s->reuse;
+    ++w.n_class[s->sched];
+    s->batch_entry = static_cast<uint8_t>(k + 1);
+    return s;
 }
 
 void context::punt_window(batch_window &w) noexcept {
+    if (w.queued == w.n) return;
+    // In flight from now on (new_window_slot left them uncounted).
+    inflight_.fetch_add(w.n - w.queued, std::memory_order_relaxed);
+    if (w.uncounted_producers) cqe_producers_.fetch_add(w.uncounted_producers);
+    w.uncounted_producers = 0;
     // One SQ lock for the whole window; ops the ring has no room for go to
     // the general backend.
     unsigned k = w.queued + preferred_->punt_plugged(w.slot + w.queued, w.n - w.queued);
@@ -329,10 +345,10 @@ bool context::finish_in_window(op_slot *slot, long res) noexcept {
         return true;
     }
     *slot->ret_ptr = res;
-    const bool produced = !slot->callback;
+    // Its room and in-flight counts are given back when the window settles.
+    ++w->settled;
+    if (!slot->callback) ++w->settled_producers;
     slab_.free(slot);
-    release_room(1);
-    retire(produced);
     return true;
 }
 
@@ -519,8 +535,7 @@ void context::release_room(unsigned n) noexcept {
     }
 }
 
-op_slot *context::new_slot(const asys_op &op) noexcept {
-    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
+void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
     s->opcode = op.opcode;
     s->flags = op.flags;
     s->ret_ptr = op.ret_ptr;
@@ -541,9 +556,14 @@ op_slot *context::new_slot(const asys_op &op) noexcept {
     s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
     s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
     s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
-    s->submit_ns = monotonic_ns();
+    s->submit_ns = now_ns;
     s->batch_entry = 0;
     ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
+}
+
+op_slot *context::new_slot(const asys_op &op) noexcept {
+    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
+    fill_slot(s, op, monotonic_ns());
     inflight_.fetch_add(1, std::memory_order_relaxed);
     if (!op.callback) cqe_producers_.fetch_add(1);
     return s;
@@ -618,17 +638,17 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     retire(produces);
 }
 
-void context::retire(bool produced) noexcept {
+void context::retire(unsigned produced, unsigned n) noexcept {
     // After the push: a waiter never sees the op in neither count. Then
     // wake waiters whose hope rested on this op (another thread may have
     // taken its entry).
     if (produced) {
-        if (ring_.may_strand(cqe_producers_.fetch_sub(1) - 1)) ring_.poke();
+        if (ring_.may_strand(cqe_producers_.fetch_sub(produced) - produced)) ring_.poke();
         wake_hopeless_ring_sleeper();
     }
     // seq_cst decrement, then check sleepers: pairs with destroy()'s
     // increment of sleepers_ before it tests inflight_.
-    if (inflight_.fetch_sub(1) == 1 && sleepers_.load() != 0) {
+    if (inflight_.fetch_sub(n) == n && sleepers_.load() != 0) {
         std::lock_guard lk(wait_mu_);
         wait_cv_.notify_all();
     }

@@ -58,6 +58,16 @@ struct batch_window {
     unsigned done = 0;    ///< of them, finished in the window (counted at its end)
     /// Per scheduling class (ASYS_CLASS_*): entries used, finished in the window.
     uint16_t n_class[ASYS_CLASS__COUNT] = {}, done_class[ASYS_CLASS__COUNT] = {};
+    /// The shared counts are kept per window, one atomic add each instead
+    /// of one per op: the entries not yet handed to a backend are counted
+    /// in flight when punt_window hands them over (`uncounted_producers`
+    /// of them will post a cqe); ops finished in the window without a cqe
+    /// give back their room and leave the in-flight counts when the window
+    /// settles (`settled`, of which `settled_producers` had no callback).
+    unsigned uncounted_producers = 0;
+    unsigned settled = 0, settled_producers = 0;
+    int64_t opened_ns = 0;  ///< CLOCK_MONOTONIC at the first entry: its ops' submit time
+    unsigned enters = 0;    ///< times enter_window ran (callbacks may have run in it)
 };
 
 class context final : public completion_sink {
@@ -133,12 +143,12 @@ public:
     /// (nests: close restores the window that was open before).
     void open_window(batch_window &w, batch_window **saved) noexcept;
     void close_window(batch_window *saved) noexcept;
-    /// Adds a slot the preferred backend accepts to the calling thread's
-    /// window (entering the kernel for the window's ops first if it is
-    /// full); `*status` becomes ASYS_DONE if the op finishes before the
-    /// window closes (the caller wrote 0 there first). The op is accepted:
-    /// punt_window() hands it to a backend.
-    void window_add(op_slot *slot, int *status, batch_window &w) noexcept;
+    /// A slot (room reserved) for an op the preferred backend accepts, added
+    /// to the calling thread's window (entering the kernel for the window's
+    /// ops first if it is full); `*status` becomes ASYS_DONE if the op
+    /// finishes before the window closes (the caller wrote 0 there first).
+    /// The op is accepted: punt_window() hands it to a backend.
+    op_slot *new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept;
     /// Hands the window's ops to the preferred backend, enters the kernel
     /// for them (reaping what it completed, inside the window) and empties
     /// the window. A batch calls it before any op that is not a window op
@@ -213,8 +223,11 @@ private:
     /// complete() of a slot in the calling thread's open window: finishes it
     /// as inline and returns true, or returns false (not in the window).
     bool finish_in_window(op_slot *slot, long res) noexcept;
-    /// The accounting after an op's completion was delivered (or dropped).
-    void retire(bool produced_cqe_hope) noexcept;
+    /// The accounting after `n` ops' completions were delivered (or
+    /// dropped); `produced` of them were counted as cqe producers.
+    void retire(unsigned produced, unsigned n = 1) noexcept;
+    /// new_slot's copy of the op into the slot, with its submit time.
+    void fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept;
     asys_ctx *handle() const noexcept;
 
     std::atomic<uint16_t> gen_{1};

@@ -46,6 +46,21 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 
 }  // namespace
 
+namespace {
+
+// The common op: a READ or PREAD with a ret_ptr and no flag but BUFFERED
+// (nothing else set). These checks are all validate_op asks of it, and
+// route_op would send it to its inline attempt (or a batch's window) at
+// once: no room to reserve first, as an inline finish posts no cqe.
+inline bool plain_read(const asys_op *op) noexcept {
+    return op && reinterpret_cast<uintptr_t>(op) % alignof(asys_op) == 0 &&
+           (op->opcode == ASYS_OP_PREAD || op->opcode == ASYS_OP_READ) &&
+           (op->flags & ~uint32_t{ASYS_F_BUFFERED}) == 0 && op->ret_ptr && !op->callback && !op->cb_arg &&
+           !op->nr && !op->reserved[0] && !op->deadline_ns;
+}
+
+}  // namespace
+
 int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
     c.cnt.count_inline(sched_class_of(op.opcode, op.nr, op.flags));
@@ -60,8 +75,12 @@ struct batch_route {
     batch_window *w;
     int *status;          ///< this op's status entry (may be null)
     bool wrote_status;    ///< the windowed path set *status itself
-    int seek_fd = -1;     ///< the last fd lseek() was asked about, and its answer
+    /// The last fd lseek() was asked about, and its answer. Forgotten after
+    /// an op outside the window and when the window enters the kernel: a
+    /// callback or a close may have given the number to another file.
+    int seek_fd = -1;
     bool seek_ok = false;
+    unsigned seek_enters = 0;  ///< w->enters when it was asked
 };
 
 /// Whether a batch op skips the inline attempt for the preferred backend:
@@ -91,8 +110,9 @@ bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
     }
     if (static_cast<int64_t>(op.args[3]) < 0) return false;
     const int fd = static_cast<int>(op.args[0]);
-    if (fd != b.seek_fd) {
+    if (fd != b.seek_fd || b.seek_enters != b.w->enters) {
         b.seek_fd = fd;
+        b.seek_enters = b.w->enters;
         b.seek_ok = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0) >= 0;
     }
     return b.seek_ok;
@@ -153,6 +173,37 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
     return 0;
 }
 
+// A batch op the preferred backend accepts joins the window (no inline
+// attempt: the kernel runs it during the window's enter): 0, or -ESHUTDOWN.
+// It needs room until its enter; if there is none even after entering the
+// window so far, -EAGAIN: it is probed like any op (a cached read finishes
+// inline without room).
+int join_window(context &c, const asys_op &op, batch_route &batch, bool seekable, bool reserved) noexcept {
+    int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
+    if (rc == -EAGAIN && batch.w->n) {
+        c.enter_window(*batch.w);
+        rc = c.reserve_room(true, /*count_rejected=*/false);
+    }
+    if (rc) return rc;
+    if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
+    batch.wrote_status = true;
+    op_slot *s = c.new_window_slot(op, batch.status, *batch.w);  // counted when the window settles
+    s->direct = 1;
+    s->seekable = seekable;
+    return 0;
+}
+
+// A batch's plain read (see plain_read) the preferred backend accepts: what
+// validate_op and route_op would do with it, without their general steps.
+// 0 (in the window), -ESHUTDOWN, or -EAGAIN (the general route decides).
+int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noexcept {
+    if (c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER)) return -EAGAIN;
+    const bool seekable = batch_fd_seeks(batch, op);
+    if (!c.preferred_accepts(op.opcode, op.args, seekable)) return -EAGAIN;
+    // Ops run in order: the window holds no op that came after a non-window op.
+    return join_window(c, op, batch, seekable, false);
+}
+
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     uint32_t f = op.flags;
     if (!(f & (ASYS_F_SYNC | ASYS_F_ASYNC | ASYS_F_NOWAIT))) {
@@ -192,24 +243,8 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     if (to_window) {
-        // A window op needs room until its enter; if there is none even
-        // after entering the window so far, it is probed like any op (a
-        // cached read finishes inline without room).
-        int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
-        if (rc == -EAGAIN && batch->w->n) {
-            c.enter_window(*batch->w);
-            rc = c.reserve_room(true, /*count_rejected=*/false);
-        }
-        if (rc == -ESHUTDOWN) return rc;
-        if (rc == 0) {
-            op_slot *s = c.new_slot(op);
-            s->direct = 1;
-            s->seekable = seekable;
-            if (batch->status) *batch->status = 0;  // before the punt: the op may finish inside it
-            batch->wrote_status = true;
-            c.window_add(s, batch->status, *batch->w);  // counted when the window settles
-            return 0;
-        }
+        const int rc = join_window(c, op, *batch, seekable, reserved);
+        if (rc != -EAGAIN) return rc;
     }
 
     long res = 0;
@@ -231,14 +266,9 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
 int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
 
 int submit(context &c, const asys_op *op) noexcept {
-    // The common op: a READ or PREAD with a ret_ptr and no flag but
-    // BUFFERED. These checks are all validate_op asks of it, and route()
-    // would probe it at once (no room to reserve: no cqe for an inline
-    // finish), so the probe runs here and only a read it did not finish
+    // The common op: its probe runs here, and only a read it did not finish
     // takes the general route.
-    if (op && reinterpret_cast<uintptr_t>(op) % alignof(asys_op) == 0 &&
-        (op->opcode == ASYS_OP_PREAD || op->opcode == ASYS_OP_READ) && (op->flags & ~uint32_t{ASYS_F_BUFFERED}) == 0 &&
-        op->ret_ptr && !op->callback && !op->cb_arg && !op->nr && !op->reserved[0] && !op->deadline_ns) {
+    if (plain_read(op)) {
         const unsigned cf = c.ctx_flags();
         if (!(cf & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER))) {
             const bool buffered = (op->flags & ASYS_F_BUFFERED) || (cf & ASYS_CTX_NO_ODIRECT);
@@ -270,11 +300,13 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     batch_route b{&w, nullptr, false};
     int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
-        int rc = validate_op(&ops[i]);
-        if (rc == 0) {
-            b.status = status ? &status[i] : nullptr;
-            b.wrote_status = false;
-            rc = route_op(c, ops[i], windowed ? &b : nullptr);
+        b.status = status ? &status[i] : nullptr;
+        b.wrote_status = false;
+        int rc = windowed && plain_read(&ops[i]) ? plain_read_to_window(c, ops[i], b) : -EAGAIN;
+        if (rc == -EAGAIN) {
+            rc = validate_op(&ops[i]);
+            if (rc == 0) rc = route_op(c, ops[i], windowed ? &b : nullptr);
+            b.seek_fd = -1;  // it may have closed or opened a file
         }
         if (status && !b.wrote_status) status[i] = rc;
         b.wrote_status = false;

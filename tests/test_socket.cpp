@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 
+#include "base/fault.hpp"
 #include "helpers.hpp"
 #include "socket/sock_server.hpp"
 
@@ -346,6 +347,53 @@ TEST_F(Socket, HalfClosedThenClosedCancelsWhatIsInFlight) {
     sock_ = -1;
     EXPECT_TRUE(eventually([&] { return asys_socket_count() == base_; }));
     EXPECT_TRUE(eventually([&] { return stats(ctx_).inflight == 0; }));
+}
+
+// Linux may tell a receive that races the peer's last record and its
+// shutdown that the stream has ended, with that record still queued
+// (recv_record in src/socket/sock_protocol.hpp). fault::false_ends makes the
+// next receive from a shut peer see that false end, every time: here the
+// server's first receive, from a client that sent one request and shut its
+// writes before the server started. Before, the server took the false end
+// for the half-close, never read the request and ended unanswering.
+TEST_F(Socket, AHalfClosedClientsLastRequestIsAnsweredDespiteAFalseEnd) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_TIMER, 5, 0, 0, 0);
+    m.res = 1000;
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(shutdown(sv[0], SHUT_WR), 0);
+    asys::internal::fault::false_ends = 1;
+    ASSERT_EQ(asys_socket_serve(ctx_, sv[1]), 0);
+    asys_sock_msg r{};
+    ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0), 0) << "the request sent before the half-close is answered";
+    EXPECT_EQ(r.cookie, 5u);
+    EXPECT_EQ(r.res, 0);
+    EXPECT_EQ(asys::internal::fault::false_ends.exchange(0), 0) << "the server did not see the false end";
+    EXPECT_EQ(recv_within(sv[0], &r, nullptr, 0), -ECONNRESET) << "then the server ends";
+    close(sv[0]);
+}
+
+// The same false end seen by the client: the reply the server sent just
+// before it closed is read, then the end (asysd greets a client it refuses
+// and closes it at once: that client once read -ECONNRESET, not -EBUSY).
+TEST(SocketFalseEnd, TheReplySentBeforeTheEndIsRead) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_DONE, 7, 0, 0, 0);
+    m.res = -EBUSY;
+    ASSERT_EQ(send(sv[1], &m, sizeof m, 0), static_cast<ssize_t>(sizeof m));
+    close(sv[1]);
+    asys::internal::fault::false_ends = 1;
+    asys_sock_msg r{};
+    EXPECT_EQ(asys_sock_recv(sv[0], &r, nullptr, 0), 0) << "the reply sent before the close";
+    EXPECT_EQ(asys::internal::fault::false_ends.exchange(0), 0) << "the client did not see the false end";
+    EXPECT_EQ(r.cookie, 7u);
+    EXPECT_EQ(r.res, -EBUSY);
+    EXPECT_EQ(asys_sock_recv(sv[0], &r, nullptr, 0), -ECONNRESET) << "then the end";
+    close(sv[0]);
 }
 
 // The reply backlog: a client that keeps up to ASYS_SOCK_MAX_INFLIGHT

@@ -11,4 +11,5 @@ std::atomic<int> probe_failures{0};
 std::atomic<int> probe_errno{0};
 std::atomic<int> ring_failures{0};
 std::atomic<int> ring_errno{0};
+std::atomic<int> false_ends{0};
 }  // namespace asys::internal::fault

@@ -28,6 +28,12 @@ extern std::atomic<int> cancel_signal_drops;
 extern std::atomic<int> probe_failures;
 extern std::atomic<int> probe_errno;
 
+/// Next N receives from a SOCK_SEQPACKET socket whose peer has shut its
+/// side return 0 (the end of the stream) without taking the record queued,
+/// as Linux may when the peer's last record and shutdown land while it
+/// looks (src/socket/sock_protocol.hpp, recv_record).
+extern std::atomic<int> false_ends;
+
 /// Next N io_uring completions of ops report -ring_errno instead of their
 /// result. EINTR (not from a cancel) must be retried on the pool; other
 /// errors are delivered as the op's result.

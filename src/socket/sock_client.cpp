@@ -10,6 +10,7 @@
 
 #include "asys/socket.h"
 #include "base/errno_keeper.hpp"
+#include "socket/sock_protocol.hpp"
 #include "socket/sock_server.hpp"
 
 // Every public function returns -errno and leaves errno as it found it
@@ -103,14 +104,17 @@ ssize_t asys_sock_recv(int sock, struct asys_sock_msg *m, void *payload, size_t 
     mh.msg_iovlen = cap ? 2 : 1;
     // Spin briefly before blocking, as asys_wait does: a reply that comes
     // within the spin is taken without a sleep and a wake-up (costs in
-    // docs/benchmarks.md).
+    // docs/benchmarks.md). recv_record: the end of the stream is believed
+    // only once the last reply is known not to be queued (asysd greets a
+    // client it refuses and closes at once).
+    using asys::internal::recv_record;
     ssize_t n;
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
     for (;;) {
-        n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        n = recv_record(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n >= 0 || (errno != EAGAIN && errno != EINTR)) break;
         if (std::chrono::steady_clock::now() >= until) {
-            while ((n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+            while ((n = recv_record(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
             }
             break;
         }

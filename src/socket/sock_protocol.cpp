@@ -1,13 +1,44 @@
 #include "socket/sock_protocol.hpp"
 
+#include <poll.h>
 #include <signal.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "base/denylist.hpp"
+#include "base/fault.hpp"
 
 namespace asys::internal {
+
+namespace {
+
+/// The peer has closed or shut its writes (or we shut our reads): nothing
+/// more will be queued.
+bool peer_shut(int fd) noexcept {
+    struct pollfd p{fd, POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP);
+}
+
+}  // namespace
+
+ssize_t recv_record(int fd, struct msghdr *mh, int flags) noexcept {
+    const size_t control = mh->msg_controllen;
+    ssize_t n;
+    if (fault::false_ends.load(std::memory_order_relaxed) && peer_shut(fd) && fault::take(fault::false_ends)) {
+        mh->msg_controllen = 0;  // what the kernel's false end looks like
+        mh->msg_flags = 0;
+        n = 0;
+    } else {
+        n = ::recvmsg(fd, mh, flags);
+    }
+    // A record, an error, an empty record that brought fds, or one from a
+    // peer that has not shut (the kernel says "the end" only after it has).
+    if (n != 0 || mh->msg_controllen != 0 || !peer_shut(fd)) return n;
+    mh->msg_controllen = control;
+    mh->msg_flags = 0;
+    return ::recvmsg(fd, mh, flags | MSG_DONTWAIT);
+}
 
 int parse_request(const uint8_t *buf, size_t n, unsigned nfds, sock_request *out) noexcept {
     *out = sock_request{};

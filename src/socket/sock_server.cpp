@@ -410,7 +410,9 @@ bool sock_server::receive_one() noexcept {
     mh.msg_iovlen = 1;
     mh.msg_control = cbuf;
     mh.msg_controllen = sizeof cbuf;
-    const ssize_t n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    // recv_record: a client's last request before it shuts its writes is
+    // read, not taken for the end (a half-closed client is answered).
+    const ssize_t n = recv_record(fd_, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
     if (n < 0) {  // ECONNRESET (it left with replies unread) or worse
         lose_client();

@@ -262,6 +262,53 @@ TEST_F(Batch, AnFdNumberGivenToAPipeMidBatchIsAskedAgain) {
     }
 }
 
+// Forced-async reads wait plugged until the batch enters the kernel; an op
+// after them that gives their fd number to another file (a dup2 of a pipe
+// onto it) enters it for them first. So on the ring the first read reads
+// the file (never the pipe, which io_uring reads at any offset), the
+// second (after the dup2) is -ESPIPE as pread(2) says, and the pipe's
+// bytes stay unread; the second read takes the batch's lseek answer, asked
+// again after the dup2.
+TEST_F(Batch, ForcedAsyncReadsEnterTheKernelBeforeAnOpThatChangesTheirFd) {
+    const int fd = cached_file(1);
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    ASSERT_EQ(write(p[1], "pipe", 4), 4);
+    char buf[2][4096];
+    long res[3] = {-999, -999, -999};
+    asys_op ops[3];
+    asys_prep_pread(&ops[0], fd, buf[0], 4096, 0);
+    ops[0].flags |= ASYS_F_ASYNC;
+    const uint64_t args[6] = {static_cast<uint64_t>(p[0]), static_cast<uint64_t>(fd), 0, 0, 0, 0};
+    asys_prep_syscall(&ops[1], SYS_dup2, args);
+    ops[1].flags |= ASYS_F_SYNC;
+    asys_prep_pread(&ops[2], fd, buf[1], 16, 0);
+    ops[2].flags |= ASYS_F_ASYNC;
+    for (unsigned i = 0; i < 3; ++i) {
+        ops[i].ret_ptr = &res[i];
+        ops[i].user_data = i;
+    }
+    int status[3];
+    ASSERT_EQ(asys_submit_batch(ctx_, ops, 3, status), 3);
+    unsigned later = 0;
+    for (int s : status) later += s == 0;
+    ASSERT_EQ(reap(ctx_, later).size(), later);
+    if (has_ring(ctx_)) {
+        EXPECT_EQ(res[0], 4096) << "the read queued before the dup2 reads the file";
+    } else {
+        // A pool worker runs it whenever it can: before the dup2 or after.
+        EXPECT_TRUE(res[0] == 4096 || res[0] == -ESPIPE) << res[0];
+    }
+    if (res[0] == 4096) check_block(buf[0], 0);
+    EXPECT_EQ(res[1], fd);
+    EXPECT_EQ(res[2], -ESPIPE) << "a positional read of a pipe";
+    char left[8];
+    EXPECT_EQ(read(p[0], left, sizeof left), 4) << "the pipe's bytes were not taken";
+    close(fd);
+    close(p[0]);
+    close(p[1]);
+}
+
 // Without a ring, each op of a batch is probed inline (the injected probe
 // error is the op's result).
 TEST_F(Batch, WithoutARingEachOpIsProbed) {

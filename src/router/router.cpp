@@ -115,14 +115,14 @@ bool leaves_fds_alone(const asys_op &op) noexcept {
 
 /// One lseek per fd (not per op) tells whether a batch's positional
 /// transfers may go to the ring (args_fit_ring asks the same otherwise).
-bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
+inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
     switch (op.opcode) {
         case ASYS_OP_PREAD: case ASYS_OP_PREADV: case ASYS_OP_PWRITE: case ASYS_OP_PWRITEV: break;
         default: return false;
     }
     if (static_cast<int64_t>(op.args[3]) < 0) return false;
     const int fd = static_cast<int>(op.args[0]);
-    if (fd != b.seek_fd || b.seek_enters != b.w->enters) {
+    if (fd != b.seek_fd || b.seek_enters != b.w->enters) [[unlikely]] {
         b.seek_fd = fd;
         b.seek_enters = b.w->enters;
         b.seek_ok = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0) >= 0;

@@ -313,6 +313,8 @@ int main(int argc, char **argv) {
             {"asys_submit BUFFERED", "preadv2(RWF_NOWAIT)", "single read, ASYS_F_BUFFERED, to the probe's floor"},
             {"asys_submit ASYNC ring", "io_uring QD1", "QD1 through the ring, to raw io_uring QD1"},
             {"asys_submit_batch x32", "pread x32", "batch of 32, to 32 preads"},
+            {"io_uring batch x32", "pread x32", "the peer: raw liburing's batch of 32, to 32 preads"},
+            {"asys_submit_batch x32", "io_uring batch x32", "batch of 32, to raw liburing's"},
             {"asys batch x32 ASYNC", "io_uring batch x32", "batch of 32 forced through the ring, to raw"},
         };
         fmt::print("\nrow to row (median of per-round ratios)\n");

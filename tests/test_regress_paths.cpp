@@ -406,6 +406,9 @@ TEST(Regress, CallbackThatCancelsDoesNotDeadlock) {
         EXPECT_EQ(c[0].user_data, 7u);
         EXPECT_EQ(c[0].res, -ECANCELED);
     }
+    // The cancel posts the victim's cqe before the callback stores what it
+    // returned: wait for that (k must outlive the callback too).
+    EXPECT_TRUE(eventually([&] { return k.rc != 1; })) << "the callback never returned";
     EXPECT_TRUE(k.rc == 0 || k.rc == -EALREADY) << k.rc;
 }
 

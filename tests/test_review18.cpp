@@ -319,8 +319,16 @@ void check_edges_against_the_call(uint32_t flags, unsigned ctx_flags = 0) {
         const long plain = plain_call(c.positional ? SYS_pread64 : SYS_read, c.fd, reinterpret_cast<long>(c.buf),
                                       static_cast<long>(c.len), c.off);
         const read_effect want = effect_of(c, plain);
-        f.reset();
-        const read_outcome o = submit_read(ctx, c.positional, c.fd, c.buf, c.len, c.off, flags);
+        // ATOMIC is refused (-EAGAIN, nothing done) while no pool worker is
+        // idle, as documented: the previous case's worker may still be
+        // finishing. Submit it again until one takes it.
+        read_outcome o;
+        for (unsigned tries = 0;; ++tries) {
+            f.reset();
+            o = submit_read(ctx, c.positional, c.fd, c.buf, c.len, c.off, flags);
+            if (!(flags & ASYS_F_ATOMIC) || o.submit_rc != -EAGAIN || tries == 100000) break;
+            sched_yield();
+        }
         if (o.submit_rc >= 0) ++accepted;
         const read_effect got = effect_of(c, o.res);
         if ((flags & ASYS_F_NOWAIT) && c.fd == f.part) {

@@ -535,7 +535,7 @@ void context::release_room(unsigned n) noexcept {
     }
 }
 
-void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
+inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
     s->opcode = op.opcode;
     s->flags = op.flags;
     s->ret_ptr = op.ret_ptr;
@@ -554,8 +554,12 @@ void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept 
     s->bulk = (op.flags & ASYS_F_BULK) != 0;
     s->expired = 0;
     s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
-    s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
-    s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    if (op.deadline_ns) {
+        s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
+        s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    } else {
+        s->deadline = {};
+    }
     s->submit_ns = now_ns;
     s->batch_entry = 0;
     ++s->reuse;  // not reset: it tells this op from the slot's earlier ones

@@ -75,9 +75,9 @@ struct batch_route {
     batch_window *w;
     int *status;          ///< this op's status entry (may be null)
     bool wrote_status;    ///< the windowed path set *status itself
-    /// The last fd lseek() was asked about, and its answer. Forgotten after
-    /// an op outside the window and when the window enters the kernel: a
-    /// callback or a close may have given the number to another file.
+    /// The last fd lseek() was asked about, and its answer. Forgotten when
+    /// the window enters the kernel and after an op outside the window that
+    /// may have given the number to another file (leaves_fds_alone).
     int seek_fd = -1;
     bool seek_ok = false;
     unsigned seek_enters = 0;  ///< w->enters when it was asked
@@ -101,16 +101,28 @@ bool batch_skips_probe(const asys_op &op, uint32_t f) noexcept {
     }
 }
 
+/// Whether an op that ran outside the window cannot have changed what an
+/// fd number names: a transfer without a callback (an inline finish runs
+/// the callback, which may close or open files).
+bool leaves_fds_alone(const asys_op &op) noexcept {
+    if (op.callback) return false;
+    switch (op.opcode) {
+        case ASYS_OP_READ: case ASYS_OP_PREAD: case ASYS_OP_READV: case ASYS_OP_PREADV:
+        case ASYS_OP_WRITE: case ASYS_OP_PWRITE: case ASYS_OP_WRITEV: case ASYS_OP_PWRITEV: return true;
+        default: return false;
+    }
+}
+
 /// One lseek per fd (not per op) tells whether a batch's positional
 /// transfers may go to the ring (args_fit_ring asks the same otherwise).
-bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
+inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
     switch (op.opcode) {
         case ASYS_OP_PREAD: case ASYS_OP_PREADV: case ASYS_OP_PWRITE: case ASYS_OP_PWRITEV: break;
         default: return false;
     }
     if (static_cast<int64_t>(op.args[3]) < 0) return false;
     const int fd = static_cast<int>(op.args[0]);
-    if (fd != b.seek_fd || b.seek_enters != b.w->enters) {
+    if (fd != b.seek_fd || b.seek_enters != b.w->enters) [[unlikely]] {
         b.seek_fd = fd;
         b.seek_enters = b.w->enters;
         b.seek_ok = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0) >= 0;
@@ -158,6 +170,9 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
     // positional reads (a stream would have said ESPIPE first).
     s->seekable = (a == attempt::would_block || a == attempt::refused) &&
                   (op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_PREADV) && static_cast<int64_t>(op.args[3]) >= 0;
+    // In a batch, one lseek per fd answers for all its positional transfers
+    // (ASYNC ones too, which no probe tried).
+    if (batch && !s->seekable) s->seekable = batch_fd_seeks(*batch, op);
     const unsigned s_class = s->sched;
     // After punt() succeeds the slot may already be completed and reused.
     int rc = c.punt(s, atomic);
@@ -223,7 +238,11 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
             seekable = batch_fd_seeks(*batch, op);
             to_window = c.preferred_accepts(op.opcode, op.args, seekable);
         }
-        if (!to_window && batch->w->n) c.enter_window(*batch->w);
+        // An op that may give an fd number to another file first enters
+        // the kernel for everything the batch queued before it (forced-async
+        // ops wait plugged too), which the ring would otherwise run on the
+        // new file.
+        if (!to_window && (batch->w->n || !leaves_fds_alone(op))) c.enter_window(*batch->w);
     }
     // Room first when an inline finish must post a cqe, so that a full ring
     // is reported before anything runs.
@@ -306,7 +325,7 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
         if (rc == -EAGAIN) {
             rc = validate_op(&ops[i]);
             if (rc == 0) rc = route_op(c, ops[i], windowed ? &b : nullptr);
-            b.seek_fd = -1;  // it may have closed or opened a file
+            if (!leaves_fds_alone(ops[i])) b.seek_fd = -1;  // it may have closed, opened or dup'd one
         }
         if (status && !b.wrote_status) status[i] = rc;
         b.wrote_status = false;

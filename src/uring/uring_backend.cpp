@@ -696,27 +696,37 @@ unsigned uring_backend::drain_locked() noexcept {
     }
 }
 
+namespace {
+
+/// What the call would have returned, for the CQE results that differ from
+/// it (only errors, NOPs and polls).
+long call_result_of(op_slot &s, long r) noexcept {
+    if (s.opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s.sys.args[0]);
+    // Cut short by its deadline's linked timeout (not by a cancel).
+    if ((s.flags & ASYS_F_DEADLINE) && r == -ECANCELED && !s.cancel.load(std::memory_order_relaxed)) {
+        r = -ETIME;
+        s.expired = 1;
+    }
+    // A poll cut short by its linked timeout (not by a cancel) timed out:
+    // report 0, as poll(2) does.
+    if (s.opcode == ASYS_OP_POLL && r == -ECANCELED && !s.cancel.load(std::memory_order_relaxed)) r = 0;
+    if (s.opcode == ASYS_OP_POLL) {
+        // poll(2) reports a closed descriptor as POLLNVAL, and only the
+        // requested events plus POLLERR and POLLHUP.
+        if (r == -EBADF) r = POLLNVAL;
+        else if (r > 0) r &= static_cast<uint16_t>(s.poll.events) | POLLERR | POLLHUP | POLLNVAL;
+    }
+    return r;
+}
+
+}  // namespace
+
 unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
     switch (ud & kTagMask) {
         case 0: {
             auto *s = reinterpret_cast<op_slot *>(ud);  // untracked by the caller
             long r = res;
-            if (s->opcode == ASYS_OP_NOP && r == 0) r = static_cast<long>(s->sys.args[0]);
-            // Cut short by its deadline's linked timeout (not by a cancel).
-            if ((s->flags & ASYS_F_DEADLINE) && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed)) {
-                r = -ETIME;
-                s->expired = 1;
-            }
-            // A poll cut short by its linked timeout (not by a cancel)
-            // timed out: report 0, as poll(2) does.
-            if (s->opcode == ASYS_OP_POLL && r == -ECANCELED && !s->cancel.load(std::memory_order_relaxed))
-                r = 0;
-            if (s->opcode == ASYS_OP_POLL) {
-                // poll(2) reports a closed descriptor as POLLNVAL, and
-                // only the requested events plus POLLERR and POLLHUP.
-                if (r == -EBADF) r = POLLNVAL;
-                else if (r > 0) r &= static_cast<uint16_t>(s->poll.events) | POLLERR | POLLHUP | POLLNVAL;
-            }
+            if (r < 0 || s->opcode == ASYS_OP_NOP || s->opcode == ASYS_OP_POLL) r = call_result_of(*s, r);
             if (long injected = fault::injected_ring_error()) r = injected;  // tests only
             sink_.complete(s, r, ASYS_PATH_URING);
             return 1;

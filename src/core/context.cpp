@@ -409,6 +409,36 @@ void context::recycle() noexcept {
     reg.free = this;
 }
 
+void context::wait_for_inflight(unsigned how) noexcept {
+    // Driver work of this thread (its threadlets) is run while waiting:
+    // the ops it holds complete only when it runs.
+    driver_work *dw = driver_.load(std::memory_order_acquire);
+    auto done_or_work = [&] { return inflight_.load() == 0 || (dw && dw->ready_here()); };
+    std::unique_lock lk(wait_mu_);
+    sleepers_.fetch_add(1);
+    wait_cv_.notify_all();  // blocked submitters see closing and leave
+    while (inflight_.load() != 0) {
+        if (dw) {
+            lk.unlock();
+            dw->run_here();
+            lk.lock();
+            if (inflight_.load() == 0) break;
+        }
+        if (how == ASYS_DESTROY_CANCEL) {
+            // Interrupting a running call is a signal; one can arrive just
+            // before the worker enters its syscall, so re-send until done.
+            lk.unlock();
+            general_->cancel_all();
+            if (preferred_) preferred_->cancel_all();
+            lk.lock();
+            wait_cv_.wait_for(lk, std::chrono::milliseconds(2), done_or_work);
+        } else {
+            wait_cv_.wait(lk, done_or_work);
+        }
+    }
+    sleepers_.fetch_sub(1);
+}
+
 int context::destroy(unsigned how) noexcept {
     if (how > ASYS_DESTROY_CANCEL) return -EINVAL;
     int expected = 1;
@@ -436,39 +466,11 @@ int context::destroy(unsigned how) noexcept {
 
     if (how == ASYS_DESTROY_CANCEL) cancelling_.store(true, std::memory_order_relaxed);
     wake_ring_sleeper();  // it re-checks the state
-    {
-        // Driver work of this thread (its threadlets) is run while waiting:
-        // the ops it holds complete only when it runs.
-        driver_work *dw = driver_.load(std::memory_order_acquire);
-        auto done_or_work = [&] { return inflight_.load() == 0 || (dw && dw->ready_here()); };
-        std::unique_lock lk(wait_mu_);
-        sleepers_.fetch_add(1);
-        wait_cv_.notify_all();  // blocked submitters see closing and leave
-        while (inflight_.load() != 0) {
-            if (dw) {
-                lk.unlock();
-                dw->run_here();
-                lk.lock();
-                if (inflight_.load() == 0) break;
-            }
-            if (how == ASYS_DESTROY_CANCEL) {
-                // Interrupting a running call is a signal; one can arrive just
-                // before the worker enters its syscall, so re-send until done.
-                lk.unlock();
-                general_->cancel_all();
-                if (preferred_) preferred_->cancel_all();
-                lk.lock();
-                wait_cv_.wait_for(lk, std::chrono::milliseconds(2), done_or_work);
-            } else {
-                wait_cv_.wait(lk, done_or_work);
-            }
-        }
-        sleepers_.fetch_sub(1);
-    }
+    wait_for_inflight(how);
     ring_.shutdown();
     // Threads still inside asys_wait (the designated ring waiter, a thread
-    // between its sleep in the ring and the completion ring) or a batch
-    // leave before the backends and the ring go away.
+    // between its sleep in the ring and the completion ring), a batch or a
+    // submission leave before the backends and the ring go away.
     {
         std::unique_lock lk(wait_mu_);
         sleepers_.fetch_add(1);
@@ -480,6 +482,11 @@ int context::destroy(unsigned how) noexcept {
         }
         sleepers_.fetch_sub(1);
     }
+    // A submitter that reserved room before the state changed may have
+    // handed its ops to a backend after the wait above (a batch window's ops
+    // are counted in flight only then): they complete (or are cancelled)
+    // before the backends stop.
+    wait_for_inflight(how);
     general_->stop();
     if (preferred_) preferred_->stop();
     recycle();

@@ -213,6 +213,9 @@ private:
     void wake_ring_sleeper() noexcept;
     void sleep_in_ring(unsigned min, const struct timespec *deadline) noexcept;
     int finish_wait(int n) noexcept;
+    /// destroy(): waits until no op is in flight (cancelling them with
+    /// ASYS_DESTROY_CANCEL), running this thread's driver work meanwhile.
+    void wait_for_inflight(unsigned how) noexcept;
     std::atomic<uint32_t> callers_{0};        ///< threads in a caller_scope
     std::atomic<bool> ring_waiter_{false};    ///< a thread is the designated ring waiter
     std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) asleep in wait_completions()

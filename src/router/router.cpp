@@ -188,18 +188,28 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
     return 0;
 }
 
-// A batch op the preferred backend accepts joins the window (no inline
-// attempt: the kernel runs it during the window's enter): 0, or -ESHUTDOWN.
-// It needs room until its enter; if there is none even after entering the
-// window so far, -EAGAIN: it is probed like any op (a cached read finishes
-// inline without room).
-int join_window(context &c, const asys_op &op, batch_route &batch, bool seekable, bool reserved) noexcept {
+// A batch op the preferred backend accepted (when the window had entered
+// the kernel `enters` times) joins the window (no inline attempt: the
+// kernel runs it during the window's enter): 0, or -ESHUTDOWN. It needs room
+// until its enter, and a free entry; if there is no room even after
+// entering the window so far, -EAGAIN: it is probed like any op (a cached
+// read finishes inline without room). An enter here (for room, or a full
+// window) may run a completion callback that gives the fd number to another
+// file: the backend is then asked again, and an op it no longer takes is
+// -EAGAIN too.
+int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved) noexcept {
     int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
     if (rc == -EAGAIN && batch.w->n) {
         c.enter_window(*batch.w);
         rc = c.reserve_room(true, /*count_rejected=*/false);
     }
     if (rc) return rc;
+    if (batch.w->n == batch_window::kMax) c.enter_window(*batch.w);
+    const bool seekable = batch_fd_seeks(batch, op);
+    if (batch.w->enters != enters && !c.preferred_accepts(op.opcode, op.args, seekable)) {
+        if (!reserved) c.release_room(1);
+        return -EAGAIN;
+    }
     if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
     batch.wrote_status = true;
     op_slot *s = c.new_window_slot(op, batch.status, *batch.w);  // counted when the window settles
@@ -213,10 +223,10 @@ int join_window(context &c, const asys_op &op, batch_route &batch, bool seekable
 // 0 (in the window), -ESHUTDOWN, or -EAGAIN (the general route decides).
 int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noexcept {
     if (c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER)) return -EAGAIN;
-    const bool seekable = batch_fd_seeks(batch, op);
-    if (!c.preferred_accepts(op.opcode, op.args, seekable)) return -EAGAIN;
+    const unsigned enters = batch.w->enters;
+    if (!c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(batch, op))) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
-    return join_window(c, op, batch, seekable, false);
+    return join_window(c, op, batch, enters, false);
 }
 
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
@@ -232,11 +242,11 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     // kernel runs it during the window's enter). Ops run in order, so any
     // other op first enters the kernel for the window's ops before it.
     bool to_window = false;
-    bool seekable = false;
+    unsigned enters = 0;  // the window's enters when the backend took it
     if (batch) {
         if (batch_skips_probe(op, f)) {
-            seekable = batch_fd_seeks(*batch, op);
-            to_window = c.preferred_accepts(op.opcode, op.args, seekable);
+            enters = batch->w->enters;
+            to_window = c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(*batch, op));
         }
         // An op that may give an fd number to another file first enters
         // the kernel for everything the batch queued before it (forced-async
@@ -262,7 +272,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     if (to_window) {
-        const int rc = join_window(c, op, *batch, seekable, reserved);
+        const int rc = join_window(c, op, *batch, enters, reserved);
         if (rc != -EAGAIN) return rc;
     }
 
@@ -282,7 +292,13 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
 
 }  // namespace
 
-int route(context &c, const asys_op &op) noexcept { return route_op(c, op, nullptr); }
+int route(context &c, const asys_op &op) noexcept {
+    // From its room to its punt the op is in no count destroy() waits for:
+    // destroy waits for this caller to leave, then for the op.
+    const context::caller_scope busy(c);
+    if (!busy.ok()) return -ESHUTDOWN;
+    return route_op(c, op, nullptr);
+}
 
 int submit(context &c, const asys_op *op) noexcept {
     // The common op: its probe runs here, and only a read it did not finish
@@ -299,6 +315,11 @@ int submit(context &c, const asys_op *op) noexcept {
                 // Raw system calls only so far: errno untouched.
                 if (a == attempt::done) return finish_inline(c, *op, res, false);
                 const errno_keeper keep;
+                const context::caller_scope busy(c);  // as in route()
+                if (!busy.ok()) {
+                    // Bytes already read inline are never dropped (see route_attempted).
+                    return a == attempt::partial ? finish_inline(c, *op, res, false) : -ESHUTDOWN;
+                }
                 return route_attempted(c, *op, op->flags, false, a, res, nullptr);
             }
         }

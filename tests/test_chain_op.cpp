@@ -6,8 +6,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -284,6 +287,92 @@ TEST(ChainOp, LongDevZeroReadThroughTheRingIsWhole) {
         asys_prep_pread(&op, zero, buf.data(), kLen, 0);
         op.flags = ASYS_F_ASYNC;
         EXPECT_EQ(run(ctx, op), static_cast<long>(kLen)) << "ASYNC op, round " << i;
+    }
+    close(zero);
+}
+
+namespace {
+
+/// A one-atom chain op: `nr` with the arguments `args` (read when it runs).
+struct one_atom_chain {
+    unsigned long v[4];
+    long r = 7;
+    syslet_uatom a;
+    syslet_uatom *last = nullptr;
+    one_atom_chain(unsigned long nr, unsigned long a0, unsigned long a1, unsigned long a2, unsigned long a3 = 0)
+        : v{a0, a1, a2, a3}, a(atom(nr, 0, &r)) {
+        for (int i = 0; i < 4; ++i) a.arg_ptr[i] = &v[i];
+    }
+    asys_op op() {
+        asys_op o;
+        asys_prep_chain(&o, &a, &last);
+        return o;
+    }
+};
+
+/// How many of the file's first `pages` pages are in the page cache.
+size_t cached_pages(int fd, size_t pages) {
+    void *m = mmap(nullptr, pages * 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return pages;
+    std::vector<unsigned char> vec(pages);
+    size_t n = pages;
+    if (mincore(m, pages * 4096, vec.data()) == 0) {
+        n = 0;
+        for (unsigned char c : vec) n += c & 1;
+    }
+    munmap(m, pages * 4096);
+    return n;
+}
+
+}  // namespace
+
+// An atom run inline whose nonblocking read comes back short where the
+// call would go on (a file whose tail is not in the page cache) runs again,
+// whole, on the pool: the atom's result is the whole file, as the call's,
+// and a read at the file position leaves the position where read(2) would.
+TEST(ChainOp, PartlyCachedFileReadAtomsReadTheWholeFile) {
+    ctx_guard ctx;
+    temp_dir dir;
+    constexpr size_t kPages = 32, kHead = 4;
+    const int fd = make_file(dir.file("part"), kPages * 4096);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(fdatasync(fd), 0);  // clean pages: DONTNEED can drop them
+    std::vector<char> buf(kPages * 4096);
+    for (const unsigned long nr : {SYS_pread64, SYS_read, SYS_readv}) {
+        SCOPED_TRACE(nr);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+        ASSERT_EQ(pread(fd, buf.data(), kHead * 4096, 0), static_cast<ssize_t>(kHead * 4096));
+        if (cached_pages(fd, kPages) == kPages)
+            GTEST_SKIP() << "SKIPPED: the page cache kept the whole file (DONTNEED dropped nothing here)";
+        ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+        std::fill(buf.begin(), buf.end(), 0);
+        const unsigned long fdv = static_cast<unsigned long>(fd), len = kPages * 4096;
+        struct iovec iov[2] = {{buf.data(), len / 2}, {buf.data() + len / 2, len / 2}};
+        one_atom_chain c = nr == SYS_readv ? one_atom_chain(nr, fdv, reinterpret_cast<unsigned long>(iov), 2)
+                                           : one_atom_chain(nr, fdv, reinterpret_cast<unsigned long>(buf.data()), len, 0);
+        EXPECT_EQ(run(ctx, c.op()), static_cast<long>(len));
+        EXPECT_EQ(c.r, static_cast<long>(len)) << "the atom's result is the whole file, as the call's";
+        for (size_t i = 0; i < len; i += 4096) ASSERT_EQ(buf[i], pattern(i)) << "byte " << i;
+        if (nr != SYS_pread64) EXPECT_EQ(lseek(fd, 0, SEEK_CUR), static_cast<off_t>(len)) << "the file position";
+    }
+    close(fd);
+}
+
+// The same for a memory device's vector that the nonblocking read cut short
+// (the CPU was wanted): readv(2) of /dev/zero reads it all.
+TEST(ChainOp, LongDevZeroVectorInlineIsWhole) {
+    ctx_guard ctx;
+    const int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(zero, 0);
+    constexpr size_t kLen = 16u << 20;
+    std::vector<char> a(kLen, 1), b(kLen, 1);
+    struct iovec iov[2] = {{a.data(), kLen}, {b.data(), kLen}};
+    const cpu_contention busy;
+    for (int i = 0; i < 6; ++i) {
+        one_atom_chain c(SYS_readv, static_cast<unsigned long>(zero), reinterpret_cast<unsigned long>(iov), 2);
+        EXPECT_EQ(run(ctx, c.op()), static_cast<long>(2 * kLen)) << "round " << i;
+        EXPECT_EQ(c.r, static_cast<long>(2 * kLen)) << "round " << i;
     }
     close(zero);
 }

@@ -1,6 +1,7 @@
 #include "syslet/interpreter.hpp"
 
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -20,6 +21,12 @@ int probe_opcode(unsigned long nr, const uint64_t (&a)[6]) noexcept {
     const int op = opcode_for_atom(static_cast<long>(nr), atom_probe);
     if ((op == ASYS_OP_RECV || op == ASYS_OP_SEND) && (a[4] || a[5])) return -1;
     return op;
+}
+
+// Whether a read op reads at an offset of its own (not the file position).
+bool reads_at_offset(const asys_op &op) noexcept {
+    if (op.opcode == ASYS_OP_PREAD) return true;
+    return op.opcode == ASYS_OP_PREADV && static_cast<int64_t>(op.args[3]) != -1;
 }
 
 enum class atom_outcome { ran, refused, would_block };
@@ -76,10 +83,21 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
     const bool skip_guard = run.buffered || (is_read && static_cast<long>(a[0]) == hint);
     switch (try_inline(op, skip_guard, &r, &proved)) {
         case attempt::done:
-        case attempt::partial:  // a short read is a valid read result
             *res = r;
             if (is_read && (proved || skip_guard) && r > 0) run.guard_proved_fd = static_cast<long>(a[0]);
             return atom_outcome::ran;
+        case attempt::partial:
+            // Short, but the call would have gone on (a file partly in the
+            // page cache; a memory device's vector that the nonblocking read
+            // cut short): the atom runs again, whole, where it may block.
+            // The bytes it read are read again; a read at the file position
+            // first puts the position back.
+            if (!reads_at_offset(op) &&
+                raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0) {
+                *res = r;  // cannot: the short count is what was read
+                return atom_outcome::ran;
+            }
+            return atom_outcome::would_block;
         default:
             return atom_outcome::would_block;
     }

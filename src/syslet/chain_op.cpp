@@ -31,6 +31,8 @@ long run_chain_slot(op_slot &slot) noexcept {
     run.steps = st.steps;
     run.step_limit = st.step_limit;
     run.cancelled = &slot.cancel;
+    run.retry_args.reset(st.retry_args);
+    st.retry_args = nullptr;
     run_chain(run, /*may_block=*/true);
     st.next = nullptr;  // ran: completion must not touch the atoms again
     if (st.last_out) *st.last_out = run.last;
@@ -116,6 +118,8 @@ bool chain_completed(op_slot &slot, long *res) noexcept {
     chain_state &st = slot.feature_state<chain_state>();
     if (st.linked && !chain_linked_done(st, slot.cancel, res)) return false;
     if (st.next) chain_not_run(st, *res);
+    delete[] st.retry_args;  // its atom never ran again (cancelled while queued)
+    st.retry_args = nullptr;
     return true;
 }
 
@@ -181,7 +185,7 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
     return lo;
 }
 
-int punt_chain_rest(context &c, const asys_op &op, const chain_run &run, bool atomic) noexcept {
+int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) noexcept {
     op_slot *s = c.new_slot(op);
     s->hooks = &kChainHooks;
     chain_state &st = s->feature_state<chain_state>();
@@ -190,16 +194,22 @@ int punt_chain_rest(context &c, const asys_op &op, const chain_run &run, bool at
     st.steps = run.steps;
     st.step_limit = run.step_limit;
     st.linked = nullptr;
+    st.retry_args = run.retry_args.release();
     s->direct = run.steps == 0;
-    // A plain sequence of ring ops runs as linked SQEs: no thread per chain.
-    if (linked_ops *lo = link_chain(c, run.cur, run.steps, run.step_limit)) {
+    // A plain sequence of ring ops runs as linked SQEs: no thread per chain
+    // (not an atom to run again with its kept arguments).
+    linked_ops *lo = st.retry_args ? nullptr : link_chain(c, run.cur, run.steps, run.step_limit);
+    if (lo) {
         st.linked = lo;
         if (c.punt_linked(s, lo) == 0) return 0;
         st.linked = nullptr;  // no room in the ring: the general backend interprets it
         delete lo;
     }
     const int rc = c.punt(s, atomic);
-    if (rc) c.abandon_slot(s);
+    if (rc) {
+        run.retry_args.reset(st.retry_args);  // the caller may run it after all
+        c.abandon_slot(s);
+    }
     return rc;
 }
 

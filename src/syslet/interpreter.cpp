@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <memory>
 
 #include "base/denylist.hpp"
 #include "base/opcodes.hpp"
@@ -40,7 +42,12 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
     if (!may_block && (at.flags & SYSLET_ASYNC) && !(at.flags & SYSLET_SYNC))
         return atom_outcome::would_block;  // asked to run asynchronously
     uint64_t a[6];
-    for (int i = 0; i < 6; ++i) a[i] = at.arg_ptr[i] ? *at.arg_ptr[i] : 0;  // read now: data flow
+    if (run.retry_args) {  // its run again after a short inline read: the same arguments
+        std::memcpy(a, run.retry_args.get(), sizeof a);
+        run.retry_args.reset();
+    } else {
+        for (int i = 0; i < 6; ++i) a[i] = at.arg_ptr[i] ? *at.arg_ptr[i] : 0;  // read now: data flow
+    }
     const long nr = static_cast<long>(at.nr);
     if (nr == __NR_umem_add) {
         auto *p = reinterpret_cast<unsigned long *>(a[0]);
@@ -86,18 +93,22 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
             *res = r;
             if (is_read && (proved || skip_guard) && r > 0) run.guard_proved_fd = static_cast<long>(a[0]);
             return atom_outcome::ran;
-        case attempt::partial:
+        case attempt::partial: {
             // Short, but the call would have gone on (a file partly in the
             // page cache; a memory device's vector that the nonblocking read
-            // cut short): the atom runs again, whole, where it may block.
-            // The bytes it read are read again; a read at the file position
-            // first puts the position back.
-            if (!reads_at_offset(op) &&
-                raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0) {
+            // cut short): the atom runs again, whole, where it may block,
+            // with the same arguments. The bytes it read are read again; a
+            // read at the file position first puts the position back.
+            std::unique_ptr<uint64_t[]> keep(new (std::nothrow) uint64_t[6]);
+            if (!keep || (!reads_at_offset(op) &&
+                          raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0)) {
                 *res = r;  // cannot: the short count is what was read
                 return atom_outcome::ran;
             }
+            std::memcpy(keep.get(), a, sizeof a);
+            run.retry_args = std::move(keep);
             return atom_outcome::would_block;
+        }
         default:
             return atom_outcome::would_block;
     }

@@ -2,6 +2,7 @@
 // arg_ptr at the moment each atom runs, testing stop flags, following next
 // (which may point backwards), and stopping where an atom would block.
 #pragma once
+#include <memory>
 #include <atomic>
 #include <cstdint>
 
@@ -27,6 +28,11 @@ struct chain_run {
     /// (The pool's per-slot cancel flag for ASYS_OP_CHAIN ops.)
     const std::atomic<uint8_t> *cancelled = nullptr;
     long last_res = 0;             ///< the result of `last`
+    /// The arguments `cur` (a read atom) was run with inline before its
+    /// nonblocking attempt came back short where the call would go on: it
+    /// runs again with these, not with arguments read again (that attempt
+    /// may have overwritten one, kept in its own buffer). Null otherwise.
+    std::unique_ptr<uint64_t[]> retry_args;
 };
 
 enum class chain_status {

@@ -633,17 +633,27 @@ struct submitter {
     std::atomic<unsigned> attempts{0};  // submit calls returned
     int final_rc = 0;
 
-    void run(asys_ctx *ctx, race_env &env) {
+    /// only_kind < kKinds: that kind of single op only (no batches).
+    void run(asys_ctx *ctx, race_env &env, unsigned only_kind) {
         for (unsigned k = 0; used + kBatch <= kSlots; ++k) {
-            if (k % (kKinds + 1) < kKinds) {
+            if (only_kind < kKinds || k % (kKinds + 1) < kKinds) {
                 op_record &rec = recs[used];
                 asys_op op;
-                prep_kind(op, rec, k % (kKinds + 1), env, &bufs[used * 16]);
+                prep_kind(op, rec, only_kind < kKinds ? only_kind : k % (kKinds + 1), env, &bufs[used * 16]);
                 ++used;
                 started.fetch_add(1);
                 rec.submit_rc = asys_submit(ctx, &op);
                 rec.accepted = rec.submit_rc == 0 || rec.submit_rc == ASYS_DONE;
                 attempts.fetch_add(1);
+                if (rec.submit_rc == -EAGAIN && only_kind < kKinds) {
+                    // No room: the record is used again (keeps a submitter
+                    // of one kind going until destroy).
+                    --used;
+                    rec.submit_rc = kUnset;
+                    rec.wants_callback = rec.callback_unless_done = false;
+                    if (rec.res != kUnset || rec.callbacks.load() != 0) ADD_FAILURE() << "an op refused for room completed";
+                    continue;
+                }
                 if (rec.submit_rc == -ESHUTDOWN || rec.submit_rc == -EBADF) {
                     final_rc = rec.submit_rc;
                     return;
@@ -681,13 +691,17 @@ struct race_case {
     unsigned how;
     unsigned ctx_flags;
     const char *name;
+    unsigned only_kind;  // kKinds: every kind and batches
+    unsigned rounds;
+    unsigned max_inflight;
 };
 
 class Review20DestroyRace : public ::testing::TestWithParam<race_case> {};
 
 TEST_P(Review20DestroyRace, EveryAcceptedOpCompletesOnceBeforeDestroyReturns) {
     const race_case rc = GetParam();
-    constexpr unsigned kThreads = 3, kRounds = 12, kMinAttempts = 8;
+    constexpr unsigned kThreads = 3, kMinAttempts = 8;
+    const unsigned kRounds = rc.rounds;
     temp_dir dir;
     race_env env;
     env.file = make_file(dir.file("f"), 4096);
@@ -696,7 +710,7 @@ TEST_P(Review20DestroyRace, EveryAcceptedOpCompletesOnceBeforeDestroyReturns) {
     unsigned total_accepted = 0, total_refused = 0, rounds_cut = 0;
     for (unsigned round = 0; round < kRounds; ++round) {
         SCOPED_TRACE("round " + std::to_string(round));
-        asys_params p = params(2, 48, rc.ctx_flags);
+        asys_params p = params(2, rc.max_inflight, rc.ctx_flags);
         asys_ctx *ctx = nullptr;
         ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
         int pp[2];
@@ -707,7 +721,7 @@ TEST_P(Review20DestroyRace, EveryAcceptedOpCompletesOnceBeforeDestroyReturns) {
         std::vector<std::unique_ptr<submitter>> subs;
         std::vector<std::thread> threads;
         for (unsigned t = 0; t < kThreads; ++t) subs.push_back(std::make_unique<submitter>());
-        for (unsigned t = 0; t < kThreads; ++t) threads.emplace_back([&, t] { subs[t]->run(ctx, env); });
+        for (unsigned t = 0; t < kThreads; ++t) threads.emplace_back([&, t] { subs[t]->run(ctx, env, rc.only_kind); });
         // Destroy once every submitter is under way (a condition on their
         // progress), after a random spin.
         // (With BLOCK_WHEN_FULL a submitter may wait in a submit for room
@@ -780,11 +794,15 @@ TEST_P(Review20DestroyRace, EveryAcceptedOpCompletesOnceBeforeDestroyReturns) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Review20, Review20DestroyRace,
-                         ::testing::Values(race_case{ASYS_DESTROY_DRAIN, 0, "Drain"},
-                                           race_case{ASYS_DESTROY_CANCEL, 0, "Cancel"},
-                                           race_case{ASYS_DESTROY_DRAIN, ASYS_CTX_BLOCK_WHEN_FULL, "DrainBlockWhenFull"},
+                         ::testing::Values(race_case{ASYS_DESTROY_DRAIN, 0, "Drain", kKinds, 12, 48},
+                                           race_case{ASYS_DESTROY_CANCEL, 0, "Cancel", kKinds, 12, 48},
+                                           race_case{ASYS_DESTROY_DRAIN, ASYS_CTX_BLOCK_WHEN_FULL,
+                                                     "DrainBlockWhenFull", kKinds, 12, 48},
                                            race_case{ASYS_DESTROY_CANCEL, ASYS_CTX_BLOCK_WHEN_FULL,
-                                                     "CancelBlockWhenFull"}),
+                                                     "CancelBlockWhenFull", kKinds, 12, 48},
+                                           // asys_submit straight to route(): ASYNC pipe reads only
+                                           race_case{ASYS_DESTROY_CANCEL, 0, "CancelAsyncReadsOnly", 1, 120, 4096},
+                                           race_case{ASYS_DESTROY_DRAIN, 0, "DrainAsyncReadsOnly", 1, 120, 4096}),
                          [](const auto &info) { return std::string(info.param.name); });
 
 }  // namespace

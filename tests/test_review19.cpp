@@ -888,42 +888,34 @@ bool batch_with_dup2_callback(asys_ctx *ctx, int fd, unsigned plain) {
     return telling;
 }
 
+// Runs batch_with_dup2_callback of `ops` ops on a context with
+// `max_inflight` until three runs told (the callback ran on the submitter
+// inside the batch), at most ten.
+void dup2_callback_batches(unsigned max_inflight, unsigned ops) {
+    asys_params p = params(2, max_inflight);
+    ctx_guard ctx(&p);
+    temp_dir dir;
+    unsigned telling = 0;
+    for (int attempt = 0; attempt < 10 && telling < 3; ++attempt) {
+        const int fd = cached_file(dir, "f");
+        ASSERT_GE(fd, 0);
+        telling += batch_with_dup2_callback(ctx, fd, ops);
+        close(fd);
+        if (::testing::Test::HasFailure()) return;
+    }
+    if (!telling) GTEST_SKIP() << "SKIPPED: the callback never ran on the submitter inside the batch";
+}
+
 // The window fills (64 ops) on the 65th op: its seek answer was taken
 // before the enter that runs op 0's callback, which gives the number to a
 // pipe. The op reaches the kernel after the dup2, so it is a pread of a
 // pipe: -ESPIPE, as pread(2).
-TEST(Review19, CallbackDup2DuringAFullWindowsEnterMakesLaterPreadsEspipe) {
-    asys_params p = params(2);
-    ctx_guard ctx(&p);
-    temp_dir dir;
-    unsigned telling = 0;
-    for (int attempt = 0; attempt < 10 && telling < 3; ++attempt) {
-        const int fd = cached_file(dir, "f");
-        ASSERT_GE(fd, 0);
-        telling += batch_with_dup2_callback(ctx, fd, 64);
-        close(fd);
-        if (HasFailure()) break;
-    }
-    if (!telling && !HasFailure()) GTEST_SKIP() << "SKIPPED: the callback never ran on the submitter inside the batch";
-}
+TEST(Review19, CallbackDup2DuringAFullWindowsEnterMakesLaterPreadsEspipe) { dup2_callback_batches(0, 64); }
 
 // The same with room: max_inflight 2 runs out on op 2, whose join enters the
 // window (op 0's callback gives the number to a pipe) after its seek answer
 // was taken.
-TEST(Review19, CallbackDup2DuringAnEnterForRoomMakesLaterPreadsEspipe) {
-    asys_params p = params(2, 2);
-    ctx_guard ctx(&p);
-    temp_dir dir;
-    unsigned telling = 0;
-    for (int attempt = 0; attempt < 10 && telling < 3; ++attempt) {
-        const int fd = cached_file(dir, "f");
-        ASSERT_GE(fd, 0);
-        telling += batch_with_dup2_callback(ctx, fd, 3);
-        close(fd);
-        if (HasFailure()) break;
-    }
-    if (!telling && !HasFailure()) GTEST_SKIP() << "SKIPPED: the callback never ran on the submitter inside the batch";
-}
+TEST(Review19, CallbackDup2DuringAnEnterForRoomMakesLaterPreadsEspipe) { dup2_callback_batches(2, 3); }
 
 // ---------------------------------------------------------------------------
 // asys_ctx_destroy(CANCEL) racing a batch on another thread: every op the

@@ -123,6 +123,10 @@ syslet_uatom *run_chain_via(asys_ctx *ctx, submit_via via, syslet_uatom *head, l
 
 const char *via_name(submit_via v) { return v == submit_via::chain_op ? "ASYS_OP_CHAIN" : "async_exec"; }
 
+std::string via_param_name(const ::testing::TestParamInfo<submit_via> &info) {
+    return info.param == submit_via::chain_op ? "ChainOp" : "AsyncExec";
+}
+
 // ----------------------------------------------------------------------
 // A read atom of each kind in the middle of a chain:
 //   umem_add(&before, 1) -> read(fd, buf, kPage) -> KIND(rest, past EOF)
@@ -314,9 +318,7 @@ TEST_P(PartialReadLoop, ChunkedLoopReadsWholeChunksUntilEof) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Review20, PartialReadLoop, ::testing::Values(submit_via::chain_op, submit_via::async_exec),
-                         [](const auto &info) {
-                             return std::string(info.param == submit_via::chain_op ? "ChainOp" : "AsyncExec");
-                         });
+                         via_param_name);
 
 // ----------------------------------------------------------------------
 // Two file descriptors of one file description (dup): the partial read on
@@ -500,9 +502,7 @@ TEST_P(PartialReadCancel, CancelAfterTheWholeReadKeepsItsResultAndPosition) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Review20, PartialReadCancel, ::testing::Values(submit_via::chain_op, submit_via::async_exec),
-                         [](const auto &info) {
-                             return std::string(info.param == submit_via::chain_op ? "ChainOp" : "AsyncExec");
-                         });
+                         via_param_name);
 
 // ----------------------------------------------------------------------
 // A /dev/zero vector cut short inline (the CPU was wanted) in the middle of

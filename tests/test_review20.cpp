@@ -544,6 +544,37 @@ TEST(Review20, LongDevZeroVectorInTheMiddleOfAChainIsWhole) {
 }
 
 // ----------------------------------------------------------------------
+// KNOWN DEFECT (fails until the library is fixed; see the commit message):
+// an atom's arguments are read when it runs: once, as the system call reads
+// its registers. A read atom whose length is stored inside its own buffer
+// (in the cached head it reads over) must read the length it had when it
+// started: read(2) reads `len` before writing the buffer.
+
+TEST(Review20, PartialReadAtomWhoseLengthLivesInItsOwnBufferReadsThatLength) {
+    constexpr size_t kPages = 32, kHead = 4;
+    partly_cached_file f(kPages * kPage);
+    ASSERT_GE(f.fd, 0);
+    REQUIRE_PARTLY_CACHED(f, kHead * kPage);
+    ASSERT_EQ(lseek(f.fd, 0, SEEK_SET), 0);
+    ctx_guard ctx;
+    const size_t want = f.size / 2;
+    // Room for the whole file and more: a wrong length cannot overrun.
+    std::vector<unsigned long> store((2 * f.size) / sizeof(unsigned long), 0);
+    char *buf = reinterpret_cast<char *>(store.data());
+    store[2] = want;  // the length, at byte 16 of the buffer: in the cached head
+    unsigned long fdv = static_cast<unsigned long>(f.fd), bp = ulong_of(buf);
+    long r = kUnset;
+    syslet_uatom a = atom(SYS_read, 0, &r);
+    a.arg_ptr[0] = &fdv;
+    a.arg_ptr[1] = &bp;
+    a.arg_ptr[2] = &store[2];
+    EXPECT_EQ(run_chain_via(ctx, submit_via::chain_op, &a), &a);
+    EXPECT_EQ(r, static_cast<long>(want)) << "read(2) with the length the atom had when it started";
+    EXPECT_EQ(lseek(f.fd, 0, SEEK_CUR), static_cast<off_t>(want));
+    for (size_t i = 0; i < want; ++i) ASSERT_EQ(buf[i], pattern(i)) << "byte " << i;
+}
+
+// ----------------------------------------------------------------------
 // asys_ctx_destroy racing submitters (71f0677).
 
 /// One op's record: what submit said, what completed.

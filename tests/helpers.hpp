@@ -221,22 +221,25 @@ inline long run(asys_ctx *ctx, asys_op op, uint32_t *path = nullptr) {
 namespace asys_test {
 
 /// The system call thread `tid` is blocked in (from /proc), or -1 if running.
-inline long blocked_syscall(pid_t tid) {
+inline long blocked_syscall(pid_t tid, long *arg0 = nullptr) {
     std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
-    std::string first;
+    std::string first, second;
     if (!(f >> first) || first == "running") return -1;
     try {
+        if (arg0) *arg0 = (f >> second) ? std::stol(second, nullptr, 16) : -1;
         return std::stol(first);
     } catch (...) {
         return -1;
     }
 }
 
-/// Waits (yielding, bounded) until `tid` sits in syscall `nr`. A condition
-/// wait on kernel state, not a sleep.
-inline bool wait_blocked_in(pid_t tid, long nr) {
+/// Waits (yielding, bounded) until `tid` sits in syscall `nr` (with `fd` as
+/// its first argument, unless -1). A condition wait on kernel state, not a
+/// sleep.
+inline bool wait_blocked_in(pid_t tid, long nr, long fd = -1) {
     for (long i = 0; i < 20000000; ++i) {
-        if (blocked_syscall(tid) == nr) return true;
+        long a0 = -1;
+        if (blocked_syscall(tid, &a0) == nr && (fd < 0 || a0 == fd)) return true;
         sched_yield();
     }
     return false;

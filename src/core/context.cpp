@@ -293,7 +293,6 @@ void context::enter_window(batch_window &w) noexcept {
 }
 
 op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept {
-    if (w.n == batch_window::kMax) enter_window(w);
     if (w.n == 0) w.opened_ns = monotonic_ns();
     op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
     fill_slot(s, op, w.opened_ns);  // counted in flight by punt_window

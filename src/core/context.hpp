@@ -144,9 +144,10 @@ public:
     void open_window(batch_window &w, batch_window **saved) noexcept;
     void close_window(batch_window *saved) noexcept;
     /// A slot (room reserved) for an op the preferred backend accepts, added
-    /// to the calling thread's window (entering the kernel for the window's
-    /// ops first if it is full); `*status` becomes ASYS_DONE if the op
-    /// finishes before the window closes (the caller wrote 0 there first).
+    /// to the calling thread's window, which has a free entry (a caller with
+    /// a full one enters it first, and asks the backend again: a callback run
+    /// in the enter may change the op's fd); `*status` becomes ASYS_DONE if
+    /// the op finishes before the window closes (the caller wrote 0 there first).
     /// The op is accepted: punt_window() hands it to a backend.
     op_slot *new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept;
     /// Hands the window's ops to the preferred backend, enters the kernel

@@ -44,10 +44,6 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
     return (op.flags & ASYS_F_CQE_ALWAYS) || !op.ret_ptr;
 }
 
-}  // namespace
-
-namespace {
-
 // The common op: a READ or PREAD with a ret_ptr and no flag but BUFFERED
 // (nothing else set). These checks are all validate_op asks of it, and
 // route_op would send it to its inline attempt (or a batch's window) at

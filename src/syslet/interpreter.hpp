@@ -2,9 +2,9 @@
 // arg_ptr at the moment each atom runs, testing stop flags, following next
 // (which may point backwards), and stopping where an atom would block.
 #pragma once
-#include <memory>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "asys/syslet.h"
 

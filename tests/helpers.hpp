@@ -6,10 +6,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -192,6 +194,46 @@ inline std::vector<asys_cqe> reap(asys_ctx *ctx, unsigned n, int timeout_s = 30)
     }
     return out;
 }
+
+/// A file on disk of `size` pattern bytes, of which only a head can be made
+/// to stay in the page cache.
+struct partly_cached_file {
+    static constexpr size_t kCachePage = 4096;
+    temp_dir dir;
+    size_t size;
+    int fd;
+    partly_cached_file(size_t bytes, int extra_flags = 0) : size(bytes), fd(make_file(dir.file("part"), bytes, extra_flags)) {
+        if (fd < 0) ADD_FAILURE() << "make_file";
+    }
+    ~partly_cached_file() {
+        if (fd >= 0) close(fd);
+    }
+    /// Drops the file from the page cache and reads its first `head` bytes
+    /// back in. Returns false if the kernel kept every page cached anyway.
+    bool cache_only_head(size_t head) const {
+        if (fdatasync(fd) != 0) ADD_FAILURE() << "fdatasync";  // clean pages: DONTNEED drops them
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+        std::vector<char> b(head);
+        if (pread(fd, b.data(), head, 0) != static_cast<ssize_t>(head)) ADD_FAILURE() << "pread head";
+        const size_t pages = (size + kCachePage - 1) / kCachePage;
+        void *m = mmap(nullptr, pages * kCachePage, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) return false;
+        std::vector<unsigned char> vec(pages);
+        bool all = true;
+        if (mincore(m, pages * kCachePage, vec.data()) == 0)
+            all = std::all_of(vec.begin(), vec.end(), [](unsigned char c) { return (c & 1) != 0; });
+        munmap(m, pages * kCachePage);
+        return !all;
+    }
+};
+
+#define REQUIRE_PARTLY_CACHED(file, head)                                                            \
+    do {                                                                                              \
+        if (!(file).cache_only_head(head))                                                           \
+            GTEST_SKIP() << "SKIPPED: the page cache kept the whole file (DONTNEED dropped nothing), " \
+                            "so no inline read comes back partial here";                              \
+    } while (0)
 
 /// Submits one op and, if it did not finish inline, waits for its cqe.
 /// Returns the result through ret_ptr; *path gets the path that served it.

@@ -407,8 +407,9 @@ TEST_F(Aio, EinvalCancelWithAnotherDescriptor) {
     EXPECT_EQ(aio_cancel(p.r, &cb), AIO_CANCELED);
 }
 
-// A write of a pipe with no reader writes one pipe buffer, then blocks (or,
-// through io_uring, ends short). Once bytes arrived the request has started:
+// A write of a pipe with no reader writes one pipe buffer, then blocks
+// (through io_uring: the ring writes one buffer, a worker waits to write the
+// rest). Once bytes arrived the request has started:
 // aio_cancel may not report it cancelled (interrupting it ends it with the
 // count written), and its status is that count.
 TEST(AioCancel, StartedTransferIsNotCanceled) {

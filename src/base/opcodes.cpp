@@ -1,6 +1,8 @@
 #include "base/opcodes.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/sysmacros.h>
@@ -38,6 +40,21 @@ bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *
     return true;
 }
 
+unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, struct iovec *out, unsigned max) noexcept {
+    unsigned n = 0;
+    for (uint64_t i = 0; i < cnt && n < max; ++i) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        out[n].iov_base = static_cast<char *>(iov[i].iov_base) + skip;
+        out[n].iov_len = iov[i].iov_len - skip;
+        skip = 0;
+        ++n;
+    }
+    return n;
+}
+
 bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res, bool *whole_again) noexcept {
     struct stat st;
     if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0, 0,
@@ -53,6 +70,17 @@ bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lon
     // through the kernel (the array is the caller's and may be bad; it was
     // good when the ring read it).
     constexpr uint64_t kMaxRw = 0x7ffff000;
+    uint64_t total = 0;
+    if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
+    return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
+}
+
+bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
+    if (opcode == ASYS_OP_SEND && (static_cast<int>(a[3]) & MSG_DONTWAIT)) return false;
+    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(a[0])), F_GETFL, 0, 0, 0, 0);
+    if (fl < 0 || (fl & O_NONBLOCK)) return false;  // a nonblocking descriptor: short is the call's result too
+    if (opcode != ASYS_OP_WRITEV && opcode != ASYS_OP_PWRITEV) return true;
+    constexpr uint64_t kMaxRw = 0x7ffff000;  // MAX_RW_COUNT: the most one call moves
     uint64_t total = 0;
     if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
     return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
@@ -164,6 +192,45 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
             return run_syscall(oi.nr, v);
         }
     }
+}
+
+long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept {
+    uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
+    long r;
+    switch (opcode) {
+        case ASYS_OP_SEND:
+        case ASYS_OP_READ:
+        case ASYS_OP_PREAD:
+        case ASYS_OP_WRITE:
+            a[1] += done;
+            a[2] -= done;
+            if (opcode == ASYS_OP_PREAD) a[3] += done;
+            r = execute_op(opcode, 0, a);
+            break;
+        case ASYS_OP_READV:
+        case ASYS_OP_PREADV:
+        case ASYS_OP_WRITEV:
+        case ASYS_OP_PWRITEV: {
+            // The caller's segments after what is already filled.
+            struct iovec rest[1024];
+            const unsigned n = iov_after(reinterpret_cast<const struct iovec *>(args[1]), args[2], done, rest, 1024);
+            a[1] = reinterpret_cast<uint64_t>(rest);
+            a[2] = n;
+            const bool write = opcode == ASYS_OP_WRITEV || opcode == ASYS_OP_PWRITEV;
+            if (opcode == ASYS_OP_READV || opcode == ASYS_OP_WRITEV) {
+                a[3] = static_cast<uint64_t>(-1);  // the file position, which the first part advanced
+                a[4] = 0;
+            } else if (static_cast<int64_t>(a[3]) >= 0) {
+                a[3] += done;
+            }
+            r = execute_op(write ? ASYS_OP_PWRITEV : ASYS_OP_PREADV, 0, a);
+            break;
+        }
+        default:
+            return execute_op(opcode, 0, args);
+    }
+    if (r == -EINTR) return r;  // the caller decides (cancel or retry)
+    return r < 0 ? static_cast<long>(done) : static_cast<long>(done) + r;
 }
 
 }  // namespace asys::internal

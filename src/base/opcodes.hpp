@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <linux/io_uring.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 
@@ -142,10 +143,32 @@ inline bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6]
     return ring_short_read_to_finish_slow(opcode, args, res, whole_again);
 }
 
+/// An io_uring write of `opcode` that returned a short count `res` > 0 where
+/// the call would have gone on: a WRITE, WRITEV or PWRITEV at the file
+/// position (which the ring takes only for pipes, FIFOs, sockets and ttys),
+/// or a SEND without MSG_DONTWAIT, on a descriptor without O_NONBLOCK. The
+/// ring's nonblocking attempts move what fits and complete with that, where
+/// write(2) and send(2) wait until every byte is out; the rest is then
+/// written on the pool. (fcntl, and for a vector its lengths read through
+/// the kernel; only for short ring writes: the inline tests come first.)
+bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept;
+inline bool ring_short_write_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept {
+    const bool vectored = opcode == ASYS_OP_WRITEV || (opcode == ASYS_OP_PWRITEV && static_cast<int64_t>(args[3]) == -1);
+    if ((opcode != ASYS_OP_WRITE && opcode != ASYS_OP_SEND && !vectored) || res <= 0) return false;
+    if (!vectored && static_cast<uint64_t>(res) >= args[2]) return false;
+    return ring_short_write_to_finish_slow(opcode, args, res);
+}
+
 /// The total length of the caller's `cnt` iovecs at `uiov`, read through
 /// the kernel (the array may be bad), stopping once it reaches `limit`.
 /// False if the array cannot be read.
 bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *total) noexcept;
+
+/// The segments of the `cnt` iovecs at `iov` after their first `skip`
+/// bytes, into `out` (at most `max`): the rest of a vectored read that
+/// stopped short. Returns how many. `iov` is read directly: it is an array
+/// the kernel has just read for the first part of the same call.
+unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, struct iovec *out, unsigned max) noexcept;
 
 /// The scheduling class of generic system call `nr`: the class of the
 /// opcode that makes the same call, else its row in the table of known
@@ -191,5 +214,13 @@ long run_syscall(long nr, const uint64_t (&args)[6]) noexcept;
 /// Returns the result or -errno. (Not for feature opcodes: their slot's
 /// hooks run them.)
 long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;
+
+/// The rest of a READ, PREAD, READV, PREADV, WRITE, WRITEV, PWRITEV or SEND
+/// whose first `done` bytes (> 0) already went through (a short nonblocking
+/// attempt, or a short ring write to a stream): runs the
+/// remainder, blocking if it blocks, and returns the whole count (`done`
+/// alone if the remainder fails, as the call would report the bytes it
+/// moved), or -EINTR if the remainder was interrupted before any byte.
+long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept;
 
 }  // namespace asys::internal

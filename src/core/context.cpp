@@ -618,9 +618,12 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
         cnt.ring_retried.fetch_add(1, std::memory_order_relaxed);
         return;
     }
-    // A short ring read of a memory device: the pool reads the rest, as
-    // read(2) would have (the slot's `done` carries what the ring read).
-    if (ring && !slot->hooks && slot->done == 0 && ring_short_read_to_finish(slot->opcode, slot->sys.args, res)) {
+    // A short ring read of a memory device, or a short ring write to a
+    // stream: the pool moves the rest, as read(2) or write(2) would have
+    // (the slot's `done` carries what the ring moved).
+    if (ring && !slot->hooks && slot->done == 0 &&
+        (ring_short_read_to_finish(slot->opcode, slot->sys.args, res) ||
+         ring_short_write_to_finish(slot->opcode, slot->sys.args, res))) {
         slot->done = static_cast<uint32_t>(res);
         if (general_->punt(slot, false) == 0) return;
         slot->done = 0;

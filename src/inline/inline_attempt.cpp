@@ -20,8 +20,6 @@
 namespace asys::internal {
 namespace {
 
-constexpr unsigned kMaxProbeIov = 32;
-
 // Every probe's system call goes through here (fault injection for tests:
 // one relaxed load when unset).
 inline long probe_syscall(long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
@@ -141,6 +139,8 @@ struct read_req {
     uint64_t total;   ///< bytes asked for (0 until known for an unguarded vector)
     bool vectored;
     uint64_t buf;     ///< READ/PREAD: the caller's buffer
+    const iovec *iov = nullptr;  ///< READV/PREADV: the caller's segments, as the call sees them
+    unsigned cnt = 0;            ///< their number (at most kMaxProbeIov)
 };
 
 /// The guard's first-byte split of a segment list whose first segment is
@@ -192,6 +192,25 @@ void apply_guard(iovec *iov, first_byte_guard &g) noexcept {
     iov[1].iov_len -= 1;
 }
 
+/// The rest of a memory device's read after its nonblocking read stopped
+/// at *res bytes: read without RWF_NOWAIT until the whole length, EOF or a
+/// fault (which leaves the count so far, as the call would).
+void finish_never_waiting(const read_req &rq, long *res) noexcept {
+    const iovec single{reinterpret_cast<void *>(rq.buf), rq.total};
+    const iovec *seg = rq.vectored ? rq.iov : &single;
+    const unsigned nseg = rq.vectored ? rq.cnt : 1;
+    while (static_cast<uint64_t>(*res) < rq.total) {
+        struct iovec rest[kMaxProbeIov];
+        const unsigned m = iov_after(seg, nseg, static_cast<uint64_t>(*res), rest, kMaxProbeIov);
+        const uint64_t at = static_cast<uint64_t>(*res);
+        const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(rq.fd), reinterpret_cast<uint64_t>(rest), m,
+                                       rq.off >= 0 ? static_cast<uint64_t>(rq.off) + at : ~uint64_t{0}, 0,
+                                       static_cast<uint64_t>(rq.rwf));
+        if (more <= 0) return;
+        *res += more;
+    }
+}
+
 /// After the nonblocking preadv2: stores the guarded byte, and decides what
 /// the result means (a full read, a short one to finish, a refusal).
 attempt after_read(const read_req &rq, const first_byte_guard *g, long r, long *res) noexcept {
@@ -227,20 +246,11 @@ attempt after_read(const read_req &rq, const first_byte_guard *g, long r, long *
         case short_kind::final: return attempt::done;
         case short_kind::partial: return attempt::partial;
         case short_kind::never_waits:
-            // A single buffer is finished here, as read(2) would (a memory
-            // device's read cannot wait); a vectored one by a backend.
-            if (rq.vectored) return attempt::partial;
-            for (;;) {
-                const uint64_t at = static_cast<uint64_t>(*res);
-                const struct iovec rest{reinterpret_cast<void *>(rq.buf + at), rq.total - at};
-                const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(rq.fd),
-                                               reinterpret_cast<uint64_t>(&rest), 1,
-                                               positional ? static_cast<uint64_t>(rq.off) + at : ~uint64_t{0},
-                                               0, static_cast<uint64_t>(rq.rwf));
-                if (more <= 0) return attempt::done;  // a fault after some bytes: the count so far
-                *res += more;
-                if (static_cast<uint64_t>(*res) == rq.total) return attempt::done;
-            }
+            // A memory device's read cannot wait: it is finished here, as
+            // the call would (the nonblocking read stops early when the
+            // CPU is wanted elsewhere).
+            finish_never_waiting(rq, res);
+            return attempt::done;
     }
     return attempt::done;
 }
@@ -277,6 +287,8 @@ attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcep
         if (r > 0) {
             for (unsigned i = 0; i < cnt; ++i) rq.total += uiov[i].iov_len;
         }
+        rq.iov = uiov;
+        rq.cnt = cnt;
         return after_read(rq, nullptr, r, res);
     }
     struct iovec iov[kMaxProbeIov + 1];
@@ -289,10 +301,15 @@ attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcep
     if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
     bool guard = false;
     if (attempt a = guard_needed(rq, iov[1], &guard, res); a != attempt::done || *res < 0) return a;
+    rq.iov = &iov[1];
+    rq.cnt = cnt;
     if (!guard) return after_read(rq, nullptr, nowait_preadv2(rq, &iov[1], cnt), res);
     first_byte_guard g;
+    const iovec first = iov[1];
     apply_guard(iov, g);
-    return after_read(rq, &g, nowait_preadv2(rq, iov, cnt + 1), res);
+    const long r = nowait_preadv2(rq, iov, cnt + 1);
+    iov[1] = first;  // the caller's segments again, for a read that goes on
+    return after_read(rq, &g, r, res);
 }
 
 attempt probe_recv(const asys_op &op, long *res) noexcept {

@@ -7,6 +7,10 @@
 
 namespace asys::internal {
 
+/// Vectored reads of more segments are never tried inline (so never come
+/// back partly done).
+constexpr unsigned kMaxProbeIov = 32;
+
 enum class attempt : unsigned char {
     done,        ///< finished; *res holds the final result
     partial,     ///< *res bytes done; the remainder must run asynchronously

@@ -18,6 +18,14 @@
 namespace asys::internal {
 namespace {
 
+// The result of a cancelled op: -ECANCELED, or the bytes it had already
+// moved (the first part of a transfer that went on here): those are not
+// undone, so the op ends as an interrupted call would, with their count.
+long cancelled_result(const op_slot &s) noexcept {
+    return s.done ? static_cast<long>(s.done) : -ECANCELED;
+}
+
+
 void futex_wait(std::atomic<uint32_t> *w, uint32_t expected) noexcept {
     raw_syscall6(SYS_futex, reinterpret_cast<uint64_t>(w), FUTEX_WAIT_PRIVATE, expected, 0, 0, 0);
 }
@@ -275,7 +283,7 @@ void worker_pool::loop(worker &w) noexcept {
             // A NOP's result is the caller's value, even -EINTR: no retry.
             if (res != -EINTR || (s->opcode == ASYS_OP_NOP && res == static_cast<long>(s->sys.args[0]))) break;
             if (s->cancel.load(std::memory_order_relaxed)) {
-                res = -ECANCELED;
+                res = cancelled_result(*s);
                 break;
             }
             // A stray interrupt (a cancel signal meant for an op that had
@@ -387,6 +395,7 @@ int worker_pool::cancel(uint64_t user_data) noexcept {
                         unlink_locked(s);
                         s->next = cancelled;
                         cancelled = s;
+                        running |= s->done != 0;  // started: it ends with the bytes it moved
                     }
                     s = nx;
                 }
@@ -402,7 +411,7 @@ int worker_pool::cancel(uint64_t user_data) noexcept {
     const bool any = cancelled != nullptr;
     while (cancelled) {
         op_slot *nx = cancelled->next;
-        sink_.complete(cancelled, -ECANCELED, ASYS_PATH_POOL);
+        sink_.complete(cancelled, cancelled_result(*cancelled), ASYS_PATH_POOL);
         cancelled = nx;
     }
     if (running) return -EALREADY;
@@ -423,7 +432,7 @@ void worker_pool::cancel_all() noexcept {
     }
     while (cancelled) {
         op_slot *nx = cancelled->next;
-        sink_.complete(cancelled, -ECANCELED, ASYS_PATH_POOL);
+        sink_.complete(cancelled, cancelled_result(*cancelled), ASYS_PATH_POOL);
         cancelled = nx;
     }
 }
@@ -468,49 +477,7 @@ long run_slot(op_slot &s) noexcept {
     if (long injected = fault::injected_syscall_error()) return injected;
     const uint64_t (&args)[6] = s.sys.args;
     if (s.done == 0) return execute_op(s.opcode, s.sys.nr, args);
-    uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
-    const auto done = static_cast<uint64_t>(s.done);
-    long r;
-    switch (s.opcode) {
-        case ASYS_OP_SEND:
-        case ASYS_OP_READ:
-        case ASYS_OP_PREAD:
-            a[1] += done;
-            a[2] -= done;
-            if (s.opcode == ASYS_OP_PREAD) a[3] += done;
-            r = execute_op(s.opcode, s.sys.nr, a);
-            break;
-        case ASYS_OP_READV:
-        case ASYS_OP_PREADV: {
-            // Copy the iovec array, skipping what is already filled.
-            const auto *iov = reinterpret_cast<const struct iovec *>(args[1]);
-            const int cnt = static_cast<int>(args[2]);
-            struct iovec rest[1024];
-            int n = 0;
-            uint64_t skip = done;
-            for (int i = 0; i < cnt && n < 1024; ++i) {
-                if (skip >= iov[i].iov_len) { skip -= iov[i].iov_len; continue; }
-                rest[n].iov_base = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(iov[i].iov_base) + skip);
-                rest[n].iov_len = iov[i].iov_len - skip;
-                skip = 0;
-                ++n;
-            }
-            a[1] = reinterpret_cast<uint64_t>(rest);
-            a[2] = static_cast<uint64_t>(n);
-            if (s.opcode == ASYS_OP_READV) {
-                a[3] = static_cast<uint64_t>(-1);  // current file position
-                a[4] = 0;
-            } else if (static_cast<int64_t>(a[3]) >= 0) {
-                a[3] += done;
-            }
-            r = execute_op(ASYS_OP_PREADV, 0, a);
-            break;
-        }
-        default:
-            return execute_op(s.opcode, s.sys.nr, args);
-    }
-    if (r == -EINTR) return r;  // let the caller decide (cancel or retry)
-    return r < 0 ? static_cast<long>(s.done) : static_cast<long>(s.done) + r;
+    return execute_rest_of_transfer(s.opcode, args, s.done);
 }
 
 }  // namespace

@@ -31,8 +31,8 @@ long run_chain_slot(op_slot &slot) noexcept {
     run.steps = st.steps;
     run.step_limit = st.step_limit;
     run.cancelled = &slot.cancel;
-    run.retry_args.reset(st.retry_args);
-    st.retry_args = nullptr;
+    run.retry.reset(st.retry);
+    st.retry = nullptr;
     run_chain(run, /*may_block=*/true);
     st.next = nullptr;  // ran: completion must not touch the atoms again
     if (st.last_out) *st.last_out = run.last;
@@ -88,6 +88,20 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
             resume = at;
             break;
         }
+        if (!cancelled && r > 0 && ring_short_write_to_finish(e.opcode, e.args, r)) {
+            // A write to a stream the ring completed short (it moves what
+            // fits), where write(2) waits for every byte: the interpreter
+            // writes the rest on the pool, and the atom's result is the
+            // whole count. Without memory for that, the short count stands.
+            if (auto *rt = new (std::nothrow) atom_retry{}) {
+                for (unsigned i = 0; i < 6; ++i) rt->args[i] = e.args[i];
+                rt->done = static_cast<uint64_t>(r);
+                rt->opcode = e.opcode;
+                st.retry = rt;
+                resume = at;
+                break;
+            }
+        }
         if (at->ret_ptr) *at->ret_ptr = r;
         last = at;
         last_res = r;
@@ -118,8 +132,8 @@ bool chain_completed(op_slot &slot, long *res) noexcept {
     chain_state &st = slot.feature_state<chain_state>();
     if (st.linked && !chain_linked_done(st, slot.cancel, res)) return false;
     if (st.next) chain_not_run(st, *res);
-    delete[] st.retry_args;  // its atom never ran again (cancelled while queued)
-    st.retry_args = nullptr;
+    delete st.retry;  // its atom never ran again (cancelled while queued)
+    st.retry = nullptr;
     return true;
 }
 
@@ -194,11 +208,11 @@ int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) 
     st.steps = run.steps;
     st.step_limit = run.step_limit;
     st.linked = nullptr;
-    st.retry_args = run.retry_args.release();
+    st.retry = run.retry.release();
     s->direct = run.steps == 0;
     // A plain sequence of ring ops runs as linked SQEs: no thread per chain
     // (not an atom to run again with its kept arguments).
-    linked_ops *lo = st.retry_args ? nullptr : link_chain(c, run.cur, run.steps, run.step_limit);
+    linked_ops *lo = st.retry ? nullptr : link_chain(c, run.cur, run.steps, run.step_limit);
     if (lo) {
         st.linked = lo;
         if (c.punt_linked(s, lo) == 0) return 0;
@@ -207,7 +221,7 @@ int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) 
     }
     const int rc = c.punt(s, atomic);
     if (rc) {
-        run.retry_args.reset(st.retry_args);  // the caller may run it after all
+        run.retry.reset(st.retry);  // the caller may run it after all
         c.abandon_slot(s);
     }
     return rc;

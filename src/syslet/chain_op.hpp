@@ -22,7 +22,7 @@ struct chain_state {
     uint64_t steps;            ///< atoms run so far
     uint64_t step_limit;       ///< 0: none
     linked_ops *linked;        ///< the rest as linked SQEs, or null
-    uint64_t *retry_args;      ///< chain_run::retry_args of `next` (owned, new[]), or null
+    atom_retry *retry;         ///< chain_run::retry of `next` (owned), or null
 };
 
 /// ASYS_OP_CHAIN's argument checks and route (see feature_ops).
@@ -41,8 +41,8 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
 /// as an ASYS_OP_CHAIN slot made from `op` (its user_data, ret_ptr, callback
 /// and last_out), whose room the caller reserved: linked SQEs when the rest
 /// qualifies (link_chain), else the general backend. 0, or the punt's error
-/// (the slot is then abandoned and its room released). run.retry_args
-/// moves into the slot (and back on failure).
+/// (the slot is then abandoned and its room released). run.retry moves
+/// into the slot (and back on failure).
 int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) noexcept;
 
 }  // namespace asys::internal

@@ -42,9 +42,20 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
     if (!may_block && (at.flags & SYSLET_ASYNC) && !(at.flags & SYSLET_SYNC))
         return atom_outcome::would_block;  // asked to run asynchronously
     uint64_t a[6];
-    if (run.retry_args) {  // its run again after a short inline read: the same arguments
-        std::memcpy(a, run.retry_args.get(), sizeof a);
-        run.retry_args.reset();
+    if (run.retry) {  // run again: with the same arguments
+        if (run.retry->done) {
+            // Only the rest of a transfer the ring moved part of; it may
+            // block, so never inline (such a retry is only ever handed to
+            // a worker).
+            if (!may_block) return atom_outcome::would_block;
+            const atom_retry &rt = *run.retry;
+            const long r = execute_rest_of_transfer(rt.opcode, rt.args, rt.done);
+            *res = r == -EINTR ? static_cast<long>(rt.done) : r;  // interrupted: what was moved
+            run.retry.reset();
+            return atom_outcome::ran;
+        }
+        std::memcpy(a, run.retry->args, sizeof a);
+        run.retry.reset();
     } else {
         for (int i = 0; i < 6; ++i) a[i] = at.arg_ptr[i] ? *at.arg_ptr[i] : 0;  // read now: data flow
     }
@@ -95,18 +106,19 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
             return atom_outcome::ran;
         case attempt::partial: {
             // Short, but the call would have gone on (a file partly in the
-            // page cache; a memory device's vector that the nonblocking read
-            // cut short): the atom runs again, whole, where it may block,
+            // page cache): the atom runs again, whole, where it may block,
             // with the same arguments. The bytes it read are read again; a
             // read at the file position first puts the position back.
-            std::unique_ptr<uint64_t[]> keep(new (std::nothrow) uint64_t[6]);
+            // (Whole, not the rest: a NOWAIT chain stops here, and the
+            // atom must then not have run.)
+            std::unique_ptr<atom_retry> keep(new (std::nothrow) atom_retry{});
             if (!keep || (!reads_at_offset(op) &&
                           raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0)) {
                 *res = r;  // cannot: the short count is what was read
                 return atom_outcome::ran;
             }
-            std::memcpy(keep.get(), a, sizeof a);
-            run.retry_args = std::move(keep);
+            std::memcpy(keep->args, a, sizeof a);
+            run.retry = std::move(keep);
             return atom_outcome::would_block;
         }
         default:

@@ -10,6 +10,21 @@
 
 namespace asys::internal {
 
+/// An atom an earlier attempt already ran, to run again.
+struct atom_retry {
+    /// The arguments it was run with: it runs again with these, not with
+    /// arguments read again (a read attempt may have overwritten one kept
+    /// in its own buffer).
+    uint64_t args[6];
+    /// 0: the atom runs again whole (its inline read came back short where
+    /// the call would go on, and a read at the file position put the
+    /// position back). Otherwise the bytes its transfer already moved (the
+    /// ring wrote a stream short, where write(2) waits for every byte):
+    /// only the rest runs, and the atom's result is the whole count.
+    uint64_t done;
+    uint32_t opcode;  ///< with `done`: the op the transfer ran as (args are its arguments)
+};
+
 struct chain_run {
     syslet_uatom *cur = nullptr;   ///< next atom to run (nullptr: chain ended)
     syslet_uatom *last = nullptr;  ///< the last atom that ran (or was refused)
@@ -28,11 +43,9 @@ struct chain_run {
     /// (The pool's per-slot cancel flag for ASYS_OP_CHAIN ops.)
     const std::atomic<uint8_t> *cancelled = nullptr;
     long last_res = 0;             ///< the result of `last`
-    /// The arguments `cur` (a read atom) was run with inline before its
-    /// nonblocking attempt came back short where the call would go on: it
-    /// runs again with these, not with arguments read again (that attempt
-    /// may have overwritten one, kept in its own buffer). Null otherwise.
-    std::unique_ptr<uint64_t[]> retry_args;
+    /// How `cur` runs again, when an attempt at it already ran (null
+    /// otherwise): see atom_retry.
+    std::unique_ptr<atom_retry> retry;
 };
 
 enum class chain_status {

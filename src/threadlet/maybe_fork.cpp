@@ -104,16 +104,21 @@ long region_call(ucontext_t *uc, long nr, const uint64_t (&args)[6]) noexcept {
     if (validate_op(&op) != 0) return raw_syscall(nr, args);  // the plain call says what is wrong
     long res = 0;
     const attempt a = try_inline(op, false, &res);
-    // Done, or a read partly done (the short count is the call's result).
-    if (a == attempt::done || a == attempt::partial) return res;
+    if (a == attempt::done) return res;
+    // Would block, or a read partly done where the call would go on (a file
+    // partly in the page cache): the rest, blocking, is the child's.
+    auto run_blocking = [&]() noexcept {
+        return a == attempt::partial ? execute_rest_of_transfer(op.opcode, op.args, static_cast<uint64_t>(res))
+                                     : execute_op(op.opcode, op.nr, op.args);
+    };
     const pid_t pid = fork();
-    if (pid < 0) return execute_op(op.opcode, op.nr, op.args);  // no fork: the call waits here
+    if (pid < 0) return run_blocking();  // no fork: the call waits here
     if (pid == 0) {
         // The child: dispatch is not inherited; the region is over here,
         // and the call completes (blocking) in this process.
         t_region.active = false;
         t_region.child = true;
-        return execute_op(op.opcode, op.nr, op.args);
+        return run_blocking();
     }
     // The parent: the region ends, the mask of the trapped code comes back
     // (the handler's blocks SIGSYS), and maybe_fork returns the child's pid.

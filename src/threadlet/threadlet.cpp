@@ -344,14 +344,25 @@ long threadlet_call(threadlet *t, long nr, const uint64_t (&args)[6]) noexcept {
     const bool atomic = f & ASYS_F_ATOMIC;
     if (f & ASYS_F_NOWAIT) return a == attempt::partial ? res : -EAGAIN;
     // A read partly done inline: the rest is read while the threadlet is
-    // parked, and it sees one result (vectored reads return the short count).
+    // parked, and it sees one result. A vector's rest is a new segment list
+    // on this threadlet's stack, which lives until the call completes.
     long prefix = 0;
+    struct iovec rest[kMaxProbeIov];
     if (a == attempt::partial) {
-        if (op.opcode != ASYS_OP_READ && op.opcode != ASYS_OP_PREAD) return res;
         prefix = res;
-        op.args[1] += static_cast<uint64_t>(res);
-        op.args[2] -= static_cast<uint64_t>(res);
-        if (op.opcode == ASYS_OP_PREAD) op.args[3] += static_cast<uint64_t>(res);
+        const auto done = static_cast<uint64_t>(res);
+        if (op.opcode == ASYS_OP_READ || op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_SEND) {
+            op.args[1] += done;
+            op.args[2] -= done;
+            if (op.opcode == ASYS_OP_PREAD) op.args[3] += done;
+        } else if (op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV) {
+            op.args[2] = iov_after(reinterpret_cast<const struct iovec *>(op.args[1]), op.args[2], done, rest,
+                                   kMaxProbeIov);
+            op.args[1] = reinterpret_cast<uint64_t>(rest);
+            if (op.opcode == ASYS_OP_PREADV && static_cast<int64_t>(op.args[3]) >= 0) op.args[3] += done;
+        } else {
+            return res;  // no other op comes back partly done
+        }
     }
     auto failed = [&](long rc) { return prefix ? prefix : rc; };
     if (c.cancelling()) return failed(-ECANCELED);

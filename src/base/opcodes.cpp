@@ -40,15 +40,18 @@ bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *
     return true;
 }
 
-unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, struct iovec *out, unsigned max) noexcept {
+unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, uint64_t limit, struct iovec *out,
+                   unsigned max) noexcept {
     unsigned n = 0;
-    for (uint64_t i = 0; i < cnt && n < max; ++i) {
+    for (uint64_t i = 0; i < cnt && n < max && limit != 0; ++i) {
         if (skip >= iov[i].iov_len) {
             skip -= iov[i].iov_len;
             continue;
         }
+        const uint64_t len = iov[i].iov_len - skip < limit ? iov[i].iov_len - skip : limit;
         out[n].iov_base = static_cast<char *>(iov[i].iov_base) + skip;
-        out[n].iov_len = iov[i].iov_len - skip;
+        out[n].iov_len = len;
+        limit -= len;
         skip = 0;
         ++n;
     }
@@ -69,7 +72,7 @@ bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lon
     // A vector: short of its total (as the call caps it, MAX_RW_COUNT), read
     // through the kernel (the array is the caller's and may be bad; it was
     // good when the ring read it).
-    constexpr uint64_t kMaxRw = 0x7ffff000;
+    constexpr uint64_t kMaxRw = kMaxRwCount;
     uint64_t total = 0;
     if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
     return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
@@ -80,7 +83,7 @@ bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lo
     const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(a[0])), F_GETFL, 0, 0, 0, 0);
     if (fl < 0 || (fl & O_NONBLOCK)) return false;  // a nonblocking descriptor: short is the call's result too
     if (opcode != ASYS_OP_WRITEV && opcode != ASYS_OP_PWRITEV) return true;
-    constexpr uint64_t kMaxRw = 0x7ffff000;  // MAX_RW_COUNT: the most one call moves
+    constexpr uint64_t kMaxRw = kMaxRwCount;
     uint64_t total = 0;
     if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
     return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
@@ -197,13 +200,16 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
 long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept {
     uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
     long r;
+    // The call moves at most MAX_RW_COUNT in all: the rest only what is left of that.
+    const uint64_t room = done < kMaxRwCount ? kMaxRwCount - done : 0;
     switch (opcode) {
         case ASYS_OP_SEND:
         case ASYS_OP_READ:
         case ASYS_OP_PREAD:
         case ASYS_OP_WRITE:
+            if (room == 0) return static_cast<long>(done);
             a[1] += done;
-            a[2] -= done;
+            a[2] = a[2] - done < room ? a[2] - done : room;
             if (opcode == ASYS_OP_PREAD) a[3] += done;
             r = execute_op(opcode, 0, a);
             break;
@@ -212,8 +218,10 @@ long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64
         case ASYS_OP_WRITEV:
         case ASYS_OP_PWRITEV: {
             // The caller's segments after what is already filled.
+            if (room == 0) return static_cast<long>(done);
             struct iovec rest[1024];
-            const unsigned n = iov_after(reinterpret_cast<const struct iovec *>(args[1]), args[2], done, rest, 1024);
+            const unsigned n =
+                iov_after(reinterpret_cast<const struct iovec *>(args[1]), args[2], done, room, rest, 1024);
             a[1] = reinterpret_cast<uint64_t>(rest);
             a[2] = n;
             const bool write = opcode == ASYS_OP_WRITEV || opcode == ASYS_OP_PWRITEV;

@@ -16,6 +16,10 @@
 
 namespace asys::internal {
 
+/// MAX_RW_COUNT: the most bytes one read, write, send or recv call moves
+/// (it clamps a longer length, or a vector's total, to this).
+inline constexpr uint64_t kMaxRwCount = 0x7ffff000;
+
 /// How the router treats an op before any backend sees it.
 enum class op_class : uint8_t {
     never_blocks,  ///< run inline always (nop, cheap getters)
@@ -139,7 +143,8 @@ inline bool ring_short_read_to_finish(uint32_t opcode, const uint64_t (&args)[6]
                                       bool *whole_again = nullptr) noexcept {
     const bool vectored = opcode == ASYS_OP_READV || opcode == ASYS_OP_PREADV;
     if ((opcode != ASYS_OP_READ && opcode != ASYS_OP_PREAD && !vectored) || res <= 0) return false;
-    if (!vectored && static_cast<uint64_t>(res) >= args[2]) return false;
+    if (!vectored && (static_cast<uint64_t>(res) >= args[2] || static_cast<uint64_t>(res) >= kMaxRwCount))
+        return false;
     return ring_short_read_to_finish_slow(opcode, args, res, whole_again);
 }
 
@@ -155,7 +160,8 @@ bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&args)[6],
 inline bool ring_short_write_to_finish(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept {
     const bool vectored = opcode == ASYS_OP_WRITEV || (opcode == ASYS_OP_PWRITEV && static_cast<int64_t>(args[3]) == -1);
     if ((opcode != ASYS_OP_WRITE && opcode != ASYS_OP_SEND && !vectored) || res <= 0) return false;
-    if (!vectored && static_cast<uint64_t>(res) >= args[2]) return false;
+    if (!vectored && (static_cast<uint64_t>(res) >= args[2] || static_cast<uint64_t>(res) >= kMaxRwCount))
+        return false;
     return ring_short_write_to_finish_slow(opcode, args, res);
 }
 
@@ -165,10 +171,13 @@ inline bool ring_short_write_to_finish(uint32_t opcode, const uint64_t (&args)[6
 bool caller_iov_total(const void *uiov, uint64_t cnt, uint64_t limit, uint64_t *total) noexcept;
 
 /// The segments of the `cnt` iovecs at `iov` after their first `skip`
-/// bytes, into `out` (at most `max`): the rest of a vectored read that
-/// stopped short. Returns how many. `iov` is read directly: it is an array
-/// the kernel has just read for the first part of the same call.
-unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, struct iovec *out, unsigned max) noexcept;
+/// bytes, cut to cover at most `limit` bytes, into `out` (at most `max`):
+/// the rest of a vectored transfer that stopped short (`limit`: what the
+/// call may still move, MAX_RW_COUNT less `skip`). Returns how many. `iov`
+/// is read directly: it is an array the kernel has just read for the first
+/// part of the same call.
+unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, uint64_t limit, struct iovec *out,
+                   unsigned max) noexcept;
 
 /// The scheduling class of generic system call `nr`: the class of the
 /// opcode that makes the same call, else its row in the table of known
@@ -218,7 +227,8 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;
 /// The rest of a READ, PREAD, READV, PREADV, WRITE, WRITEV, PWRITEV or SEND
 /// whose first `done` bytes (> 0) already went through (a short nonblocking
 /// attempt, or a short ring write to a stream): runs the
-/// remainder, blocking if it blocks, and returns the whole count (`done`
+/// remainder, blocking if it blocks, no further than the call would go
+/// (MAX_RW_COUNT in all), and returns the whole count (`done`
 /// alone if the remainder fails, as the call would report the bytes it
 /// moved), or -EINTR if the remainder was interrupted before any byte.
 long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept;

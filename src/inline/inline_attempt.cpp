@@ -201,8 +201,8 @@ void finish_never_waiting(const read_req &rq, long *res) noexcept {
     const unsigned nseg = rq.vectored ? rq.cnt : 1;
     while (static_cast<uint64_t>(*res) < rq.total) {
         struct iovec rest[kMaxProbeIov];
-        const unsigned m = iov_after(seg, nseg, static_cast<uint64_t>(*res), rest, kMaxProbeIov);
         const uint64_t at = static_cast<uint64_t>(*res);
+        const unsigned m = iov_after(seg, nseg, at, rq.total - at, rest, kMaxProbeIov);
         const long more = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(rq.fd), reinterpret_cast<uint64_t>(rest), m,
                                        rq.off >= 0 ? static_cast<uint64_t>(rq.off) + at : ~uint64_t{0}, 0,
                                        static_cast<uint64_t>(rq.rwf));
@@ -286,6 +286,7 @@ attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcep
         const long r = nowait_preadv2(rq, uiov, cnt);
         if (r > 0) {
             for (unsigned i = 0; i < cnt; ++i) rq.total += uiov[i].iov_len;
+            if (rq.total > kMaxRwCount) rq.total = kMaxRwCount;  // as the call caps it
         }
         rq.iov = uiov;
         rq.cnt = cnt;
@@ -298,7 +299,7 @@ attempt probe_read_vectored(const asys_op &op, bool buffered, long *res) noexcep
         if (rq.total + iov[i].iov_len < rq.total) return attempt::not_tried;  // EINVAL later
         rq.total += iov[i].iov_len;
     }
-    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    if (rq.total == 0 || rq.total > kMaxRwCount) return attempt::not_tried;
     bool guard = false;
     if (attempt a = guard_needed(rq, iov[1], &guard, res); a != attempt::done || *res < 0) return a;
     rq.iov = &iov[1];
@@ -424,7 +425,7 @@ attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool 
     const read_req rq{fd, positional ? off : -1, 0, len, false, buf};
     // Past MAX_RW_COUNT the call checks more, and such a read is no cached
     // block: the backend runs the call itself.
-    if (rq.total == 0 || rq.total > 0x7ffff000) return attempt::not_tried;
+    if (rq.total == 0 || rq.total > kMaxRwCount) return attempt::not_tried;
     iovec iov[2];
     iov[1] = iovec{reinterpret_cast<void *>(buf), rq.total};
     bool guard = false;

@@ -130,7 +130,12 @@ bool chain_linked_done(chain_state &st, const std::atomic<uint8_t> &cancel, long
 // The slot's completion hook.
 bool chain_completed(op_slot &slot, long *res) noexcept {
     chain_state &st = slot.feature_state<chain_state>();
-    if (st.linked && !chain_linked_done(st, slot.cancel, res)) return false;
+    if (st.linked && !chain_linked_done(st, slot.cancel, res)) {
+        // The rest of an atom's transfer waits: the slot counts the bytes
+        // it moved, so a cancel ends it with them (and says it had started).
+        if (st.retry && st.retry->done) slot.done = static_cast<uint32_t>(st.retry->done);
+        return false;
+    }
     if (st.next) chain_not_run(st, *res);
     delete st.retry;  // its atom never ran again (cancelled while queued)
     st.retry = nullptr;

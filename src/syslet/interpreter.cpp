@@ -139,9 +139,13 @@ chain_status run_chain(chain_run &run, bool may_block) noexcept {
     while (run.cur) {
         syslet_uatom &at = *run.cur;
         if (is_cancelled()) {
-            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;  // not run
+            // Not run; but an atom whose transfer the ring already moved
+            // part of ends with those bytes, as an interrupted call would.
+            const long r = run.retry && run.retry->done ? static_cast<long>(run.retry->done) : -ECANCELED;
+            run.retry.reset();
+            if (at.ret_ptr) *at.ret_ptr = r;
             run.last = &at;
-            run.last_res = -ECANCELED;
+            run.last_res = r;
             run.cur = nullptr;
             return chain_status::ended;
         }

@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -79,12 +80,21 @@ bool nowait_cuts_zero_short(zero_vector &z) {
 
 }  // namespace
 
-TEST(PartialTransfers, MemoryDeviceReadsAreWholeWithEverySubmitFlag) {
+/// A context, two /dev/zero segments, and the caller's CPU shared with a
+/// spinner; skips unless the kernel cuts such reads short here.
+class PartialMemoryDeviceReads : public ::testing::Test {
+protected:
     ctx_guard ctx;
     zero_vector z;
-    ASSERT_GE(z.fd, 0);
-    const cpu_contention busy;
-    REQUIRE_SHORT_ZERO_READS(z);
+    std::unique_ptr<cpu_contention> busy;
+    void SetUp() override {
+        ASSERT_GE(z.fd, 0);
+        busy = std::make_unique<cpu_contention>();
+        REQUIRE_SHORT_ZERO_READS(z);
+    }
+};
+
+TEST_F(PartialMemoryDeviceReads, WholeWithEverySubmitFlag) {
     const long whole = static_cast<long>(2 * kSeg);
     for (const uint32_t flags : {0u, unsigned{ASYS_F_NOWAIT}, unsigned{ASYS_F_NOWAIT | ASYS_F_BUFFERED},
                                  unsigned{ASYS_F_BUFFERED}, unsigned{ASYS_F_ASYNC}, unsigned{ASYS_F_SYNC},
@@ -109,12 +119,7 @@ TEST(PartialTransfers, MemoryDeviceReadsAreWholeWithEverySubmitFlag) {
     }
 }
 
-TEST(PartialTransfers, MemoryDeviceVectorsAreWholeInABatch) {
-    ctx_guard ctx;
-    zero_vector z;
-    ASSERT_GE(z.fd, 0);
-    const cpu_contention busy;
-    REQUIRE_SHORT_ZERO_READS(z);
+TEST_F(PartialMemoryDeviceReads, VectorsWholeInABatch) {
     // Each op reads the same two segments; the batch runs them in order.
     for (int round = 0; round < 4; ++round) {
         SCOPED_TRACE(round);
@@ -134,12 +139,7 @@ TEST(PartialTransfers, MemoryDeviceVectorsAreWholeInABatch) {
     }
 }
 
-TEST(PartialTransfers, MemoryDeviceVectorsAreWholeThroughAsysCall) {
-    ctx_guard ctx;
-    zero_vector z;
-    ASSERT_GE(z.fd, 0);
-    const cpu_contention busy;
-    REQUIRE_SHORT_ZERO_READS(z);
+TEST_F(PartialMemoryDeviceReads, VectorsWholeThroughAsysCall) {
     struct job {
         zero_vector *z;
         long got[4];
@@ -161,12 +161,7 @@ TEST(PartialTransfers, MemoryDeviceVectorsAreWholeThroughAsysCall) {
     }
 }
 
-TEST(PartialTransfers, MemoryDeviceVectorAtomIsWholeInANowaitChain) {
-    ctx_guard ctx;
-    zero_vector z;
-    ASSERT_GE(z.fd, 0);
-    const cpu_contention busy;
-    REQUIRE_SHORT_ZERO_READS(z);
+TEST_F(PartialMemoryDeviceReads, VectorAtomWholeInANowaitChain) {
     for (int round = 0; round < 4; ++round) {
         SCOPED_TRACE(round);
         long r = -1;

@@ -287,6 +287,26 @@ inline bool wait_blocked_in(pid_t tid, long nr, long fd = -1) {
     return false;
 }
 
+/// Waits (as wait_blocked_in) until some thread of this process sits in
+/// syscall `nr` with `fd` as its first argument; returns its tid, or 0.
+inline pid_t wait_any_thread_blocked_in(long nr, long fd) {
+    for (long i = 0; i < 2000000; ++i) {
+        if (DIR *d = opendir("/proc/self/task")) {
+            pid_t found = 0;
+            while (dirent *e = readdir(d)) {
+                if (e->d_name[0] == '.') continue;
+                const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
+                long a0 = -1;
+                if (blocked_syscall(tid, &a0) == nr && a0 == fd) found = tid;
+            }
+            closedir(d);
+            if (found) return found;
+        }
+        sched_yield();
+    }
+    return 0;
+}
+
 /// Waits (as wait_blocked_in) until thread `tid` sleeps inside asys_wait:
 /// on the completion ring's condition variable (futex), or, as the
 /// context's designated ring waiter, in ppoll on the ring and its kick fd.

@@ -9,6 +9,7 @@
 //   threadlet (the rest of the vector is read while it is parked), and read
 //   in a maybe_fork region (the child reads the rest);
 // - a buffer partly sent on a full socket inside a threadlet.
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -458,4 +459,36 @@ TEST(PartialTransfers, CancelledRestEndsWithTheBytesAlreadyRead) {
     for (long i = 0; i < c[0].res; i += 512) ASSERT_EQ(buf[static_cast<size_t>(i)], pattern(static_cast<size_t>(i)));
     ASSERT_EQ(busy.release(), 1);
     EXPECT_EQ(reap(ctx, 1).size(), 1u);
+}
+
+// A long write to a pipe nobody reads: one pipe buffer goes in (on the ring,
+// which completes short; then a worker waits to write the rest), then the
+// write waits. Cancelled then, it ends as an interrupted write(2): with the
+// count written, and asys_cancel says it was running.
+TEST(PartialTransfers, CancelledLongPipeWriteEndsWithTheBytesWritten) {
+    ctx_guard ctx;
+    pipe_pair p;
+    const long capacity = fcntl(p.w, F_GETPIPE_SZ);
+    ASSERT_GT(capacity, 0);
+    std::vector<char> out(1u << 20, 'c');
+    asys_op op;
+    asys_prep_write(&op, p.w, out.data(), out.size());
+    op.flags = ASYS_F_ASYNC;
+    op.user_data = 9;
+    long res = -1;
+    op.ret_ptr = &res;
+    ASSERT_EQ(asys_submit(ctx, &op), 0);
+    // Wait (bounded, on kernel state) until the pipe is full: the first part is in.
+    ASSERT_TRUE(eventually([&] {
+        int queued = 0;
+        return ioctl(p.r, FIONREAD, &queued) == 0 && queued == capacity;
+    })) << "the write never filled the pipe";
+    // Then until a worker waits in write(2) for the rest (or, on the pool
+    // backend, the whole call does).
+    ASSERT_NE(wait_any_thread_blocked_in(SYS_write, p.w), 0);
+    EXPECT_EQ(asys_cancel(ctx, 9), -EALREADY);
+    const auto c = reap(ctx, 1);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].res, capacity) << "the bytes written, as an interrupted write(2)";
+    EXPECT_EQ(res, capacity);
 }

@@ -620,8 +620,10 @@ void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     }
     // A short ring read of a memory device, or a short ring write to a
     // stream: the pool moves the rest, as read(2) or write(2) would have
-    // (the slot's `done` carries what the ring moved).
-    if (ring && !slot->hooks && slot->done == 0 &&
+    // (the slot's `done` carries what the ring moved). Not once it was
+    // cancelled: the short count is then its result, as an interrupted
+    // call's.
+    if (ring && !slot->hooks && slot->done == 0 && !slot->cancel.load(std::memory_order_relaxed) &&
         (ring_short_read_to_finish(slot->opcode, slot->sys.args, res) ||
          ring_short_write_to_finish(slot->opcode, slot->sys.args, res))) {
         slot->done = static_cast<uint32_t>(res);

@@ -49,8 +49,13 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
             // a worker).
             if (!may_block) return atom_outcome::would_block;
             const atom_retry &rt = *run.retry;
-            const long r = execute_rest_of_transfer(rt.opcode, rt.args, rt.done);
-            *res = r == -EINTR ? static_cast<long>(rt.done) : r;  // interrupted: what was moved
+            // A stray interrupt (a cancel signal meant for an earlier op)
+            // is retried; one that a cancel of this chain sent ends the atom
+            // with what was moved.
+            long r;
+            do r = execute_rest_of_transfer(rt.opcode, rt.args, rt.done);
+            while (r == -EINTR && !(run.cancelled && run.cancelled->load(std::memory_order_acquire)));
+            *res = r == -EINTR ? static_cast<long>(rt.done) : r;
             run.retry.reset();
             return atom_outcome::ran;
         }

@@ -33,6 +33,10 @@ public:
     /// The same for a call not yet in a slot (`seekable`: the fd is known to
     /// take positional transfers).
     virtual bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept = 0;
+    /// Whether accepts_call(ASYS_OP_PREAD, args, true) is
+    /// ring_positional_args_fit(args) for any args (base/opcodes.hpp): a
+    /// batch then asks that inline rule instead, once it knows the fd seeks.
+    virtual bool takes_fitting_preads() const noexcept { return false; }
     /// Takes the slot. 0, or -EAGAIN when `atomic` and nothing is idle, or
     /// when full (the slot is then still the caller's).
     virtual int punt(op_slot *slot, bool atomic) noexcept = 0;

@@ -20,6 +20,16 @@ namespace asys::internal {
 /// (it clamps a longer length, or a vector's total, to this).
 inline constexpr uint64_t kMaxRwCount = 0x7ffff000;
 
+/// The arguments of a PREAD or PWRITE that io_uring runs as pread(2) or
+/// pwrite(2) would, on a descriptor that seeks: a length its 32-bit field
+/// holds, not 0 (the call still checks the descriptor, the ring returns 0
+/// at once), and an offset >= 0 (-1 means "the file position" on the ring,
+/// EINVAL for the call). The one rule for both args_fit_ring and a batch's
+/// positional reads (backend::takes_fitting_preads).
+inline bool ring_positional_args_fit(const uint64_t (&a)[6]) noexcept {
+    return a[2] != 0 && a[2] <= kMaxRwCount && static_cast<int64_t>(a[3]) >= 0;
+}
+
 /// How the router treats an op before any backend sees it.
 enum class op_class : uint8_t {
     never_blocks,  ///< run inline always (nop, cheap getters)

@@ -139,6 +139,9 @@ public:
     bool batches_via_preferred() const noexcept { return preferred_ != nullptr; }
     /// Whether the preferred backend would take this op as it is now.
     bool preferred_accepts(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept;
+    /// Whether the preferred backend's answer for a PREAD on an fd that seeks
+    /// is ring_positional_args_fit (backend::takes_fitting_preads).
+    bool preferred_takes_fitting_preads() const noexcept { return preferred_ && preferred_->takes_fitting_preads(); }
     /// Opens / closes the calling thread's batch window on this context
     /// (nests: close restores the window that was open before).
     void open_window(batch_window &w, batch_window **saved) noexcept;

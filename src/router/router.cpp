@@ -77,6 +77,9 @@ struct batch_route {
     int seek_fd = -1;
     bool seek_ok = false;
     unsigned seek_enters = 0;  ///< w->enters when it was asked
+    /// The preferred backend takes a PREAD whose arguments fit
+    /// ring_positional_args_fit on an fd that seeks (asked once per batch).
+    bool fitting_preads = false;
 };
 
 /// Whether a batch op skips the inline attempt for the preferred backend:
@@ -124,6 +127,13 @@ inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
         b.seek_ok = raw_syscall6(SYS_lseek, static_cast<uint64_t>(fd), 0, SEEK_CUR, 0, 0, 0) >= 0;
     }
     return b.seek_ok;
+}
+
+/// Whether the preferred backend takes a batch op now (a PREAD by the
+/// shared inline rule when it allows: see backend::takes_fitting_preads).
+inline bool batch_accepts(context &c, const asys_op &op, batch_route &b) noexcept {
+    if (op.opcode == ASYS_OP_PREAD && b.fitting_preads) return ring_positional_args_fit(op.args) && batch_fd_seeks(b, op);
+    return c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(b, op));
 }
 
 // Room, without deadlocking on a batch's window: ops waiting in it hold
@@ -201,8 +211,7 @@ int join_window(context &c, const asys_op &op, batch_route &batch, unsigned ente
     }
     if (rc) return rc;
     if (batch.w->n == batch_window::kMax) c.enter_window(*batch.w);
-    const bool seekable = batch_fd_seeks(batch, op);
-    if (batch.w->enters != enters && !c.preferred_accepts(op.opcode, op.args, seekable)) {
+    if (batch.w->enters != enters && !batch_accepts(c, op, batch)) {
         if (!reserved) c.release_room(1);
         return -EAGAIN;
     }
@@ -210,7 +219,7 @@ int join_window(context &c, const asys_op &op, batch_route &batch, unsigned ente
     batch.wrote_status = true;
     op_slot *s = c.new_window_slot(op, batch.status, *batch.w);  // counted when the window settles
     s->direct = 1;
-    s->seekable = seekable;
+    s->seekable = batch_fd_seeks(batch, op);
     return 0;
 }
 
@@ -220,7 +229,7 @@ int join_window(context &c, const asys_op &op, batch_route &batch, unsigned ente
 int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noexcept {
     if (c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER)) return -EAGAIN;
     const unsigned enters = batch.w->enters;
-    if (!c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(batch, op))) return -EAGAIN;
+    if (!batch_accepts(c, op, batch)) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
     return join_window(c, op, batch, enters, false);
 }
@@ -242,7 +251,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (batch) {
         if (batch_skips_probe(op, f)) {
             enters = batch->w->enters;
-            to_window = c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(*batch, op));
+            to_window = batch_accepts(c, op, *batch);
         }
         // An op that may give an fd number to another file first enters
         // the kernel for everything the batch queued before it (forced-async
@@ -334,6 +343,7 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     if (windowed) c.open_window(w, &saved);
     c.plug();  // ring-bound ops of the batch enter the kernel once (per window)
     batch_route b{&w, nullptr, false};
+    b.fitting_preads = windowed && c.preferred_takes_fitting_preads();
     int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
         b.status = status ? &status[i] : nullptr;

@@ -236,6 +236,8 @@ bool uring_backend::accepts_call(uint32_t opcode, const uint64_t (&args)[6], boo
     return supports_opcode(opcode) && args_fit_ring(opcode, args, seekable, link_timeout_);
 }
 
+bool uring_backend::takes_fitting_preads() const noexcept { return supports_opcode(ASYS_OP_PREAD); }
+
 bool uring_backend::links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept {
     return supports_opcode(opcode) && args_fit_ring(opcode, args, false, link_timeout_);
 }
@@ -327,8 +329,7 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             return a[2] != 0 && a[2] <= kMaxIov && ring_streams_vector(a);
         case ASYS_OP_PREAD:
         case ASYS_OP_PWRITE:  // offset -1 means "the file position" on the ring, EINVAL here
-            return a[2] != 0 && a[2] <= kMaxRw && off >= 0 &&
-                   (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
+            return ring_positional_args_fit(a) && (fd_seekable_known || seekability_of(a[0]) == fd_kind::seekable);
         case ASYS_OP_PREADV:
         case ASYS_OP_PWRITEV:
             // RWF_HIPRI needs a polled ring; RWF_NOWAIT writes: the ring says

@@ -44,6 +44,7 @@ public:
 
     bool accepts(const op_slot &s) const noexcept override;
     bool accepts_call(uint32_t opcode, const uint64_t (&args)[6], bool seekable) const noexcept override;
+    bool takes_fitting_preads() const noexcept override;
     bool links(uint32_t opcode, const uint64_t (&args)[6]) const noexcept override;
     uint64_t opcode_mask() const noexcept override { return supported_; }
     unsigned kernel_workers() const noexcept override { return iowq_limit_; }

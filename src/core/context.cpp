@@ -506,18 +506,9 @@ context::caller_scope::~caller_scope() {
     }
 }
 
-int context::reserve_room(bool atomic, bool count_rejected) noexcept {
+int context::room_taken_when_full(bool atomic, bool count_rejected) noexcept {
     for (;;) {
-        // seq_cst: with destroy()'s state_ CAS, either destroy waits for this
-        // op (inflight_) or this call sees closing.
-        if (room_.fetch_sub(1) > 0) {
-            if (state_.load() != 1) {
-                release_room(1);
-                return -ESHUTDOWN;
-            }
-            return 0;
-        }
-        release_room(1);
+        release_room(1);  // the unit taken past empty
         if (atomic || !(flags_ & ASYS_CTX_BLOCK_WHEN_FULL)) {
             if (count_rejected) cnt.rejected_full.fetch_add(1, std::memory_order_relaxed);
             return -EAGAIN;
@@ -525,12 +516,21 @@ int context::reserve_room(bool atomic, bool count_rejected) noexcept {
         // Ops a batch holds back (plugged) may be the ones whose completion
         // frees room: submit them before sleeping for it.
         if (preferred_) preferred_->flush();
-        std::unique_lock lk(wait_mu_);
-        sleepers_.fetch_add(1);
-        wait_cv_.wait(lk, [&] { return room_.load() > 0 || state_.load() != 1; });
-        sleepers_.fetch_sub(1);
+        {
+            std::unique_lock lk(wait_mu_);
+            sleepers_.fetch_add(1);
+            wait_cv_.wait(lk, [&] { return room_.load() > 0 || state_.load() != 1; });
+            sleepers_.fetch_sub(1);
+        }
         if (state_.load() != 1) return -ESHUTDOWN;
+        // seq_cst, as in reserve_room() (the lock released: a release_room may take it).
+        if (room_.fetch_sub(1) > 0) return state_.load() == 1 ? 0 : room_taken_when_closing();
     }
+}
+
+int context::room_taken_when_closing() noexcept {
+    release_room(1);
+    return -ESHUTDOWN;
 }
 
 void context::release_room(unsigned n) noexcept {

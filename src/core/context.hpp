@@ -81,7 +81,13 @@ public:
     /// Reserves room for one op that may post a completion. 0, -EAGAIN
     /// (full, or `atomic`), -ESHUTDOWN.
     /// (count_rejected: count a refusal in the rejected_full statistic.)
-    int reserve_room(bool atomic, bool count_rejected = true) noexcept;
+    int reserve_room(bool atomic, bool count_rejected = true) noexcept {
+        // seq_cst: with destroy()'s state_ CAS, either destroy waits for this
+        // op (inflight_) or this call sees closing.
+        if (room_.fetch_sub(1) > 0) [[likely]]
+            return state_.load() == 1 ? 0 : room_taken_when_closing();
+        return room_taken_when_full(atomic, count_rejected);
+    }
     void release_room(unsigned n) noexcept;
 
     /// A slot for an op whose room is reserved (never fails: the slab has
@@ -225,6 +231,10 @@ private:
     std::atomic<bool> ring_sleeping_{false};  ///< it is (about to be) asleep in wait_completions()
     std::atomic<unsigned> ring_sleeper_need_{0};  ///< its min, if it has no deadline (else 0)
     void wake_hopeless_ring_sleeper() noexcept;
+    /// reserve_room()'s rare ends: it took a unit of room past empty (gives
+    /// it back, then fails or waits as the flags say), or while closing.
+    int room_taken_when_full(bool atomic, bool count_rejected) noexcept;
+    int room_taken_when_closing() noexcept;
     /// Counts a window's ops (inline or punted) and empties it.
     void settle_window(batch_window &w) noexcept;
     /// complete() of a slot in the calling thread's open window: finishes it

@@ -119,6 +119,15 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
 
 void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.sys.args); }
 
+/// A poll with a timeout: a linked timeout follows its SQE.
+inline bool is_timed_poll(const op_slot &s) noexcept { return s.opcode == ASYS_OP_POLL && s.poll.timeout_ms >= 0; }
+
+/// The SQEs queue_locked prepares for a slot: 2 for a timed poll or a
+/// deadline (a linked timeout; accepts() allows not both), else 1.
+inline unsigned sqes_of(const op_slot &s) noexcept {
+    return is_timed_poll(s) || (s.flags & ASYS_F_DEADLINE) ? 2 : 1;
+}
+
 }  // namespace
 
 uring_backend::~uring_backend() { stop(); }
@@ -424,11 +433,15 @@ void uring_backend::end_reaping() noexcept {
     }
 }
 
-void uring_backend::track_locked(op_slot *s) noexcept {
+void uring_backend::link_locked(op_slot *s) noexcept {
     s->prev = nullptr;
     s->next = inring_;
     if (inring_) inring_->prev = s;
     inring_ = s;
+}
+
+void uring_backend::track_locked(op_slot *s) noexcept {
+    link_locked(s);
     ++inring_count_;
 }
 
@@ -515,18 +528,39 @@ unsigned uring_backend::punt_plugged(op_slot *const *slots, unsigned n) noexcept
     if (!reaper_started_.load(std::memory_order_acquire) && start_reaper() < 0) return 0;
     std::lock_guard lk(sq_mu_);
     if (!plugged_here()) return 0;  // unplugged: each op is punted (and submitted) on its own
+    unsigned i = queue_run_locked(slots, n);
     io_uring_sqe *sqes[2];
-    unsigned i = 0;
     while (i < n && queue_locked(slots[i], sqes) > 0) ++i;
+    return i;
+}
+
+unsigned uring_backend::queue_run_locked(op_slot *const *slots, unsigned n) noexcept {
+    // queue_locked's limits, for the whole run at once: the CQ holds every
+    // op in the ring, and the SQ has a free entry for each.
+    const unsigned in_ring = inring_count_;
+    if (in_ring + 1 >= cq_entries_) return 0;
+    unsigned fit = cq_entries_ - 1 - in_ring;
+    if (const unsigned sq_free = io_uring_sq_space_left(&ring_); sq_free < fit) fit = sq_free;
+    if (n < fit) fit = n;
+    unsigned i = 0;
+    for (; i < fit && sqes_of(*slots[i]) == 1; ++i) {
+        op_slot *s = slots[i];
+        io_uring_sqe *sqe = io_uring_get_sqe(&ring_);  // free: counted above
+        prep(sqe, *s);
+        io_uring_sqe_set_data(sqe, s);
+        link_locked(s);
+    }
+    inring_count_ += i;
+    pending_submit_ += i;
     return i;
 }
 
 int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     // Never let more ops into the ring than its CQ can hold.
     if (inring_count_ + 1 >= cq_entries_) return -EAGAIN;
-    const bool timed_poll = slot->opcode == ASYS_OP_POLL && slot->poll.timeout_ms >= 0;
+    const bool timed_poll = is_timed_poll(*slot);
     const bool deadline = (slot->flags & ASYS_F_DEADLINE) && !timed_poll;  // accepts(): not both
-    if (!reserve_sqes_locked(timed_poll || deadline ? 2 : 1)) return -EAGAIN;
+    if (!reserve_sqes_locked(sqes_of(*slot))) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
     prep(sqes[0], *slot);
     io_uring_sqe_set_data(sqes[0], slot);

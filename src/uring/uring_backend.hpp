@@ -98,10 +98,15 @@ private:
     /// Prepares the slot's SQEs (1, or 2 for a timed poll) and tracks it;
     /// returns how many, or -EAGAIN when the ring has no room.
     int queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept;
+    /// Queues slots[0..k) of one SQE each while the ring has room for all
+    /// of them (checked once, not per slot); returns k.
+    unsigned queue_run_locked(op_slot *const *slots, unsigned n) noexcept;
     unsigned drain_locked() noexcept;
     /// One CQE taken off the ring (an op's slot already untracked): its
     /// completion. Returns the number of ops completed (0 or 1).
     unsigned complete_taken(uint64_t user_data, int res) noexcept;
+    /// Puts the slot on the in-ring list (track_locked also counts its CQE).
+    void link_locked(op_slot *s) noexcept;
     void track_locked(op_slot *s) noexcept;
     void untrack_locked(op_slot *s) noexcept;
     void track_linked_locked(linked_ops *lo) noexcept;

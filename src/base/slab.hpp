@@ -44,7 +44,7 @@ public:
     }
 
     void free(op_slot *s) noexcept {
-        uint32_t idx = static_cast<uint32_t>(s - slots_.get());
+        const uint32_t idx = index_of(s);
         uint64_t h = head_.load(std::memory_order_relaxed);
         for (;;) {
             next_[idx].store(index(h), std::memory_order_relaxed);
@@ -56,10 +56,31 @@ public:
         }
     }
 
+    /// free() of n slots with one CAS: they are linked to each other first.
+    void free_many(op_slot *const *s, unsigned n) noexcept {
+        if (n == 0) return;
+        const uint32_t first = index_of(s[0]);
+        uint32_t last = first;
+        for (unsigned k = 1; k < n; ++k) {
+            const uint32_t idx = index_of(s[k]);
+            next_[last].store(idx, std::memory_order_relaxed);
+            last = idx;
+        }
+        uint64_t h = head_.load(std::memory_order_relaxed);
+        for (;;) {
+            next_[last].store(index(h), std::memory_order_relaxed);
+            // release, as in free().
+            if (head_.compare_exchange_weak(h, pack(first, tag(h) + 1), std::memory_order_release,
+                                            std::memory_order_relaxed))
+                return;
+        }
+    }
+
     op_slot *begin() noexcept { return slots_.get(); }
     op_slot *end() noexcept { return slots_.get() + cap_; }
 
 private:
+    uint32_t index_of(const op_slot *s) const noexcept { return static_cast<uint32_t>(s - slots_.get()); }
     static uint64_t pack(uint32_t idx, uint32_t tag) { return (uint64_t{tag} << 32) | idx; }
     static uint32_t index(uint64_t h) { return static_cast<uint32_t>(h); }
     static uint32_t tag(uint64_t h) { return static_cast<uint32_t>(h >> 32); }

@@ -257,6 +257,7 @@ void context::open_window(batch_window &w, batch_window **saved) noexcept {
 
 void context::settle_window(batch_window &w) noexcept {
     if (w.settled) {
+        slab_.free_many(w.settled_slot, w.settled);  // before the room: one slot per unit
         release_room(w.settled);
         retire(w.settled_producers, w.settled);
         w.settled = w.settled_producers = 0;
@@ -323,7 +324,7 @@ void context::punt_window(batch_window &w) noexcept {
     w.queued = w.n;
 }
 
-bool context::finish_in_window(op_slot *slot, long res) noexcept {
+inline bool context::finish_in_window(op_slot *slot, long res) noexcept {
     const unsigned k = slot->batch_entry - 1u;
     batch_window *w = t_batch.w;
     // The slot must be this window's op, not a later op in the same slot
@@ -344,10 +345,10 @@ bool context::finish_in_window(op_slot *slot, long res) noexcept {
         return true;
     }
     *slot->ret_ptr = res;
-    // Its room and in-flight counts are given back when the window settles.
-    ++w->settled;
+    // Its slot, room and in-flight counts are given back when the window
+    // settles.
+    w->settled_slot[w->settled++] = slot;
     if (!slot->callback) ++w->settled_producers;
-    slab_.free(slot);
     return true;
 }
 
@@ -604,6 +605,13 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 }
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
+    // A ring read of the calling thread's batch window that moved all it
+    // asked for: none of the cases below applies (they are errors, short
+    // counts and features' slots).
+    if (slot->batch_entry && path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
+        (slot->opcode == ASYS_OP_PREAD || slot->opcode == ASYS_OP_READ) &&
+        static_cast<uint64_t>(res) == slot->sys.args[2] && finish_in_window(slot, res))
+        return;
     // Results the general backend must give instead, by running the call
     // again (nothing happened the first time): EINTR, for a call a signal
     // interrupted in the kernel (not one we cancelled; the pool retries

@@ -66,6 +66,9 @@ struct batch_window {
     /// settles (`settled`, of which `settled_producers` had no callback).
     unsigned uncounted_producers = 0;
     unsigned settled = 0, settled_producers = 0;
+    /// The slots of the `settled` ops, given back to the slab (in one go)
+    /// when the window settles, before their room.
+    op_slot *settled_slot[kMax];
     int64_t opened_ns = 0;  ///< CLOCK_MONOTONIC at the first entry: its ops' submit time
     unsigned enters = 0;    ///< times enter_window ran (callbacks may have run in it)
 };

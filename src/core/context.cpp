@@ -324,6 +324,14 @@ void context::punt_window(batch_window &w) noexcept {
     w.queued = w.n;
 }
 
+void context::finish_with_cqe(op_slot *slot, long res) noexcept {
+    const asys_cqe cqe{slot->user_data, res, slot->opcode, ASYS_PATH_URING};
+    const bool produces = !slot->callback;
+    if (slot->ret_ptr) *slot->ret_ptr = res;
+    finish(slot, cqe);
+    retire(produces);
+}
+
 inline bool context::finish_in_window(op_slot *slot, long res) noexcept {
     const unsigned k = slot->batch_entry - 1u;
     batch_window *w = t_batch.w;
@@ -337,11 +345,7 @@ inline bool context::finish_in_window(op_slot *slot, long res) noexcept {
     // Like an inline op, it posts a cqe (or calls back) only if asked to
     // or when the result has nowhere else to go.
     if ((slot->flags & ASYS_F_CQE_ALWAYS) || !slot->ret_ptr) {
-        const asys_cqe cqe{slot->user_data, res, slot->opcode, ASYS_PATH_URING};
-        const bool produces = !slot->callback;
-        if (slot->ret_ptr) *slot->ret_ptr = res;
-        finish(slot, cqe);
-        retire(produces);
+        finish_with_cqe(slot, res);
         return true;
     }
     *slot->ret_ptr = res;
@@ -606,12 +610,16 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
     // A ring read of the calling thread's batch window that moved all it
-    // asked for: none of the cases below applies (they are errors, short
-    // counts and features' slots).
+    // asked for: none of complete_checked()'s cases applies (they are
+    // errors, short counts and features' slots).
     if (slot->batch_entry && path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
         (slot->opcode == ASYS_OP_PREAD || slot->opcode == ASYS_OP_READ) &&
         static_cast<uint64_t>(res) == slot->sys.args[2] && finish_in_window(slot, res))
         return;
+    complete_checked(slot, res, path);
+}
+
+void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept {
     // Results the general backend must give instead, by running the call
     // again (nothing happened the first time): EINTR, for a call a signal
     // interrupted in the kernel (not one we cancelled; the pool retries

@@ -243,6 +243,12 @@ private:
     /// complete() of a slot in the calling thread's open window: finishes it
     /// as inline and returns true, or returns false (not in the window).
     bool finish_in_window(op_slot *slot, long res) noexcept;
+    /// finish_in_window's op that posts a cqe (or calls back) as an inline
+    /// one would: it asked to, or has no ret_ptr.
+    void finish_with_cqe(op_slot *slot, long res) noexcept;
+    /// complete() of any op: the ring's results the pool must recheck or
+    /// finish, features' slots, a window's op, then the cqe.
+    void complete_checked(op_slot *slot, long res, uint32_t path) noexcept;
     /// The accounting after `n` ops' completions were delivered (or
     /// dropped); `produced` of them were counted as cqe producers.
     void retire(unsigned produced, unsigned n = 1) noexcept;

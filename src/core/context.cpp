@@ -293,20 +293,6 @@ void context::enter_window(batch_window &w) noexcept {
     settle_window(w);
 }
 
-op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept {
-    if (w.n == 0) w.opened_ns = monotonic_ns();
-    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
-    fill_slot(s, op, w.opened_ns);  // counted in flight by punt_window
-    if (!op.callback) ++w.uncounted_producers;
-    const unsigned k = w.n++;
-    w.slot[k] = s;
-    w.status[k] = status;
-    w.reuse[k] = s->reuse;
-    ++w.n_class[s->sched];
-    s->batch_entry = static_cast<uint8_t>(k + 1);
-    return s;
-}
-
 void context::punt_window(batch_window &w) noexcept {
     if (w.queued == w.n) return;
     // In flight from now on (new_window_slot left them uncounted).
@@ -544,36 +530,6 @@ void context::release_room(unsigned n) noexcept {
         std::lock_guard lk(wait_mu_);
         wait_cv_.notify_all();
     }
-}
-
-inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
-    s->opcode = op.opcode;
-    s->flags = op.flags;
-    s->ret_ptr = op.ret_ptr;
-    s->user_data = op.user_data;
-    s->callback = op.callback;
-    s->cb_arg = op.cb_arg;
-    s->sys.nr = op.nr;
-    std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
-    s->prev = s->next = nullptr;
-    s->done = 0;
-    s->cancel.store(0, std::memory_order_relaxed);
-    s->queued = 0;
-    s->hooks = nullptr;
-    s->direct = 0;
-    s->seekable = 0;
-    s->bulk = (op.flags & ASYS_F_BULK) != 0;
-    s->expired = 0;
-    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
-    if (op.deadline_ns) {
-        s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
-        s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
-    } else {
-        s->deadline = {};
-    }
-    s->submit_ns = now_ns;
-    s->batch_entry = 0;
-    ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
 }
 
 op_slot *context::new_slot(const asys_op &op) noexcept {

@@ -9,12 +9,14 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
 #include "asys/asys.h"
 #include "base/backend.hpp"
 #include "base/completion_ring.hpp"
+#include "base/opcodes.hpp"
 #include "base/slab.hpp"
 #include "core/metrics.hpp"
 
@@ -302,6 +304,52 @@ private:
     context *next_free_ = nullptr;
     friend struct registry;
 };
+
+// In the header, and always inline: a batch's window op is filled where it
+// joins the window (router), without a call per op.
+[[gnu::always_inline]] inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
+    s->opcode = op.opcode;
+    s->flags = op.flags;
+    s->ret_ptr = op.ret_ptr;
+    s->user_data = op.user_data;
+    s->callback = op.callback;
+    s->cb_arg = op.cb_arg;
+    s->sys.nr = op.nr;
+    std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
+    s->prev = s->next = nullptr;
+    s->done = 0;
+    s->hooks = nullptr;
+    s->cancel.store(0, std::memory_order_relaxed);
+    s->queued = 0;  // the bit fields one after another: their stores merge
+    s->direct = 0;
+    s->seekable = 0;
+    s->bulk = (op.flags & ASYS_F_BULK) != 0;
+    s->expired = 0;
+    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
+    if (op.deadline_ns) {
+        s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
+        s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
+    } else {
+        s->deadline = {};
+    }
+    s->submit_ns = now_ns;
+    s->batch_entry = 0;
+    ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
+}
+
+[[gnu::always_inline]] inline op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept {
+    if (w.n == 0) w.opened_ns = monotonic_ns();
+    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
+    fill_slot(s, op, w.opened_ns);  // counted in flight by punt_window
+    if (!op.callback) ++w.uncounted_producers;
+    const unsigned k = w.n++;
+    w.slot[k] = s;
+    w.status[k] = status;
+    w.reuse[k] = s->reuse;
+    ++w.n_class[s->sched];
+    s->batch_entry = static_cast<uint8_t>(k + 1);
+    return s;
+}
 
 /// Incremented in every child after fork(); contexts from before are dead.
 extern std::atomic<uint64_t> g_fork_generation;

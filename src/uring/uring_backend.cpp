@@ -445,7 +445,7 @@ void uring_backend::track_locked(op_slot *s) noexcept {
     ++inring_count_;
 }
 
-void uring_backend::untrack_locked(op_slot *s) noexcept {
+inline void uring_backend::untrack_locked(op_slot *s) noexcept {
     if (s->prev) s->prev->next = s->next; else inring_ = s->next;
     if (s->next) s->next->prev = s->prev;
     s->prev = s->next = nullptr;
@@ -756,7 +756,8 @@ long call_result_of(op_slot &s, long r) noexcept {
 
 }  // namespace
 
-unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
+// (Always inline: drain_locked, its one caller, pays no call per CQE.)
+[[gnu::always_inline]] inline unsigned uring_backend::complete_taken(uint64_t ud, int res) noexcept {
     switch (ud & kTagMask) {
         case 0: {
             auto *s = reinterpret_cast<op_slot *>(ud);  // untracked by the caller

@@ -45,15 +45,7 @@ public:
 
     void free(op_slot *s) noexcept {
         const uint32_t idx = index_of(s);
-        uint64_t h = head_.load(std::memory_order_relaxed);
-        for (;;) {
-            next_[idx].store(index(h), std::memory_order_relaxed);
-            // release: publishes next_[idx] and everything written to the
-            // slot before it was freed to the next alloc().
-            if (head_.compare_exchange_weak(h, pack(idx, tag(h) + 1), std::memory_order_release,
-                                            std::memory_order_relaxed))
-                return;
-        }
+        push_chain(idx, idx);
     }
 
     /// free() of n slots with one CAS: they are linked to each other first.
@@ -66,20 +58,25 @@ public:
             next_[last].store(idx, std::memory_order_relaxed);
             last = idx;
         }
-        uint64_t h = head_.load(std::memory_order_relaxed);
-        for (;;) {
-            next_[last].store(index(h), std::memory_order_relaxed);
-            // release, as in free().
-            if (head_.compare_exchange_weak(h, pack(first, tag(h) + 1), std::memory_order_release,
-                                            std::memory_order_relaxed))
-                return;
-        }
+        push_chain(first, last);
     }
 
     op_slot *begin() noexcept { return slots_.get(); }
     op_slot *end() noexcept { return slots_.get() + cap_; }
 
 private:
+    /// Pushes the chain first..last (linked through next_) on the free list.
+    void push_chain(uint32_t first, uint32_t last) noexcept {
+        uint64_t h = head_.load(std::memory_order_relaxed);
+        for (;;) {
+            next_[last].store(index(h), std::memory_order_relaxed);
+            // release: publishes the chain's next_ and everything written to
+            // its slots before they were freed to the next alloc().
+            if (head_.compare_exchange_weak(h, pack(first, tag(h) + 1), std::memory_order_release,
+                                            std::memory_order_relaxed))
+                return;
+        }
+    }
     uint32_t index_of(const op_slot *s) const noexcept { return static_cast<uint32_t>(s - slots_.get()); }
     static uint64_t pack(uint32_t idx, uint32_t tag) { return (uint64_t{tag} << 32) | idx; }
     static uint32_t index(uint64_t h) { return static_cast<uint32_t>(h); }

@@ -318,9 +318,9 @@ private:
     std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
     s->prev = s->next = nullptr;
     s->done = 0;
-    s->hooks = nullptr;
     s->cancel.store(0, std::memory_order_relaxed);
-    s->queued = 0;  // the bit fields one after another: their stores merge
+    s->queued = 0;
+    s->hooks = nullptr;
     s->direct = 0;
     s->seekable = 0;
     s->bulk = (op.flags & ASYS_F_BULK) != 0;

@@ -95,6 +95,15 @@ unsigned traffic(unsigned per_thread, F during) {
 }
 
 TEST(Adversity, SignalStormLosesNothing) {
+    // clang 14's TSan runtime deadlocks on itself under this storm: a signal
+    // that lands while a thread frees memory inside the runtime (glibc
+    // freeing a joined thread's stack) runs TSan's handler, which waits for
+    // the lock the interrupted free holds (a hang in 3 of 8 whole TSan
+    // runs of the suite; gdb showed that stack). The plain and
+    // ASan+UBSan builds run it.
+    if (under_tsan())
+        GTEST_SKIP() << "SKIPPED under TSan: its runtime deadlocks in its own signal handler under a signal storm "
+                        "(__tsan::SlotLock from sighandler inside free); the plain and ASan builds run this";
     struct sigaction sa {}, old{};
     sa.sa_handler = on_usr1;  // no SA_RESTART: interrupted calls see EINTR
     sigemptyset(&sa.sa_mask);

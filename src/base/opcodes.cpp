@@ -58,6 +58,19 @@ unsigned iov_after(const struct iovec *iov, uint64_t cnt, uint64_t skip, uint64_
     return n;
 }
 
+namespace {
+
+// Whether a vectored transfer's count `res` is short of its total (as the
+// call caps it, MAX_RW_COUNT), read through the kernel: the array is the
+// caller's and may be bad (it was good when the ring read it).
+bool vector_short_of_total(const uint64_t (&a)[6], long res) noexcept {
+    uint64_t total = 0;
+    if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRwCount, &total)) return false;
+    return static_cast<uint64_t>(res) < (total < kMaxRwCount ? total : kMaxRwCount);
+}
+
+}  // namespace
+
 bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res, bool *whole_again) noexcept {
     struct stat st;
     if (raw_syscall6(SYS_fstat, static_cast<uint64_t>(static_cast<int>(a[0])), reinterpret_cast<uint64_t>(&st), 0, 0,
@@ -69,13 +82,7 @@ bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lon
         *whole_again = m == 5 || m == 7 || m == 8 || m == 9;
     }
     if (opcode != ASYS_OP_READV && opcode != ASYS_OP_PREADV) return true;
-    // A vector: short of its total (as the call caps it, MAX_RW_COUNT), read
-    // through the kernel (the array is the caller's and may be bad; it was
-    // good when the ring read it).
-    constexpr uint64_t kMaxRw = kMaxRwCount;
-    uint64_t total = 0;
-    if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
-    return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
+    return vector_short_of_total(a, res);
 }
 
 bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
@@ -83,10 +90,7 @@ bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lo
     const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(a[0])), F_GETFL, 0, 0, 0, 0);
     if (fl < 0 || (fl & O_NONBLOCK)) return false;  // a nonblocking descriptor: short is the call's result too
     if (opcode != ASYS_OP_WRITEV && opcode != ASYS_OP_PWRITEV) return true;
-    constexpr uint64_t kMaxRw = kMaxRwCount;
-    uint64_t total = 0;
-    if (!caller_iov_total(reinterpret_cast<const void *>(a[1]), a[2], kMaxRw, &total)) return false;
-    return static_cast<uint64_t>(res) < (total < kMaxRw ? total : kMaxRw);
+    return vector_short_of_total(a, res);
 }
 
 namespace {
@@ -197,31 +201,25 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&a)[6]) noexcept {
     }
 }
 
-long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept {
-    uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
-    long r;
+int rest_of_transfer(uint32_t opcode, uint64_t (&a)[6], uint64_t done, struct iovec *rest, unsigned max) noexcept {
     // The call moves at most MAX_RW_COUNT in all: the rest only what is left of that.
-    const uint64_t room = done < kMaxRwCount ? kMaxRwCount - done : 0;
+    if (done >= kMaxRwCount) return 0;
+    const uint64_t room = kMaxRwCount - done;
     switch (opcode) {
         case ASYS_OP_SEND:
         case ASYS_OP_READ:
         case ASYS_OP_PREAD:
         case ASYS_OP_WRITE:
-            if (room == 0) return static_cast<long>(done);
             a[1] += done;
             a[2] = a[2] - done < room ? a[2] - done : room;
             if (opcode == ASYS_OP_PREAD) a[3] += done;
-            r = execute_op(opcode, 0, a);
-            break;
+            return static_cast<int>(opcode);
         case ASYS_OP_READV:
         case ASYS_OP_PREADV:
         case ASYS_OP_WRITEV:
         case ASYS_OP_PWRITEV: {
             // The caller's segments after what is already filled.
-            if (room == 0) return static_cast<long>(done);
-            struct iovec rest[1024];
-            const unsigned n =
-                iov_after(reinterpret_cast<const struct iovec *>(args[1]), args[2], done, room, rest, 1024);
+            const unsigned n = iov_after(reinterpret_cast<const struct iovec *>(a[1]), a[2], done, room, rest, max);
             a[1] = reinterpret_cast<uint64_t>(rest);
             a[2] = n;
             const bool write = opcode == ASYS_OP_WRITEV || opcode == ASYS_OP_PWRITEV;
@@ -231,12 +229,20 @@ long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64
             } else if (static_cast<int64_t>(a[3]) >= 0) {
                 a[3] += done;
             }
-            r = execute_op(write ? ASYS_OP_PWRITEV : ASYS_OP_PREADV, 0, a);
-            break;
+            return write ? ASYS_OP_PWRITEV : ASYS_OP_PREADV;
         }
         default:
-            return execute_op(opcode, 0, args);
+            return -1;
     }
+}
+
+long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept {
+    uint64_t a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
+    struct iovec rest[1024];
+    const int rest_opcode = rest_of_transfer(opcode, a, done, rest, 1024);
+    if (rest_opcode < 0) return execute_op(opcode, 0, args);  // not a transfer: the whole call
+    if (rest_opcode == 0) return static_cast<long>(done);     // all the call moves
+    const long r = execute_op(static_cast<uint32_t>(rest_opcode), 0, a);
     if (r == -EINTR) return r;  // the caller decides (cancel or retry)
     return r < 0 ? static_cast<long>(done) : static_cast<long>(done) + r;
 }

@@ -243,4 +243,11 @@ long execute_op(uint32_t opcode, long nr, const uint64_t (&args)[6]) noexcept;
 /// moved), or -EINTR if the remainder was interrupted before any byte.
 long execute_rest_of_transfer(uint32_t opcode, const uint64_t (&args)[6], uint64_t done) noexcept;
 
+/// The arguments of that rest, in place in `a` (a vector's remaining
+/// segments go to `rest`, at most `max`): returns the opcode the rest runs
+/// as (a vector's at the file position as PREADV/PWRITEV at -1), 0 if the
+/// first part already moved all the call moves, -1 if `opcode` is not a
+/// transfer.
+int rest_of_transfer(uint32_t opcode, uint64_t (&a)[6], uint64_t done, struct iovec *rest, unsigned max) noexcept;
+
 }  // namespace asys::internal

@@ -4,7 +4,6 @@
 #include <sys/syscall.h>
 #include <ucontext.h>
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -351,21 +350,9 @@ long threadlet_call(threadlet *t, long nr, const uint64_t (&args)[6]) noexcept {
     struct iovec rest[kMaxProbeIov];
     if (a == attempt::partial) {
         prefix = res;
-        const auto done = static_cast<uint64_t>(res);
-        if (op.opcode == ASYS_OP_READ || op.opcode == ASYS_OP_PREAD || op.opcode == ASYS_OP_SEND) {
-            if (done >= kMaxRwCount) return res;  // all the call moves
-            op.args[1] += done;
-            op.args[2] = std::min(op.args[2] - done, kMaxRwCount - done);
-            if (op.opcode == ASYS_OP_PREAD) op.args[3] += done;
-        } else if (op.opcode == ASYS_OP_READV || op.opcode == ASYS_OP_PREADV) {
-            if (done >= kMaxRwCount) return res;  // all the call moves
-            op.args[2] = iov_after(reinterpret_cast<const struct iovec *>(op.args[1]), op.args[2], done,
-                                   kMaxRwCount - done, rest, kMaxProbeIov);
-            op.args[1] = reinterpret_cast<uint64_t>(rest);
-            if (op.opcode == ASYS_OP_PREADV && static_cast<int64_t>(op.args[3]) >= 0) op.args[3] += done;
-        } else {
-            return res;  // no other op comes back partly done
-        }
+        const int rest_opcode = rest_of_transfer(op.opcode, op.args, static_cast<uint64_t>(res), rest, kMaxProbeIov);
+        if (rest_opcode <= 0) return res;  // all the call moves (or no other op comes back partly done)
+        op.opcode = static_cast<uint32_t>(rest_opcode);
     }
     auto failed = [&](long rc) { return prefix ? prefix : rc; };
     if (c.cancelling()) return failed(-ECANCELED);

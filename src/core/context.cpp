@@ -246,6 +246,19 @@ struct open_batch {
     batch_window *w = nullptr;
 };
 __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
+
+/// The context whose completion callback this thread is running (the
+/// innermost one), so that destroy() from inside it fails instead of
+/// waiting for the op whose callback is waiting for destroy().
+__attribute__((tls_model("initial-exec"))) thread_local const context *t_in_callback_of = nullptr;
+
+/// Runs a completion callback with t_in_callback_of naming its context.
+inline void run_callback(const context *c, asys_callback_t cb, const asys_cqe &cqe, void *arg) noexcept {
+    const context *outer = t_in_callback_of;
+    t_in_callback_of = c;
+    cb(&cqe, arg);
+    t_in_callback_of = outer;
+}
 }  // namespace
 
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
@@ -431,6 +444,9 @@ void context::wait_for_inflight(unsigned how) noexcept {
 
 int context::destroy(unsigned how) noexcept {
     if (how > ASYS_DESTROY_CANCEL) return -EINVAL;
+    // From inside one of this context's callbacks: the op being completed
+    // (and the thread running it) would wait for destroy, destroy for them.
+    if (t_in_callback_of == this) return -EDEADLK;
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
@@ -557,7 +573,7 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
     void *arg = slot ? slot->cb_arg : nullptr;
     if (slot) slab_.free(slot);
     if (cb) {
-        cb(&cqe, arg);
+        run_callback(this, cb, cqe, arg);
         release_room(1);
     } else {
         push_cqe(cqe);  // room released when reaped
@@ -645,7 +661,7 @@ void context::post_inline(const asys_op &op, long res) noexcept {
     // Room was reserved by the caller before the attempt.
     if (op.callback) {
         const asys_cqe cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE};
-        op.callback(&cqe, op.cb_arg);
+        run_callback(this, op.callback, cqe, op.cb_arg);
         release_room(1);
     } else {
         push_cqe(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});

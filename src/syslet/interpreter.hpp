@@ -58,4 +58,10 @@ enum class chain_status {
 /// SYSLET_ASYNC) is left in run.cur and would_block is returned.
 chain_status run_chain(chain_run &run, bool may_block) noexcept;
 
+/// When run.cur already moved part of its transfer (run.retry->done), ends
+/// the chain at it with the count moved, as a call stopped at that point
+/// would (a NOWAIT chain, or a rest no backend can take): true. Otherwise
+/// false, and nothing changes.
+bool end_at_moved_bytes(chain_run &run) noexcept;
+
 }  // namespace asys::internal

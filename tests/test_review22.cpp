@@ -5,7 +5,9 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 
+#include <atomic>
 #include <csignal>
+#include <thread>
 
 #include "helpers.hpp"
 #include "syslet_helpers.hpp"
@@ -124,6 +126,46 @@ TEST(Review22, NonblockingConnectAnswersAsTheCall) {
         close(asys_s);
     }
     close(l);
+}
+
+// A chain op with ASYS_F_NOWAIT never blocks the caller, even for an atom
+// flagged SYSLET_SYNC (which otherwise runs on the caller whatever it
+// costs): the atom would block, so the chain stops there with -EAGAIN and
+// the atom did not run. A SYNC atom that would not block still runs.
+TEST(Review22, NowaitChainDoesNotRunABlockingSyncAtom) {
+    ctx_guard ctx;
+    pipe_pair p;
+    char byte = 0;
+    unsigned long fd = static_cast<unsigned long>(p.r), buf = reinterpret_cast<unsigned long>(&byte), len = 1;
+    long r = -12345;
+    syslet_uatom rd = atom(SYS_read, SYSLET_SYNC, &r);
+    rd.arg_ptr[0] = &fd;
+    rd.arg_ptr[1] = &buf;
+    rd.arg_ptr[2] = &len;
+    syslet_uatom *last = nullptr;
+    asys_op op;
+    asys_prep_chain(&op, &rd, &last);
+    op.flags = ASYS_F_NOWAIT;
+    // Before the fix the caller sat in read(2) on the empty pipe: a watchdog
+    // writes a byte after 20 s so that the test ends (and fails) then.
+    std::atomic<bool> returned{false};
+    std::thread watchdog([&] {
+        for (int i = 0; i < 2000 && !returned.load(); ++i) usleep(10000);
+        if (!returned.load()) (void)!write(p.w, "w", 1);
+    });
+    const int rc = asys_submit(ctx, &op);
+    returned = true;
+    watchdog.join();
+    EXPECT_EQ(rc, -EAGAIN) << "a NOWAIT chain stops at an atom that would block";
+    EXPECT_EQ(r, -12345) << "the atom did not run";
+    EXPECT_EQ(last, &rd) << "the first atom that did not run";
+    // The same chain when the read would not block: it runs, inline.
+    ASSERT_EQ(write(p.w, "y", 1), 1);
+    long res = -1;
+    op.ret_ptr = &res;
+    EXPECT_EQ(asys_submit(ctx, &op), ASYS_DONE);
+    EXPECT_EQ(r, 1);
+    EXPECT_EQ(byte, 'y');
 }
 
 }  // namespace

@@ -128,6 +128,65 @@ TEST(Review22, NonblockingConnectAnswersAsTheCall) {
     close(l);
 }
 
+/// Blocks SIGPIPE on the calling thread for the scope (and in the threads
+/// it creates meanwhile: the context's), so that a raised SIGPIPE stays
+/// pending where sigtimedwait can collect it.
+struct sigpipe_blocked {
+    sigset_t set{}, old{};
+    sigpipe_blocked() {
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &set, &old);
+    }
+    ~sigpipe_blocked() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
+    /// Whether a SIGPIPE is (or within `seconds` becomes) pending; takes it.
+    bool take(time_t seconds) const {
+        const struct timespec ts{seconds, 0};
+        return sigtimedwait(&set, nullptr, &ts) == SIGPIPE;
+    }
+};
+
+// A write or send to a pipe or socket whose reader is gone: -EPIPE, and
+// SIGPIPE is raised (the call's other effect, whose default action ends the
+// process). On a pool worker, which blocks every signal, it stayed pending
+// on the worker and the application never saw it; the ring's send never
+// raised it (io_uring sends with MSG_NOSIGNAL). Exactly one SIGPIPE per
+// call, on every path; none with MSG_NOSIGNAL.
+TEST(Review22, BrokenPipeRaisesSigpipeOnEveryPath) {
+    const sigpipe_blocked blocked;
+    while (blocked.take(0)) {
+    }
+    for (const bool pool_only : {true, false}) {
+        asys_params p = pool_only ? pool_params(1) : params(0);
+        ctx_guard ctx(&p);
+        for (const uint32_t flags : {0u, unsigned{ASYS_F_ASYNC}}) {
+            for (const int kind : {0, 1, 2}) {  // write to a pipe, send, send with MSG_NOSIGNAL
+                SCOPED_TRACE(testing::Message() << (pool_only ? "pool" : "default") << " context, flags " << flags
+                                                << ", kind " << kind);
+                int fds[2];
+                if (kind == 0) {
+                    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+                } else {
+                    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+                }
+                close(fds[0]);  // the reader is gone
+                asys_op op;
+                if (kind == 0) asys_prep_write(&op, fds[1], "x", 1);
+                if (kind != 0) asys_prep_send(&op, fds[1], "x", 1, kind == 2 ? MSG_NOSIGNAL : 0);
+                op.flags = flags;
+                EXPECT_EQ(run_bounded(ctx, op), -EPIPE);
+                if (kind == 2) {
+                    EXPECT_FALSE(blocked.take(0)) << "MSG_NOSIGNAL: no SIGPIPE";
+                } else {
+                    EXPECT_TRUE(blocked.take(10)) << "SIGPIPE reached the application";
+                    EXPECT_FALSE(blocked.take(0)) << "once";
+                }
+                close(fds[1]);
+            }
+        }
+    }
+}
+
 // A chain op with ASYS_F_NOWAIT never blocks the caller, even for an atom
 // flagged SYSLET_SYNC (which otherwise runs on the caller whatever it
 // costs): the atom would block, so the chain stops there with -EAGAIN and

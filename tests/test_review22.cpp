@@ -160,11 +160,11 @@ TEST(Review22, BrokenPipeRaisesSigpipeOnEveryPath) {
         asys_params p = pool_only ? pool_params(1) : params(0);
         ctx_guard ctx(&p);
         for (const uint32_t flags : {0u, unsigned{ASYS_F_ASYNC}}) {
-            for (const int kind : {0, 1, 2}) {  // write to a pipe, send, send with MSG_NOSIGNAL
+            for (const int kind : {0, 1, 2, 3}) {  // write to a pipe, send, send with MSG_NOSIGNAL, a chain's write
                 SCOPED_TRACE(testing::Message() << (pool_only ? "pool" : "default") << " context, flags " << flags
                                                 << ", kind " << kind);
                 int fds[2];
-                if (kind == 0) {
+                if (kind == 0 || kind == 3) {
                     ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
                 } else {
                     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
@@ -172,7 +172,16 @@ TEST(Review22, BrokenPipeRaisesSigpipeOnEveryPath) {
                 close(fds[0]);  // the reader is gone
                 asys_op op;
                 if (kind == 0) asys_prep_write(&op, fds[1], "x", 1);
-                if (kind != 0) asys_prep_send(&op, fds[1], "x", 1, kind == 2 ? MSG_NOSIGNAL : 0);
+                if (kind == 1 || kind == 2) asys_prep_send(&op, fds[1], "x", 1, kind == 2 ? MSG_NOSIGNAL : 0);
+                unsigned long wfd = static_cast<unsigned long>(fds[1]), wbuf = reinterpret_cast<unsigned long>("x"),
+                              wlen = 1;
+                long wres = 0;
+                syslet_uatom w = atom(SYS_write, 0, &wres);
+                w.arg_ptr[0] = &wfd;
+                w.arg_ptr[1] = &wbuf;
+                w.arg_ptr[2] = &wlen;
+                syslet_uatom *last = nullptr;
+                if (kind == 3) asys_prep_chain(&op, &w, &last);
                 op.flags = flags;
                 EXPECT_EQ(run_bounded(ctx, op), -EPIPE);
                 if (kind == 2) {

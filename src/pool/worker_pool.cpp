@@ -290,7 +290,9 @@ void worker_pool::loop(worker &w) noexcept {
             // A stray interrupt (a cancel signal meant for an op that had
             // already finished): nothing was transferred, run it again.
         }
-        if (res == -EPIPE) forward_sigpipe();
+        // (A feature's op — a chain, a threadlet — may have made such a
+        // call anywhere inside it.)
+        if (res == -EPIPE || s->hooks) forward_sigpipe();
 
         lk.lock();
         w.current = nullptr;
@@ -477,7 +479,7 @@ namespace {
 // signal, so it would stay pending on the worker for good and the
 // application would never see it. It is taken off the worker and sent to
 // the process (a thread that does not block it handles it): its default
-// action ends the process, as the plain call's would. Only after -EPIPE.
+// action ends the process, as the plain call's would.
 void forward_sigpipe() noexcept {
     sigset_t pipe_only;
     sigemptyset(&pipe_only);

@@ -266,6 +266,28 @@ TEST_F(Socket, CancellingAWaitingWriteSaysWhatItWrote) {
     EXPECT_EQ(res, (std::map<uint64_t, long>{{3, 4096}, {4, 0}}));
 }
 
+// A stream write whose reader is gone (tried on the server thread, which
+// blocks every signal): -EPIPE, and the SIGPIPE the call raised reaches the
+// process once, as from a pool worker (docs/api.md).
+TEST_F(Socket, AStreamWriteToAGoneReaderRaisesSigpipeInTheProcess) {
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &set, &old), 0);  // so that it stays pending for sigtimedwait
+    const struct timespec zero{0, 0}, ten{10, 0};
+    while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+    }
+    pipe_pair pp;
+    const long h = register_fd(pp.w);
+    ASSERT_GE(h, 0);
+    close(pp.r);
+    pp.r = -1;
+    EXPECT_EQ(request(ASYS_SOCK_WRITE, 7, static_cast<uint32_t>(h), 1, -1, "x"), -EPIPE);
+    EXPECT_EQ(sigtimedwait(&set, nullptr, &ten), SIGPIPE) << "the SIGPIPE did not reach the process";
+    EXPECT_NE(sigtimedwait(&set, nullptr, &zero), SIGPIPE) << "once";
+    ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
+}
+
 // A registered fd the client made nonblocking is answered at once, as the
 // call would: -EAGAIN for an empty pipe, not a wait.
 TEST_F(Socket, ANonblockingStreamIsAnsweredAtOnce) {

@@ -24,6 +24,7 @@
 
 #include "asys/socket.h"
 #include "base/library_fds.hpp"
+#include "base/sigpipe.hpp"
 #include "core/context.hpp"
 #include "socket/sock_protocol.hpp"
 
@@ -370,6 +371,9 @@ sock_server::step sock_server::try_now(request *r) noexcept {
     long res = 0;
     if (const int rc = asys_submit(ctx_, &op); rc != ASYS_DONE) res = rc;  // -EBADF after destroy
     else res = r->res;
+    // Its reader is gone: SIGPIPE, raised on this thread (which blocks it),
+    // goes to the process, as from a pool worker (docs/api.md).
+    if (res == -EPIPE) forward_sigpipe();
     r->wait_fd = fd;
     r->wait_events = h.type == ASYS_SOCK_WRITE ? POLLOUT : POLLIN;
     if (res == -EOPNOTSUPP && !event) return step::context;  // no RWF_NOWAIT for it (a tty)

@@ -369,6 +369,30 @@ struct pipe_pair {
     }
 };
 
+/// A pseudo-terminal: `slave` is a tty, the one kind of descriptor that can
+/// be read neither with RWF_NOWAIT nor by polling in the socket server, so its
+/// reads run (and wait for input) in the context; `master` gives them input.
+/// ok() false (both -1, `error` set): no pseudo-terminal here; skip loudly.
+struct pty_pair {
+    int master = -1, slave = -1, error = 0;
+    pty_pair() {
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0 ||
+            (slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+            error = errno;
+            if (master >= 0) close(master);
+            master = -1;
+        }
+    }
+    bool ok() const { return slave >= 0; }
+    ~pty_pair() {
+        if (slave >= 0) close(slave);
+        if (master >= 0) close(master);
+    }
+    pty_pair(const pty_pair &) = delete;
+    pty_pair &operator=(const pty_pair &) = delete;
+};
+
 /// A read parked on an empty pipe: keeps an op in flight — with ASYS_F_ASYNC
 /// on a one-worker pool, keeps *the* worker busy — until the test lets it go.
 ///

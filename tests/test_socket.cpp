@@ -14,8 +14,10 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <string>
 
 #include "base/fault.hpp"
 #include "helpers.hpp"
@@ -76,6 +78,23 @@ protected:
         return r.res;
     }
     long register_fd(int fd) { return request(ASYS_SOCK_REGISTER, 1, 0, 0, 0, nullptr, fd); }
+    /// Sends a request without waiting for its reply.
+    void send_only(unsigned type, uint64_t cookie, uint32_t handle, uint32_t len, int64_t off) {
+        asys_sock_msg m;
+        asys_sock_prep(&m, type, cookie, handle, len, off);
+        ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    }
+    /// What one client may run in the context at once: half its workers.
+    long context_cap() {
+        asys_metrics m;
+        EXPECT_EQ(asys_ctx_metrics(ctx_, &m), 0);
+        return std::max(1L, static_cast<long>(m.workers_max / 2));
+    }
+    uint64_t ctx_total(uint64_t asys_class_metrics::*field) {
+        asys_metrics m;
+        EXPECT_EQ(asys_ctx_metrics(ctx_, &m), 0);
+        return m.total.*field;
+    }
 
     asys_params p_ = params(4);
     ctx_guard ctx_{&p_};
@@ -211,6 +230,80 @@ TEST_F(Socket, CancelABlockedRead) {
     EXPECT_TRUE(res[78] == 0 || res[78] == -EALREADY) << res[78];
     EXPECT_EQ(res[77], -ECANCELED);
     EXPECT_EQ(request(ASYS_SOCK_CANCEL, 79, 0, 0, 77), -ENOENT) << "no longer in flight";
+}
+
+// Beyond a client's share of the context (half its workers), a request that
+// would block waits in the client's queue in the server, holding nothing in
+// the context. A CANCEL of it answers it -ECANCELED at once (the cancel 0),
+// and it never runs: the input that comes later goes to the reads still
+// running and to the other queued ones, which run as room comes. Before the
+// queue, the reads beyond the cap were answered -EBUSY at once.
+TEST_F(Socket, CancellingAQueuedRequestAnswersItAtOnce) {
+    pty_pair tty;
+    if (!tty.ok())
+        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty.error)
+                     << "); a tty is the descriptor whose reads run in the context";
+    const long cap = context_cap();
+    const long h = register_fd(tty.slave);
+    ASSERT_GE(h, 0);
+    const uint64_t reads = static_cast<uint64_t>(cap) + 3, queued = 11 + static_cast<uint64_t>(cap);
+    for (uint64_t c = 10; c < 10 + reads; ++c) send_only(ASYS_SOCK_READ, c, static_cast<uint32_t>(h), 1, -1);
+    send_only(ASYS_SOCK_CANCEL, 5, 0, 0, static_cast<int64_t>(queued));  // the second queued one
+    std::map<uint64_t, long> res;
+    for (int i = 0; i < 2; ++i) {
+        asys_sock_msg r;
+        char c;
+        ASSERT_GE(recv_within(sock_, &r, &c, 1), 0) << "reply " << i;
+        res[r.cookie] = r.res;
+    }
+    EXPECT_EQ(res, (std::map<uint64_t, long>{{5, 0}, {queued, -ECANCELED}}));
+    // Nothing else was answered, and the cancelled read is gone.
+    EXPECT_EQ(request(ASYS_SOCK_CANCEL, 6, 0, 0, static_cast<int64_t>(queued)), -ENOENT);
+    EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == static_cast<uint64_t>(cap); }))
+        << "ops in the context: " << ctx_total(&asys_class_metrics::in_flight) << ", cap " << cap;
+    // One byte for each read left: all answered, the cancelled one took none.
+    std::string line(reads - 2, 'y');
+    line += '\n';
+    ASSERT_EQ(write(tty.master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    std::map<uint64_t, long> got, want;
+    for (uint64_t c = 10; c < 10 + reads; ++c)
+        if (c != queued) want[c] = 1;
+    for (size_t i = 0; i < want.size(); ++i) {
+        asys_sock_msg r;
+        char c;
+        ASSERT_EQ(recv_within(sock_, &r, &c, 1), 1) << "tty read " << i << ": cookie " << r.cookie << ", res " << r.res;
+        got[r.cookie] = r.res;
+    }
+    EXPECT_EQ(got, want);
+}
+
+// A client that leaves with requests queued beyond its share: the running
+// ones are cancelled, the queued ones are dropped (they never reach the
+// context), and its server ends. The tty's later input is all still there.
+TEST_F(Socket, AClientLeavingDropsItsQueuedRequests) {
+    pty_pair tty;
+    if (!tty.ok())
+        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty.error)
+                     << "); a tty is the descriptor whose reads run in the context";
+    const long cap = context_cap();
+    const long h = register_fd(tty.slave);
+    ASSERT_GE(h, 0);
+    const uint64_t punted = ctx_total(&asys_class_metrics::punted);
+    for (uint64_t c = 0; c < static_cast<uint64_t>(cap) + 3; ++c) send_only(ASYS_SOCK_READ, 10 + c, static_cast<uint32_t>(h), 1, -1);
+    EXPECT_EQ(request(ASYS_SOCK_CANCEL, 5, 0, 0, 999), -ENOENT) << "a tty read was answered";
+    EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == static_cast<uint64_t>(cap); }));
+    close(sock_);
+    sock_ = -1;
+    wait_servers_gone(base_);
+    EXPECT_EQ(asys_socket_count(), base_);
+    EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == 0; }));
+    EXPECT_EQ(ctx_total(&asys_class_metrics::punted) - punted, static_cast<uint64_t>(cap))
+        << "a queued read reached the context";
+    ASSERT_EQ(write(tty.master, "abc\n", 4), 4);
+    struct pollfd p{tty.slave, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10000), 1);
+    char buf[8];
+    EXPECT_EQ(read(tty.slave, buf, sizeof buf), 4) << "a dropped read took input";
 }
 
 // A write of a stream waits on the server thread (no worker) for room, in
@@ -689,6 +782,52 @@ TEST(SocketAfterDestroy, RequestsAreAnsweredEbadf) {
     EXPECT_EQ(r.res, -EBADF);
     close(sock);
     EXPECT_EQ(asys_socket_open(ctx), -EBADF);
+}
+
+// Destroying the context with requests queued beyond a client's share: each
+// gets its answer, none is lost: the running read -ECANCELED, the queued
+// ones what a destroyed context answers (-ESHUTDOWN while it is being
+// destroyed, -EBADF after).
+TEST(SocketAfterDestroy, QueuedRequestsAreAnswered) {
+    pty_pair tty;
+    if (!tty.ok())
+        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty.error)
+                     << "); a tty is the descriptor whose reads run in the context";
+    asys_params p = params(2);  // a share of 1
+    asys_ctx *ctx = nullptr;
+    ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+    asys_metrics mt;
+    ASSERT_EQ(asys_ctx_metrics(ctx, &mt), 0);
+    ASSERT_EQ(mt.workers_max, 2u);
+    const int base = asys_socket_count();
+    const int sock = asys_socket_open(ctx);
+    ASSERT_GE(sock, 0);
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_REGISTER, 1, 0, 0, 0);
+    ASSERT_EQ(asys_sock_send(sock, &m, nullptr, 0, tty.slave), 0);
+    ASSERT_EQ(recv_within(sock, &r, nullptr, 0), 0);
+    const auto h = static_cast<uint32_t>(r.res);
+    ASSERT_EQ(r.res, 0);
+    for (uint64_t c = 10; c < 14; ++c) {
+        asys_sock_prep(&m, ASYS_SOCK_READ, c, h, 1, -1);
+        ASSERT_EQ(asys_sock_send(sock, &m, nullptr, 0, -1), 0);
+    }
+    asys_sock_prep(&m, ASYS_SOCK_CANCEL, 5, 0, 0, 999);
+    ASSERT_EQ(asys_sock_send(sock, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(recv_within(sock, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 5u) << "a tty read was answered: res " << r.res;
+    ASSERT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_CANCEL), 0);
+    std::map<uint64_t, long> res;
+    for (int i = 0; i < 4; ++i) {
+        char c;
+        ASSERT_GE(recv_within(sock, &r, &c, 1), 0) << "reply " << i;
+        res[r.cookie] = r.res;
+    }
+    ASSERT_EQ(res.size(), 4u);
+    EXPECT_EQ(res[10], -ECANCELED);
+    for (uint64_t c = 11; c < 14; ++c) EXPECT_TRUE(res[c] == -ESHUTDOWN || res[c] == -EBADF) << c << ": " << res[c];
+    close(sock);
+    wait_servers_gone(base);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -39,9 +40,10 @@ constexpr unsigned kMaxFdsPerMsg = 8;  // more are received (and closed) but ref
 class sock_server;
 
 /// One request in flight: its header, its buffer (READ data, WRITE data,
-/// the timer's 8 bytes) and the op's result. In flight means either waiting
-/// (parked: the server polls wait_fd and retries without blocking) or
-/// running as an op in the context.
+/// the timer's 8 bytes) and the op's result. In flight means waiting
+/// (parked: the server polls wait_fd and retries without blocking), queued
+/// (beyond the client's share of the context: it waits for one of the
+/// client's ops to complete) or running as an op in the context.
 struct request {
     sock_server *srv = nullptr;
     asys_sock_msg h{};
@@ -78,7 +80,7 @@ public:
     }
     ~sock_server() {
         drop_backlog();
-        drop_parked();
+        drop_waiting();
         for (const registered &e : handles_)
             if (e.fd >= 0) ::close(e.fd);
         library_fds::remove(fd_);
@@ -99,8 +101,11 @@ private:
     /// stream that cannot be read or written without blocking): submitted,
     /// unless the client already runs context_cap_ of them; then only a
     /// nonblocking attempt (a cached read) is made, and if it would block
-    /// the request is answered -EBUSY.
+    /// the request joins the client's queue.
     void run_in_context(request *r, asys_op op) noexcept;
+    /// Submits queued requests, oldest first, while the client runs fewer
+    /// than context_cap_ ops in the context.
+    void submit_queued() noexcept;
     /// What a nonblocking attempt left to do.
     enum class step { done, wait, context };
     /// Runs the request's next nonblocking step on this thread (a read of
@@ -114,7 +119,13 @@ private:
     void context_op_of(const request *r, int fd, asys_op *op) noexcept;
     /// Parked requests whose fd poll reported (pfds_ from index 2).
     void retry_ready() noexcept;
-    void drop_parked() noexcept;
+    /// Drops the requests that hold nothing in the context (parked and
+    /// queued): they never run and are not answered.
+    void drop_waiting() noexcept;
+    /// CANCEL of a parked or queued request (it holds nothing in the
+    /// context): the cancel is answered 0 and the request -ECANCELED (a
+    /// stream write that wrote part: its count). False: not found there.
+    bool cancel_waiting(const asys_sock_msg &cancel, uint64_t cookie) noexcept;
     /// Answers `req`: sends the reply now, or queues it behind the backlog.
     /// `owner` (may be null: a header-only reply) holds the payload and is
     /// freed once the reply is sent or dropped.
@@ -139,7 +150,8 @@ private:
         return h < handles_.size() ? handles_[h].fd : -1;
     }
     bool done() const noexcept {
-        return inflight_.empty() && parked_.empty() && (gone_ || (!reading_ && !out_head_));
+        return inflight_.empty() && parked_.empty() && queue_.empty() &&
+               (gone_ || (!reading_ && !out_head_));
     }
 
     asys_ctx *ctx_;
@@ -164,6 +176,15 @@ private:
     std::vector<registered> handles_;  ///< by handle
     std::unordered_set<request *> inflight_;  ///< ops in the context; server thread only
     std::vector<request *> parked_;   ///< waiting for their wait_fd; server thread only
+    /// A request waiting for room in the client's share of the context,
+    /// with the op that will run it.
+    struct queued {
+        request *r;
+        asys_op op;
+    };
+    /// Beyond the cap, oldest first; not empty only while inflight_ holds
+    /// context_cap_ ops. Server thread only.
+    std::deque<queued> queue_;
     std::vector<struct pollfd> pfds_; ///< the sleep's poll set: efd_, fd_, then parked_
     /// The last retry of parked requests made no progress at all: poll
     /// said ready and every retry would still block (a reader of the same
@@ -300,16 +321,39 @@ void sock_server::lose_client() noexcept {
     // The client learns at once: its reads end, its sends fail (EPIPE).
     ::shutdown(fd_, SHUT_RDWR);
     drop_backlog();
-    drop_parked();
+    drop_waiting();
     for (request *r : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
 }
 
-void sock_server::drop_parked() noexcept {
-    for (request *r : parked_) {
+void sock_server::drop_waiting() noexcept {
+    const auto drop = [this](request *r) {
         if (r->handle != UINT32_MAX) --handles_[r->handle].refs;
         delete r;
-    }
+    };
+    for (request *r : parked_) drop(r);
     parked_.clear();
+    for (const queued &q : queue_) drop(q.r);
+    queue_.clear();
+}
+
+bool sock_server::cancel_waiting(const asys_sock_msg &cancel, uint64_t cookie) noexcept {
+    request *r = nullptr;
+    if (auto p = std::find_if(parked_.begin(), parked_.end(), [&](const request *x) { return x->h.cookie == cookie; });
+        p != parked_.end()) {
+        r = *p;
+        parked_.erase(p);
+    } else if (auto q = std::find_if(queue_.begin(), queue_.end(), [&](const queued &x) { return x.r->h.cookie == cookie; });
+               q != queue_.end()) {
+        r = q->r;
+        queue_.erase(q);
+    } else {
+        return false;
+    }
+    reply(cancel, 0);  // it was waiting: cancelled before it ran
+    // A write that wrote part already says how much, as write(2) would.
+    r->res = -ECANCELED;
+    finish(r);
+    return true;
 }
 
 void sock_server::submit(request *r, const asys_op &op_in) noexcept {
@@ -329,12 +373,27 @@ void sock_server::submit(request *r, const asys_op &op_in) noexcept {
 
 void sock_server::run_in_context(request *r, asys_op op) noexcept {
     if (inflight_.size() < context_cap_) return submit(r, op);
-    // The client's share is in use: only what finishes without blocking.
-    op.flags |= ASYS_F_NOWAIT;
-    op.ret_ptr = &r->res;
-    const int rc = asys_submit(ctx_, &op);
-    if (rc != ASYS_DONE) r->res = rc == -EAGAIN ? -EBUSY : rc;
+    // The client's share is in use: what finishes without blocking is
+    // answered now (a cached read), the rest waits here, holding nothing in
+    // the context, until one of the client's ops completes.
+    asys_op now = op;
+    now.flags |= ASYS_F_NOWAIT;
+    now.ret_ptr = &r->res;
+    const int rc = asys_submit(ctx_, &now);
+    if (rc == -EAGAIN) {
+        queue_.push_back(queued{r, op});
+        return;
+    }
+    if (rc != ASYS_DONE) r->res = rc;  // -EBADF after destroy, ...
     finish(r);
+}
+
+void sock_server::submit_queued() noexcept {
+    while (!queue_.empty() && inflight_.size() < context_cap_ && !gone_) {
+        const queued q = queue_.front();
+        queue_.pop_front();
+        submit(q.r, q.op);  // in flight, or answered (finished inline, or refused)
+    }
 }
 
 void sock_server::context_op_of(const request *r, int fd, asys_op *op) noexcept {
@@ -476,6 +535,7 @@ void sock_server::drain_done() noexcept {
         inflight_.erase(r);
         finish(r);
     }
+    submit_queued();  // room in the client's share
 }
 
 void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept {
@@ -508,15 +568,7 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
         const uint64_t cookie = static_cast<uint64_t>(h.offset);
         for (request *r : inflight_)
             if (r->h.cookie == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
-        for (size_t i = 0; i < parked_.size(); ++i) {
-            request *r = parked_[i];
-            if (r->h.cookie != cookie) continue;
-            parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(i));
-            reply(h, 0);  // it was waiting: cancelled before it ran
-            // A write that wrote part already says how much, as write(2) would.
-            r->res = -ECANCELED;
-            return finish(r);
-        }
+        if (cancel_waiting(h, cookie)) return;
         return reply(h, -ENOENT);
     }
     if (h.type == ASYS_SOCK_METRICS) return reply_metrics(h);
@@ -528,7 +580,7 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
         handles_[h.handle] = registered{};
         return reply(h, 0);
     }
-    if (inflight_.size() + parked_.size() >= ASYS_SOCK_MAX_INFLIGHT) return reply(h, -EAGAIN);
+    if (inflight_.size() + parked_.size() + queue_.size() >= ASYS_SOCK_MAX_INFLIGHT) return reply(h, -EAGAIN);
 
     std::unique_ptr<request> r(new (std::nothrow) request);
     if (!r) return reply(h, -ENOMEM);

@@ -25,8 +25,9 @@
  *                                           (SIGRTMAX - 3); -EPERM from a
  *                                           server with ASYS_SOCK_NO_SIGNALS
  *                                           (asysd)
- *   CANCEL      cookie of a request       → res: 0 (cancelled while queued),
- *               (in `offset`)               -EALREADY (interrupted), -ENOENT;
+ *   CANCEL      cookie of a request       → res: 0 (cancelled while queued
+ *               (in `offset`)               or waiting), -EALREADY
+ *                                           (interrupted), -ENOENT;
  *                                           the cancelled request's own
  *                                           reply carries -ECANCELED
  *   METRICS     offset: ASYS_METRICS_TEXT → res: the text's length; payload:
@@ -43,8 +44,10 @@
  * blocking on the server's thread and wait in its poll. What a client runs
  * in the context at once (file I/O, syncs, streams that cannot be used
  * without blocking, such as ttys) is capped at half the context's pool
- * workers (at least 1); beyond it a request that would block is answered
- * -EBUSY at once (docs/socket.md).
+ * workers (at least 1); beyond it a request that would block waits in the
+ * client's queue in the server (first in first out, holding nothing in the
+ * context; counted in ASYS_SOCK_MAX_INFLIGHT) and runs when one of the
+ * client's requests in the context completes (docs/socket.md).
  *
  * The server never blocks on a reply: replies the client's socket has no
  * room for wait in a backlog of at most ASYS_SOCK_MAX_INFLIGHT; one more

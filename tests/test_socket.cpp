@@ -232,23 +232,47 @@ TEST_F(Socket, CancelABlockedRead) {
     EXPECT_EQ(request(ASYS_SOCK_CANCEL, 79, 0, 0, 77), -ENOENT) << "no longer in flight";
 }
 
-// Beyond a client's share of the context (half its workers), a request that
-// would block waits in the client's queue in the server, holding nothing in
-// the context. A CANCEL of it answers it -ECANCELED at once (the cancel 0),
-// and it never runs: the input that comes later goes to the reads still
-// running and to the other queued ones, which run as room comes. Before the
-// queue, the reads beyond the cap were answered -EBUSY at once.
-TEST_F(Socket, CancellingAQueuedRequestAnswersItAtOnce) {
-    pty_pair tty;
-    if (!tty.ok())
-        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty.error)
-                     << "); a tty is the descriptor whose reads run in the context";
-    const long cap = context_cap();
-    const long h = register_fd(tty.slave);
-    ASSERT_GE(h, 0);
-    const uint64_t reads = static_cast<uint64_t>(cap) + 3, queued = 11 + static_cast<uint64_t>(cap);
-    for (uint64_t c = 10; c < 10 + reads; ++c) send_only(ASYS_SOCK_READ, c, static_cast<uint32_t>(h), 1, -1);
-    send_only(ASYS_SOCK_CANCEL, 5, 0, 0, static_cast<int64_t>(queued));  // the second queued one
+/// The Socket fixture with a tty registered (handle_): its reads run in the
+/// context (a tty can be neither read with RWF_NOWAIT nor polled by the
+/// server), so a client's reads of it beyond its share of the context (cap_,
+/// half the context's workers) wait in the client's queue in the server.
+class SocketQueue : public Socket {
+protected:
+    void SetUp() override {
+        Socket::SetUp();
+        if (HasFatalFailure()) return;
+        if (!tty_.ok())
+            GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty_.error)
+                         << "); a tty is the descriptor whose reads run in the context";
+        cap_ = context_cap();
+        handle_ = register_fd(tty_.slave);
+        ASSERT_GE(handle_, 0);
+    }
+    /// Sends reads() one-byte reads of the tty, cookies 10 on: with no
+    /// input, the first cap_ run in the context and 3 are queued.
+    void send_reads() {
+        for (uint64_t c = 10; c < 10 + reads(); ++c) send_only(ASYS_SOCK_READ, c, static_cast<uint32_t>(handle_), 1, -1);
+    }
+    uint64_t reads() const { return static_cast<uint64_t>(cap_) + 3; }
+    /// Only cap_ ops are in the context (the queued ones hold nothing there).
+    void expect_cap_in_context() {
+        EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == static_cast<uint64_t>(cap_); }))
+            << "ops in the context: " << ctx_total(&asys_class_metrics::in_flight) << ", cap " << cap_;
+    }
+    pty_pair tty_;
+    long cap_ = 0, handle_ = -1;
+};
+
+// Beyond a client's share of the context, a request that would block waits
+// in the client's queue in the server, holding nothing in the context. A
+// CANCEL of it answers it -ECANCELED at once (the cancel 0), and it never
+// runs: the input that comes later goes to the reads still running and to
+// the other queued ones, which run as room comes. Before the queue, the
+// reads beyond the cap were answered -EBUSY at once.
+TEST_F(SocketQueue, CancellingAQueuedRequestAnswersItAtOnce) {
+    send_reads();
+    const uint64_t queued = 11 + static_cast<uint64_t>(cap_);  // the second queued one
+    send_only(ASYS_SOCK_CANCEL, 5, 0, 0, static_cast<int64_t>(queued));
     std::map<uint64_t, long> res;
     for (int i = 0; i < 2; ++i) {
         asys_sock_msg r;
@@ -259,14 +283,13 @@ TEST_F(Socket, CancellingAQueuedRequestAnswersItAtOnce) {
     EXPECT_EQ(res, (std::map<uint64_t, long>{{5, 0}, {queued, -ECANCELED}}));
     // Nothing else was answered, and the cancelled read is gone.
     EXPECT_EQ(request(ASYS_SOCK_CANCEL, 6, 0, 0, static_cast<int64_t>(queued)), -ENOENT);
-    EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == static_cast<uint64_t>(cap); }))
-        << "ops in the context: " << ctx_total(&asys_class_metrics::in_flight) << ", cap " << cap;
+    expect_cap_in_context();
     // One byte for each read left: all answered, the cancelled one took none.
-    std::string line(reads - 2, 'y');
+    std::string line(reads() - 2, 'y');
     line += '\n';
-    ASSERT_EQ(write(tty.master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    ASSERT_EQ(write(tty_.master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
     std::map<uint64_t, long> got, want;
-    for (uint64_t c = 10; c < 10 + reads; ++c)
+    for (uint64_t c = 10; c < 10 + reads(); ++c)
         if (c != queued) want[c] = 1;
     for (size_t i = 0; i < want.size(); ++i) {
         asys_sock_msg r;
@@ -280,30 +303,23 @@ TEST_F(Socket, CancellingAQueuedRequestAnswersItAtOnce) {
 // A client that leaves with requests queued beyond its share: the running
 // ones are cancelled, the queued ones are dropped (they never reach the
 // context), and its server ends. The tty's later input is all still there.
-TEST_F(Socket, AClientLeavingDropsItsQueuedRequests) {
-    pty_pair tty;
-    if (!tty.ok())
-        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(tty.error)
-                     << "); a tty is the descriptor whose reads run in the context";
-    const long cap = context_cap();
-    const long h = register_fd(tty.slave);
-    ASSERT_GE(h, 0);
+TEST_F(SocketQueue, AClientLeavingDropsItsQueuedRequests) {
     const uint64_t punted = ctx_total(&asys_class_metrics::punted);
-    for (uint64_t c = 0; c < static_cast<uint64_t>(cap) + 3; ++c) send_only(ASYS_SOCK_READ, 10 + c, static_cast<uint32_t>(h), 1, -1);
+    send_reads();
     EXPECT_EQ(request(ASYS_SOCK_CANCEL, 5, 0, 0, 999), -ENOENT) << "a tty read was answered";
-    EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == static_cast<uint64_t>(cap); }));
+    expect_cap_in_context();
     close(sock_);
     sock_ = -1;
     wait_servers_gone(base_);
     EXPECT_EQ(asys_socket_count(), base_);
     EXPECT_TRUE(eventually([&] { return ctx_total(&asys_class_metrics::in_flight) == 0; }));
-    EXPECT_EQ(ctx_total(&asys_class_metrics::punted) - punted, static_cast<uint64_t>(cap))
+    EXPECT_EQ(ctx_total(&asys_class_metrics::punted) - punted, static_cast<uint64_t>(cap_))
         << "a queued read reached the context";
-    ASSERT_EQ(write(tty.master, "abc\n", 4), 4);
-    struct pollfd p{tty.slave, POLLIN, 0};
+    ASSERT_EQ(write(tty_.master, "abc\n", 4), 4);
+    struct pollfd p{tty_.slave, POLLIN, 0};
     ASSERT_EQ(poll(&p, 1, 10000), 1);
     char buf[8];
-    EXPECT_EQ(read(tty.slave, buf, sizeof buf), 4) << "a dropped read took input";
+    EXPECT_EQ(read(tty_.slave, buf, sizeof buf), 4) << "a dropped read took input";
 }
 
 // A write of a stream waits on the server thread (no worker) for room, in

@@ -619,6 +619,44 @@ TEST(AioNotify, SigevThreadRunsTheFunctionOnce) {
     EXPECT_EQ(aio_return(&cb), 3);
 }
 
+// Nothing to wait for: no entry, or only NULL entries, is 0 at once, with or
+// without a timeout (glibc's answer; a wait for no request could only end at
+// the timeout, or never). So is a list naming a block never submitted, or
+// one whose status aio_return already took: it is not in progress.
+TEST_F(Aio, SuspendWithNothingToWaitForReturnsAtOnce) {
+    static const aiocb *const none[4] = {nullptr, nullptr, nullptr, nullptr};
+    timespec ts{2, 0};
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(aio_suspend(none, 4, &ts), 0) << strerror(errno);
+    EXPECT_EQ(aio_suspend(none, 0, &ts), 0) << strerror(errno);
+    // Without a timeout: on a thread, so that a hang fails the test instead
+    // of stopping it (the thread is then left behind, blocked).
+    auto untimed = std::make_shared<std::atomic<int>>(-2);
+    std::thread t([untimed] { *untimed = aio_suspend(none, 4, nullptr) == 0 && aio_suspend(none, 0, nullptr) == 0; });
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (*untimed == -2 && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+    if (*untimed == -2) {
+        t.detach();
+        FAIL() << "aio_suspend with no request listed blocked";
+    }
+    t.join();
+    EXPECT_EQ(untimed->load(), 1);
+
+    aiocb never = block(fd, nullptr, 0);
+    const aiocb *never_list[2] = {nullptr, &never};
+    EXPECT_EQ(aio_suspend(never_list, 2, &ts), 0);
+    EXPECT_EQ(aio_suspend(never_list, 2, nullptr), 0);
+    char buf[16];
+    aiocb taken = block(fd, buf, sizeof buf);
+    ASSERT_EQ(aio_read(&taken), 0);
+    await(taken);
+    ASSERT_EQ(aio_return(&taken), 16);
+    const aiocb *taken_list[1] = {&taken};
+    EXPECT_EQ(aio_suspend(taken_list, 1, &ts), 0);
+    EXPECT_EQ(aio_suspend(taken_list, 1, nullptr), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "a call waited for its timeout";
+}
+
 // ------------------------------------------------------------ concurrency
 // A read of a socket that has no data yet does not hold back a write on the
 // same descriptor (glibc runs requests on one descriptor one after another:

@@ -545,8 +545,15 @@ int do_aio_suspend(const aiocb *const list[], int nent, const timespec *timeout)
             asys_cqe none;
             asys_peek(c, &none, 0);
         }
-        for (int i = 0; i < nent; ++i)
-            if (list[i] && load_state(list[i]) != state_in_flight) return 0;
+        // Nothing to wait for (no entry, or only NULL ones): 0 at once, as
+        // glibc (a wait for no request could only end at the timeout).
+        bool any_in_flight = false;
+        for (int i = 0; i < nent; ++i) {
+            if (!list[i]) continue;
+            if (load_state(list[i]) != state_in_flight) return 0;
+            any_in_flight = true;
+        }
+        if (!any_in_flight) return 0;
         if (timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0) return fail(EAGAIN);
         g_suspended.fetch_add(1, std::memory_order_seq_cst);
         int e = futex_wait(&g_completions, seen, timeout ? &deadline : nullptr);

@@ -2,7 +2,9 @@
 // aio_write, aio_fsync, aio_error, aio_return, aio_suspend, aio_cancel,
 // lio_listio): one test per error case the standard lists, plus what the
 // library promises beyond it (docs/aio.md): a cached read is complete when
-// aio_read returns, requests on one descriptor run concurrently.
+// aio_read returns, a read and a write of one socket run concurrently; and
+// call order where POSIX (or glibc) has it: O_APPEND writes, pipe writes
+// and reads.
 //
 // Built twice from this file: test_aio_linked links libasys-aio; test_aio_glibc
 // is linked against glibc only and runs with LD_PRELOAD=libasys-aio.so. Both

@@ -1,6 +1,7 @@
 #include "core/context.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -600,6 +601,7 @@ void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept 
     // EBADF for read(2)). A NOP's result is the caller's value, even
     // -EINTR; a poll's errors are decided before it is punted.
     const bool ring = path == ASYS_PATH_URING;
+    if (ring && ring_send_owes_sigpipe(slot->opcode, slot->sys.args, res)) kill(getpid(), SIGPIPE);
     if (ring && (res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) &&
         slot->opcode != ASYS_OP_NOP && slot->opcode != ASYS_OP_POLL && !slot->hooks &&
         !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {

@@ -95,6 +95,24 @@ TEST(Review22, NonblockingDescriptorsAnswerAtOnceOnEveryPath) {
     }
 }
 
+// The same inside a threadlet: asys_call(read) of an empty O_NONBLOCK pipe
+// is -EAGAIN at once, as read(2); the threadlet stayed parked on the ring.
+int g_nonblocking_rfd = -1;
+long read_nonblocking(void *) {
+    char b[8];
+    return asys_call(SYS_read, static_cast<long>(g_nonblocking_rfd), b, 8L);
+}
+
+TEST(Review22, NonblockingReadInAThreadletAnswersAtOnce) {
+    ctx_guard ctx;
+    pipe_pair empty;
+    set_nonblocking(empty.r);
+    g_nonblocking_rfd = empty.r;
+    asys_op op;
+    asys_prep_threadlet(&op, read_nonblocking, nullptr, 0);
+    EXPECT_EQ(run_bounded(ctx, op), -EAGAIN);
+}
+
 // A nonblocking connect over TCP says EINPROGRESS (the handshake goes on);
 // the ring waited for the handshake and said 0. Compared with the plain
 // call on the same kind of socket.

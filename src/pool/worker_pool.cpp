@@ -13,6 +13,7 @@
 #include "base/denylist.hpp"
 #include "base/opcodes.hpp"
 #include "base/raw_syscall.hpp"
+#include "base/sigpipe.hpp"
 #include "base/fault.hpp"
 
 namespace asys::internal {
@@ -54,7 +55,6 @@ inline void cpu_relax() noexcept {
 }
 
 long run_slot(op_slot &s) noexcept;
-void forward_sigpipe() noexcept;
 
 }  // namespace
 
@@ -473,20 +473,6 @@ void worker_pool::abandon() noexcept {
 }
 
 namespace {
-
-// A write to a pipe or stream socket whose reader is gone raises SIGPIPE
-// for the thread that made the call: here a worker, which blocks every
-// signal, so it would stay pending on the worker for good and the
-// application would never see it. It is taken off the worker and sent to
-// the process (a thread that does not block it handles it): its default
-// action ends the process, as the plain call's would.
-void forward_sigpipe() noexcept {
-    sigset_t pipe_only;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    const struct timespec now{0, 0};
-    if (sigtimedwait(&pipe_only, nullptr, &now) == SIGPIPE) kill(getpid(), SIGPIPE);
-}
 
 // Runs the op; if part of it already completed inline (a short read), runs
 // only the remainder and returns the total.

@@ -638,6 +638,9 @@ struct thread_plug {
 };
 constexpr unsigned kPlugRings = 4;
 __attribute__((tls_model("initial-exec"))) thread_local thread_plug t_plugs[kPlugRings];
+/// The sum of the calling thread's plug depths: 0 answers plugged_here()
+/// (every single punt asks) without a look at the table.
+__attribute__((tls_model("initial-exec"))) thread_local unsigned t_plugs_held;
 
 unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
     thread_plug *free_entry = nullptr;
@@ -652,12 +655,16 @@ unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
 }  // namespace
 
 bool uring_backend::plugged_here() const noexcept {
+    if (t_plugs_held == 0) return false;
     const unsigned *d = plug_depth(this, false);
     return d && *d;
 }
 
 void uring_backend::plug() noexcept {
-    if (unsigned *d = plug_depth(this, true)) ++*d;
+    if (unsigned *d = plug_depth(this, true)) {
+        ++*d;
+        ++t_plugs_held;
+    }
 }
 
 void uring_backend::flush() noexcept {
@@ -670,6 +677,7 @@ void uring_backend::flush() noexcept {
 
 void uring_backend::unplug() noexcept {
     unsigned *d = plug_depth(this, false);
+    if (d) --t_plugs_held;
     if (d && --*d > 0) return;  // an outer plug of this thread submits
     {
         std::lock_guard lk(sq_mu_);
@@ -689,6 +697,9 @@ bool uring_backend::reaping_here() const noexcept { return t_draining == this; }
 
 unsigned uring_backend::reap() noexcept {
     if (t_draining == this) return 0;  // inside a callback of this drain: it goes on after
+    // Nothing posted: no lock to try (a CQE posted after this load is
+    // reaped by whoever calls next, as when the lock is busy).
+    if (!ready()) return 0;
     unsigned n = 0;
     // Whoever holds cq_mu_ re-checks the CQ after releasing it, so a CQE
     // posted while another thread gave up on the lock is never stranded.

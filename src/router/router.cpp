@@ -57,11 +57,19 @@ inline bool plain_read(const asys_op *op) noexcept {
 
 }  // namespace
 
-int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+namespace {
+// (Always inline where it is called by name: asys_submit's short way pays
+// no call for it.)
+[[gnu::always_inline]] inline int finish_inline_here(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
     c.cnt.count_inline(sched_class_of(op.opcode, op.nr, op.flags));
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
+}
+}  // namespace
+
+int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+    return finish_inline_here(c, op, res, reserved);
 }
 
 namespace {
@@ -306,6 +314,28 @@ int route(context &c, const asys_op &op) noexcept {
     return route_op(c, op, nullptr);
 }
 
+namespace {
+
+// submit()'s plain read that its probe did not finish: the general route
+// from after the probe. (Out of line: the short way keeps few registers.)
+[[gnu::noinline]] int submit_probed(context &c, const asys_op &op, attempt a, long res) noexcept {
+    const errno_keeper keep;
+    const context::caller_scope busy(c);  // as in route()
+    if (!busy.ok()) {
+        // Bytes already read inline are never dropped (see route_attempted).
+        return a == attempt::partial ? finish_inline(c, op, res, false) : -ESHUTDOWN;
+    }
+    return route_attempted(c, op, op.flags, false, a, res, nullptr);
+}
+
+[[gnu::noinline]] int submit_general(context &c, const asys_op *op) noexcept {
+    const errno_keeper keep;
+    if (int rc = validate_op(op)) return rc;
+    return route(c, *op);
+}
+
+}  // namespace
+
 int submit(context &c, const asys_op *op) noexcept {
     // The common op: its probe runs here, and only a read it did not finish
     // takes the general route.
@@ -319,20 +349,12 @@ int submit(context &c, const asys_op *op) noexcept {
                 const attempt a = probe_read_buffer(fd, op->args[1], op->args[2], static_cast<int64_t>(op->args[3]),
                                                     op->opcode == ASYS_OP_PREAD, buffered, &res);
                 // Raw system calls only so far: errno untouched.
-                if (a == attempt::done) return finish_inline(c, *op, res, false);
-                const errno_keeper keep;
-                const context::caller_scope busy(c);  // as in route()
-                if (!busy.ok()) {
-                    // Bytes already read inline are never dropped (see route_attempted).
-                    return a == attempt::partial ? finish_inline(c, *op, res, false) : -ESHUTDOWN;
-                }
-                return route_attempted(c, *op, op->flags, false, a, res, nullptr);
+                if (a == attempt::done) return finish_inline_here(c, *op, res, false);
+                return submit_probed(c, *op, a, res);
             }
         }
     }
-    const errno_keeper keep;
-    if (int rc = validate_op(op)) return rc;
-    return route(c, *op);
+    return submit_general(c, op);
 }
 
 int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {

@@ -20,7 +20,6 @@ namespace asys::internal {
 std::atomic<uint64_t> g_fork_generation{0};
 
 namespace {
-constexpr uintptr_t kPtrMask = (uintptr_t{1} << 48) - 1;
 constexpr unsigned kMaxWorkers = 1024;
 constexpr unsigned kMaxInflight = 1u << 22;
 }  // namespace
@@ -49,28 +48,6 @@ void register_fork_handlers() noexcept { (void)registry::get(); }
 asys_ctx *context::handle() const noexcept {
     auto p = reinterpret_cast<uintptr_t>(this);
     return reinterpret_cast<asys_ctx *>(p | (uintptr_t{gen_.load(std::memory_order_relaxed)} << 48));
-}
-
-context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept {
-    auto v = reinterpret_cast<uintptr_t>(h);
-    if (!v) {
-        *err = -EINVAL;
-        return nullptr;
-    }
-    auto *c = reinterpret_cast<context *>(v & kPtrMask);
-    const auto tag = static_cast<uint16_t>(v >> 48);
-    // acquire: pairs with the release store of state_ in create(), so a
-    // handle that passes sees a fully initialised context.
-    if (tag == 0 || c->state_.load(std::memory_order_acquire) != 1 ||
-        c->gen_.load(std::memory_order_relaxed) != tag) {
-        *err = -EBADF;
-        return nullptr;
-    }
-    if (!allow_forked && c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
-        *err = -EOWNERDEAD;
-        return nullptr;
-    }
-    return c;
 }
 
 // The symbolic name of the errnos io_uring set-up can fail with.
@@ -137,7 +114,7 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (!c) {
         c = new (std::nothrow) context;
         if (!c) return -ENOMEM;
-        if ((reinterpret_cast<uintptr_t>(c) & ~kPtrMask) != 0) {  // cannot be tagged
+        if ((reinterpret_cast<uintptr_t>(c) & ~context::kHandlePtrMask) != 0) {  // cannot be tagged
             delete c;
             return -ENOMEM;
         }

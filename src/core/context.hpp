@@ -7,6 +7,7 @@
 // -EBADF (until the same object has been recycled 65535 times).
 #pragma once
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -78,8 +79,11 @@ struct batch_window {
 class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
-    /// Returns the live context behind a handle, or sets *err.
+    /// Returns the live context behind a handle, or sets *err. (Inline:
+    /// every entry point decodes its handle.)
     static context *from_handle(asys_ctx *h, int *err, bool allow_forked = false) noexcept;
+    /// The context's address in a handle (the generation is above it).
+    static constexpr uintptr_t kHandlePtrMask = (uintptr_t{1} << 48) - 1;
 
     int destroy(unsigned how) noexcept;
 
@@ -353,6 +357,28 @@ private:
 
 /// Incremented in every child after fork(); contexts from before are dead.
 extern std::atomic<uint64_t> g_fork_generation;
+
+inline context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept {
+    auto v = reinterpret_cast<uintptr_t>(h);
+    if (!v) {
+        *err = -EINVAL;
+        return nullptr;
+    }
+    auto *c = reinterpret_cast<context *>(v & kHandlePtrMask);
+    const auto tag = static_cast<uint16_t>(v >> 48);
+    // acquire: pairs with the release store of state_ in create(), so a
+    // handle that passes sees a fully initialised context.
+    if (tag == 0 || c->state_.load(std::memory_order_acquire) != 1 ||
+        c->gen_.load(std::memory_order_relaxed) != tag) {
+        *err = -EBADF;
+        return nullptr;
+    }
+    if (!allow_forked && c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
+        *err = -EOWNERDEAD;
+        return nullptr;
+    }
+    return c;
+}
 
 /// Installs the context registry's fork handlers (idempotent). A layer
 /// that holds its own lock around context creation registers its handlers

@@ -43,6 +43,28 @@ public:
         }
     }
 
+    /// Up to n slots with one CAS (fewer only if the list is shorter):
+    /// how many, in out[].
+    unsigned alloc_many(op_slot **out, unsigned n) noexcept {
+        // acquire: as in alloc(); every push is a release RMW of head_, so
+        // the whole chain's next_ links are visible. A link read while
+        // another thread pops or pushes may be stale: the tag then makes
+        // the CAS fail, as in alloc().
+        uint64_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            unsigned got = 0;
+            uint32_t idx = index(h);
+            while (got < n && idx < cap_) {
+                out[got++] = &slots_[idx];
+                idx = next_[idx].load(std::memory_order_relaxed);
+            }
+            if (got == 0) return 0;
+            if (head_.compare_exchange_weak(h, pack(idx, tag(h) + 1), std::memory_order_acquire,
+                                            std::memory_order_acquire))
+                return got;
+        }
+    }
+
     void free(op_slot *s) noexcept {
         const uint32_t idx = index_of(s);
         push_chain(idx, idx);

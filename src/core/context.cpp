@@ -227,7 +227,7 @@ __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
 
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
     *saved = t_batch.ctx == this ? t_batch.w : nullptr;
-    w.n = w.done = w.queued = 0;
+    w.n = w.queued = 0;
     for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) w.n_class[k] = w.done_class[k] = 0;
     t_batch = {this, &w};
 }
@@ -248,7 +248,7 @@ void context::settle_window(batch_window &w) noexcept {
     }
     // Entries still set belong to ops in flight: they complete with a cqe.
     for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
-    w.n = w.done = w.queued = 0;
+    w.n = w.queued = 0;
 }
 
 void context::close_window(batch_window *saved) noexcept {
@@ -302,7 +302,6 @@ inline bool context::finish_in_window(op_slot *slot, long res) noexcept {
     // (the first completed on another thread, and the slot was reused).
     if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot || w->reuse[k] != slot->reuse) return false;
     w->slot[k] = nullptr;  // once
-    ++w->done;
     ++w->done_class[slot->sched];
     if (w->status[k]) *w->status[k] = ASYS_DONE;
     // Like an inline op, it posts a cqe (or calls back) only if asked to
@@ -507,6 +506,29 @@ void context::release_room(unsigned n) noexcept {
         std::lock_guard lk(wait_mu_);
         wait_cv_.notify_all();
     }
+}
+
+unsigned context::reserve_window_slots(op_slot **out, unsigned k) noexcept {
+    int64_t r = room_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (r <= 0) return 0;
+        const auto take = static_cast<unsigned>(r < k ? r : k);
+        // seq_cst, then the state: as in reserve_room().
+        if (!room_.compare_exchange_weak(r, r - take)) continue;
+        if (state_.load() != 1) {
+            release_room(take);
+            return 0;
+        }
+        // One slot per unit of room: the slab holds at least `take`.
+        for (unsigned got = slab_.alloc_many(out, take); got < take; ++got) out[got] = slab_.alloc();
+        return take;
+    }
+}
+
+void context::unreserve_window_slots(op_slot *const *s, unsigned n) noexcept {
+    if (n == 0) return;
+    slab_.free_many(s, n);  // before the room: one slot per unit
+    release_room(n);
 }
 
 op_slot *context::new_slot(const asys_op &op) noexcept {

@@ -49,10 +49,12 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 // route_op would send it to its inline attempt (or a batch's window) at
 // once: no room to reserve first, as an inline finish posts no cqe.
 inline bool plain_read(const asys_op *op) noexcept {
-    return op && reinterpret_cast<uintptr_t>(op) % alignof(asys_op) == 0 &&
-           (op->opcode == ASYS_OP_PREAD || op->opcode == ASYS_OP_READ) &&
-           (op->flags & ~uint32_t{ASYS_F_BUFFERED}) == 0 && op->ret_ptr && !op->callback && !op->cb_arg &&
-           !op->nr && !op->reserved[0] && !op->deadline_ns;
+    if (!op || reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return false;
+    if ((op->opcode != ASYS_OP_PREAD && op->opcode != ASYS_OP_READ) || !op->ret_ptr) return false;
+    // The fields that must be 0, tested at once (one branch, not six).
+    return ((op->flags & ~uint32_t{ASYS_F_BUFFERED}) | reinterpret_cast<uintptr_t>(op->callback) |
+            reinterpret_cast<uintptr_t>(op->cb_arg) | static_cast<uint64_t>(op->nr) | op->reserved[0] |
+            op->deadline_ns) == 0;
 }
 
 }  // namespace
@@ -88,7 +90,24 @@ struct batch_route {
     /// The preferred backend takes a PREAD whose arguments fit
     /// ring_positional_args_fit on an fd that seeks (asked once per batch).
     bool fitting_preads = false;
+    /// What the last batch_accepts said of its op's fd: it seeks (a
+    /// positional transfer), for the slot it joins the window with.
+    bool op_seeks = false;
+    /// The batch's ops and the index of this one (how many may follow it).
+    const asys_op *ops = nullptr;
+    unsigned i = 0, n = 0;
+    /// Slots with their room, taken for the window ops still to come in one
+    /// go (context::reserve_window_slots); given back before an op outside
+    /// the window runs and when the batch ends.
+    op_slot *spare[batch_window::kMax];
+    unsigned spares = 0;
 };
+
+/// Gives the batch's spare slots (and their room) back.
+inline void drop_spares(context &c, batch_route &b) noexcept {
+    c.unreserve_window_slots(b.spare, b.spares);
+    b.spares = 0;
+}
 
 /// Whether a batch op skips the inline attempt for the preferred backend:
 /// ops whose probe costs a system call anyway (never the getters that run
@@ -139,9 +158,14 @@ inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
 
 /// Whether the preferred backend takes a batch op now (a PREAD by the
 /// shared inline rule when it allows: see backend::takes_fitting_preads).
-inline bool batch_accepts(context &c, const asys_op &op, batch_route &b) noexcept {
-    if (op.opcode == ASYS_OP_PREAD && b.fitting_preads) return ring_positional_args_fit(op.args) && batch_fd_seeks(b, op);
-    return c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(b, op));
+[[gnu::always_inline]] inline bool batch_accepts(context &c, const asys_op &op, batch_route &b) noexcept {
+    if (op.opcode == ASYS_OP_PREAD && b.fitting_preads) {
+        if (!ring_positional_args_fit(op.args)) return false;
+        b.op_seeks = batch_fd_seeks(b, op);
+        return b.op_seeks;
+    }
+    b.op_seeks = batch_fd_seeks(b, op);
+    return c.preferred_accepts(op.opcode, op.args, b.op_seeks);
 }
 
 // Room, without deadlocking on a batch's window: ops waiting in it hold
@@ -212,23 +236,39 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
 // file: the backend is then asked again, and an op it no longer takes is
 // -EAGAIN too.
 // (Always inline: a batch pays no call per op for it.)
-[[gnu::always_inline]] inline int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved) noexcept {
-    int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
-    if (rc == -EAGAIN && batch.w->n) {
-        c.enter_window(*batch.w);
-        rc = c.reserve_room(true, /*count_rejected=*/false);
+// `ahead`: the op is a plain read (see plain_read), which often has more
+// after it in a batch: room and slots are taken for them too.
+[[gnu::always_inline]] inline int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved,
+                                              bool ahead) noexcept {
+    int rc = 0;
+    op_slot *slot = nullptr;  // with its room, when it comes from the spares
+    if (!reserved) {
+        // Room and slots for this op and those that may follow, in one go
+        // (up to a window's worth; what no op takes is given back).
+        if (ahead && batch.spares == 0) {
+            const unsigned left = batch.n - batch.i;
+            batch.spares = c.reserve_window_slots(batch.spare, left < batch_window::kMax ? left : batch_window::kMax);
+        }
+        if (batch.spares) {
+            slot = batch.spare[--batch.spares];
+        } else {
+            rc = c.reserve_room(true, /*count_rejected=*/false);
+            if (rc == -EAGAIN && batch.w->n) {
+                c.enter_window(*batch.w);
+                rc = c.reserve_room(true, /*count_rejected=*/false);
+            }
+        }
     }
     if (rc) return rc;
     if (batch.w->n == batch_window::kMax) c.enter_window(*batch.w);
     if (batch.w->enters != enters && !batch_accepts(c, op, batch)) {
-        if (!reserved) c.release_room(1);
+        if (slot) c.unreserve_window_slots(&slot, 1);
+        else if (!reserved) c.release_room(1);
         return -EAGAIN;
     }
     if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
     batch.wrote_status = true;
-    op_slot *s = c.new_window_slot(op, batch.status, *batch.w);  // counted when the window settles
-    s->direct = 1;
-    s->seekable = batch_fd_seeks(batch, op);
+    c.new_window_slot(op, batch.status, *batch.w, batch.op_seeks, slot);  // counted when the window settles
     return 0;
 }
 
@@ -240,7 +280,7 @@ int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noex
     const unsigned enters = batch.w->enters;
     if (!batch_accepts(c, op, batch)) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
-    return join_window(c, op, batch, enters, false);
+    return join_window(c, op, batch, enters, false, /*ahead=*/true);
 }
 
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
@@ -286,7 +326,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     if (to_window) {
-        const int rc = join_window(c, op, *batch, enters, reserved);
+        const int rc = join_window(c, op, *batch, enters, reserved, /*ahead=*/false);
         if (rc != -EAGAIN) return rc;
     }
 
@@ -365,14 +405,22 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     const bool windowed = c.batches_via_preferred();
     if (windowed) c.open_window(w, &saved);
     c.plug();  // ring-bound ops of the batch enter the kernel once (per window)
-    batch_route b{&w, nullptr, false};
+    batch_route b;  // (the spares are written before they are read)
+    b.w = &w;
+    b.status = nullptr;
+    b.wrote_status = false;
     b.fitting_preads = windowed && c.preferred_takes_fitting_preads();
+    b.ops = ops;
+    b.n = n;
     int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
         b.status = status ? &status[i] : nullptr;
         b.wrote_status = false;
+        b.i = i;
         int rc = windowed && plain_read(&ops[i]) ? plain_read_to_window(c, ops[i], b) : -EAGAIN;
         if (rc == -EAGAIN) {
+            // An op outside the window finds the room the spares held free.
+            if (b.spares) drop_spares(c, b);
             rc = validate_op(&ops[i]);
             if (rc == 0) rc = route_op(c, ops[i], windowed ? &b : nullptr);
             if (!leaves_fds_alone(ops[i])) b.seek_fd = -1;  // it may have closed, opened or dup'd one
@@ -384,6 +432,7 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
             break;
         }
     }
+    drop_spares(c, b);
     if (windowed) c.punt_window(w);
     c.unplug();  // enters the kernel; completions it posted are reaped here, in the window
     if (windowed) c.close_window(saved);

@@ -564,13 +564,14 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 }
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
-    // A ring read of the calling thread's batch window that moved all it
-    // asked for: none of complete_checked()'s cases applies (they are
-    // errors, short counts and features' slots).
-    if (slot->batch_entry && path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
+    // A ring read that moved all it asked for: none of complete_checked()'s
+    // cases applies (they are errors, short counts and features' slots).
+    if (path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
         (slot->opcode == ASYS_OP_PREAD || slot->opcode == ASYS_OP_READ) &&
-        static_cast<uint64_t>(res) == slot->sys.args[2] && finish_in_window(slot, res))
+        static_cast<uint64_t>(res) == slot->sys.args[2]) {
+        if (!slot->batch_entry || !finish_in_window(slot, res)) deliver(slot, res, path);
         return;
+    }
     complete_checked(slot, res, path);
 }
 
@@ -610,6 +611,10 @@ void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept 
         (void)slot->hooks->completed(*slot, &res);
     }
     if (slot->batch_entry && finish_in_window(slot, res)) return;
+    deliver(slot, res, path);
+}
+
+void context::deliver(op_slot *slot, long res, uint32_t path) noexcept {
     if (slot->ret_ptr) *slot->ret_ptr = res;
     const unsigned k = slot->sched;
     if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);

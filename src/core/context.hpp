@@ -266,6 +266,9 @@ private:
     /// complete() of any op: the ring's results the pool must recheck or
     /// finish, features' slots, a window's op, then the cqe.
     void complete_checked(op_slot *slot, long res, uint32_t path) noexcept;
+    /// The end of every completion outside a window: ret_ptr, counters,
+    /// the cqe or callback, the accounting.
+    void deliver(op_slot *slot, long res, uint32_t path) noexcept;
     /// The accounting after `n` ops' completions were delivered (or
     /// dropped); `produced` of them were counted as cqe producers.
     void retire(unsigned produced, unsigned n = 1) noexcept;

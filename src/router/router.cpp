@@ -45,14 +45,15 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 }
 
 // The common op: a READ or PREAD with a ret_ptr and no flag but BUFFERED
-// (nothing else set). These checks are all validate_op asks of it, and
-// route_op would send it to its inline attempt (or a batch's window) at
-// once: no room to reserve first, as an inline finish posts no cqe.
-inline bool plain_read(const asys_op *op) noexcept {
+// (nothing else set; `also` may allow ASYNC too). These checks are all
+// validate_op asks of it, and route_op would send it to its inline attempt
+// (or a batch's window) at once, or with ASYNC straight to its punt: no room
+// to reserve first, as an inline finish posts no cqe.
+inline bool plain_read(const asys_op *op, uint32_t also = 0) noexcept {
     if (!op || reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return false;
     if ((op->opcode != ASYS_OP_PREAD && op->opcode != ASYS_OP_READ) || !op->ret_ptr) return false;
     // The fields that must be 0, tested at once (one branch, not six).
-    return ((op->flags & ~uint32_t{ASYS_F_BUFFERED}) | reinterpret_cast<uintptr_t>(op->callback) |
+    return ((op->flags & ~(uint32_t{ASYS_F_BUFFERED} | also)) | reinterpret_cast<uintptr_t>(op->callback) |
             reinterpret_cast<uintptr_t>(op->cb_arg) | static_cast<uint64_t>(op->nr) | op->reserved[0] |
             op->deadline_ns) == 0;
 }
@@ -356,8 +357,9 @@ int route(context &c, const asys_op &op) noexcept {
 
 namespace {
 
-// submit()'s plain read that its probe did not finish: the general route
-// from after the probe. (Out of line: the short way keeps few registers.)
+// submit()'s plain read that its probe did not finish (or that has ASYNC:
+// `a` is not_tried): the general route from after the probe. (Out of line:
+// the short way keeps few registers.)
 [[gnu::noinline]] int submit_probed(context &c, const asys_op &op, attempt a, long res) noexcept {
     const errno_keeper keep;
     const context::caller_scope busy(c);  // as in route()
@@ -378,8 +380,9 @@ namespace {
 
 int submit(context &c, const asys_op *op) noexcept {
     // The common op: its probe runs here, and only a read it did not finish
-    // takes the general route.
-    if (plain_read(op)) {
+    // takes the general route; with ASYNC it goes to its punt at once.
+    if (plain_read(op, ASYS_F_ASYNC)) {
+        if (op->flags & ASYS_F_ASYNC) return submit_probed(c, *op, attempt::not_tried, 0);
         const unsigned cf = c.ctx_flags();
         if (!(cf & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER))) {
             const bool buffered = (op->flags & ASYS_F_BUFFERED) || (cf & ASYS_CTX_NO_ODIRECT);

@@ -794,6 +794,14 @@ int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe
         const unsigned flying = cqe_producers_.load();
         if (flying + ring_.size() < min) return -EDEADLK;
     }
+    auto work_ready = [](void *w) { return static_cast<driver_work *>(w)->ready_here(); };
+    auto ring_wait = [&](const struct timespec *t) {
+        return dw ? ring_.wait_or_work(min, t, out, max, &cqe_producers_, work_ready, dw)
+                  : ring_.wait(min, t, out, max, &cqe_producers_);
+    };
+    // Entries enough to fill the caller's array already wait: nothing to
+    // reap or spin for (CQEs left in the ring wake the reaper as usual).
+    if (max > 0 && ring_.count_relaxed() >= max) return finish_wait(ring_wait(timeout));
     // Inside a completion callback of this context's ring, this thread is
     // the one that reaps: waiting here for more would wait on itself.
     if (preferred_ && preferred_->reaping_here() && min > ring_.size()) return -EDEADLK;
@@ -826,11 +834,6 @@ int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe
         }
         spin_outcome(spin, in_time);
     }
-    auto work_ready = [](void *w) { return static_cast<driver_work *>(w)->ready_here(); };
-    auto ring_wait = [&](const struct timespec *t) {
-        return dw ? ring_.wait_or_work(min, t, out, max, &cqe_producers_, work_ready, dw)
-                  : ring_.wait(min, t, out, max, &cqe_producers_);
-    };
     if (preferred_ && min > 0 && ring_.count_relaxed() < min && preferred_->has_inflight() &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
         // Sleep in the ring while its ops are what the wait needs; then the

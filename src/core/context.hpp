@@ -167,9 +167,11 @@ public:
     /// the op finishes before the window closes (the caller wrote 0 there first).
     /// The op is accepted: punt_window() hands it to a backend. `seekable`:
     /// the fd takes positional transfers (op_slot::seekable); `s`: a slot
-    /// from reserve_window_slots, or null (the slab gives one).
+    /// from reserve_window_slots, or null (the slab gives one); `plain`: a
+    /// READ or PREAD with a ret_ptr, no callback, no nr, no deadline and no
+    /// flag but ASYS_F_BUFFERED (the router's plain_read).
     op_slot *new_window_slot(const asys_op &op, int *status, batch_window &w, bool seekable,
-                             op_slot *s = nullptr) noexcept;
+                             op_slot *s = nullptr, bool plain = false) noexcept;
     /// Room and a slot for up to `k` (<= batch_window::kMax) ops of a batch
     /// at once: one room RMW and one slab CAS instead of one each per op.
     /// Returns how many it got (0: no room, or closing: the op's own
@@ -275,7 +277,7 @@ private:
     /// new_slot's copy of the op into the slot, with its submit time (and
     /// a window op's entry and bits: it is filled once).
     void fill_slot(op_slot *s, const asys_op &op, int64_t now_ns, uint8_t batch_entry = 0, bool direct = false,
-                   bool seekable = false) noexcept;
+                   bool seekable = false, bool plain = false) noexcept;
     asys_ctx *handle() const noexcept;
 
     std::atomic<uint16_t> gen_{1};
@@ -328,29 +330,31 @@ private:
 // In the header, and always inline: a batch's window op is filled where it
 // joins the window (router), without a call per op.
 [[gnu::always_inline]] inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns, uint8_t batch_entry,
-                                                      bool direct, bool seekable) noexcept {
+                                                      bool direct, bool seekable, bool plain) noexcept {
+    // `plain`: a plain read (no callback, no cb_arg, no nr, no deadline, no
+    // flag but BUFFERED): those fields are known to be 0.
     s->opcode = op.opcode;
     s->flags = op.flags;
     s->ret_ptr = op.ret_ptr;
     s->user_data = op.user_data;
-    s->callback = op.callback;
-    s->cb_arg = op.cb_arg;
-    s->sys.nr = op.nr;
+    s->callback = plain ? nullptr : op.callback;
+    s->cb_arg = plain ? nullptr : op.cb_arg;
+    s->sys.nr = plain ? 0 : op.nr;
     std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
     s->prev = s->next = nullptr;
     s->done = 0;
     s->hooks = nullptr;
     s->cancel.store(0, std::memory_order_relaxed);
     // The bits last and together: the compiler merges them into one byte.
-    const unsigned sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
-    const bool bulk = (op.flags & ASYS_F_BULK) != 0;
+    const unsigned sched = (plain ? kOpcodes[op.opcode].sched : sched_class_of(op.opcode, op.nr, op.flags)) & 7u;
+    const bool bulk = !plain && (op.flags & ASYS_F_BULK) != 0;
     s->queued = 0;
     s->direct = direct;
     s->seekable = seekable;
     s->bulk = bulk;
     s->expired = 0;
     s->sched = sched & 7u;
-    if (op.deadline_ns) {
+    if (!plain && op.deadline_ns) {
         s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
         s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
     } else {
@@ -362,13 +366,13 @@ private:
 }
 
 [[gnu::always_inline]] inline op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w,
-                                                                 bool seekable, op_slot *s) noexcept {
+                                                                 bool seekable, op_slot *s, bool plain) noexcept {
     if (w.n == 0) w.opened_ns = monotonic_ns();
     if (!s) s = slab_.alloc();  // cannot fail: one slot per unit of room
     const unsigned k = w.n++;
     // Counted in flight by punt_window; punted without an inline attempt.
-    fill_slot(s, op, w.opened_ns, static_cast<uint8_t>(k + 1), /*direct=*/true, seekable);
-    if (!op.callback) ++w.uncounted_producers;
+    fill_slot(s, op, w.opened_ns, static_cast<uint8_t>(k + 1), /*direct=*/true, seekable, plain);
+    if (plain || !op.callback) ++w.uncounted_producers;
     w.slot[k] = s;
     w.status[k] = status;
     w.reuse[k] = s->reuse;

@@ -94,9 +94,9 @@ struct batch_route {
     /// What the last batch_accepts said of its op's fd: it seeks (a
     /// positional transfer), for the slot it joins the window with.
     bool op_seeks = false;
-    /// The batch's ops and the index of this one (how many may follow it).
+    /// The batch's ops (how many may follow a plain read).
     const asys_op *ops = nullptr;
-    unsigned i = 0, n = 0;
+    unsigned n = 0;
     /// Slots with their room, taken for the window ops still to come in one
     /// go (context::reserve_window_slots); given back before an op outside
     /// the window runs and when the batch ends.
@@ -237,17 +237,17 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
 // file: the backend is then asked again, and an op it no longer takes is
 // -EAGAIN too.
 // (Always inline: a batch pays no call per op for it.)
-// `ahead`: the op is a plain read (see plain_read), which often has more
-// after it in a batch: room and slots are taken for them too.
+// `plain`: the op is a plain read (see plain_read) of the batch's array,
+// which often has more after it: room and slots are taken for them too.
 [[gnu::always_inline]] inline int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved,
-                                              bool ahead) noexcept {
+                                              bool plain) noexcept {
     int rc = 0;
     op_slot *slot = nullptr;  // with its room, when it comes from the spares
     if (!reserved) {
         // Room and slots for this op and those that may follow, in one go
         // (up to a window's worth; what no op takes is given back).
-        if (ahead && batch.spares == 0) {
-            const unsigned left = batch.n - batch.i;
+        if (plain && batch.spares == 0) {
+            const auto left = static_cast<unsigned>(batch.ops + batch.n - &op);  // op is in the array
             batch.spares = c.reserve_window_slots(batch.spare, left < batch_window::kMax ? left : batch_window::kMax);
         }
         if (batch.spares) {
@@ -269,7 +269,7 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
     }
     if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
     batch.wrote_status = true;
-    c.new_window_slot(op, batch.status, *batch.w, batch.op_seeks, slot);  // counted when the window settles
+    c.new_window_slot(op, batch.status, *batch.w, batch.op_seeks, slot, plain);  // counted when the window settles
     return 0;
 }
 
@@ -281,7 +281,7 @@ int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noex
     const unsigned enters = batch.w->enters;
     if (!batch_accepts(c, op, batch)) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
-    return join_window(c, op, batch, enters, false, /*ahead=*/true);
+    return join_window(c, op, batch, enters, false, /*plain=*/true);
 }
 
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
@@ -327,7 +327,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     if (to_window) {
-        const int rc = join_window(c, op, *batch, enters, reserved, /*ahead=*/false);
+        const int rc = join_window(c, op, *batch, enters, reserved, /*plain=*/false);
         if (rc != -EAGAIN) return rc;
     }
 
@@ -419,8 +419,11 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     for (unsigned i = 0; i < n; ++i) {
         b.status = status ? &status[i] : nullptr;
         b.wrote_status = false;
-        b.i = i;
-        int rc = windowed && plain_read(&ops[i]) ? plain_read_to_window(c, ops[i], b) : -EAGAIN;
+        int rc = -EAGAIN;
+        if (windowed && plain_read(&ops[i])) {
+            rc = plain_read_to_window(c, ops[i], b);
+            if (rc == 0) continue;  // in the window: join_window wrote its status
+        }
         if (rc == -EAGAIN) {
             // An op outside the window finds the room the spares held free.
             if (b.spares) drop_spares(c, b);
@@ -429,7 +432,6 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
             if (!leaves_fds_alone(ops[i])) b.seek_fd = -1;  // it may have closed, opened or dup'd one
         }
         if (status && !b.wrote_status) status[i] = rc;
-        b.wrote_status = false;
         if (rc < 0) {
             ret = i ? static_cast<int>(i) : rc;
             break;

@@ -748,16 +748,16 @@ unsigned uring_backend::drain_locked() noexcept {
         unsigned got = io_uring_smp_load_acquire(ring_.cq.ktail) - head;
         if (got == 0) return n;
         if (got > kGroup) got = kGroup;
-        for (unsigned i = 0; i < got; ++i) {
-            const io_uring_cqe &cqe = ring_.cq.cqes[(head + i) & ring_.cq.ring_mask];
-            t[i] = {cqe.user_data, cqe.res};
+        {
+            // Copied and untracked in one pass.
+            std::lock_guard sl(sq_mu_);
+            for (unsigned i = 0; i < got; ++i) {
+                const io_uring_cqe &cqe = ring_.cq.cqes[(head + i) & ring_.cq.ring_mask];
+                t[i] = {cqe.user_data, cqe.res};
+                if ((t[i].ud & kTagMask) == 0) untrack_locked(reinterpret_cast<op_slot *>(t[i].ud));
+            }
         }
         io_uring_cq_advance(&ring_, got);
-        {
-            std::lock_guard sl(sq_mu_);
-            for (unsigned i = 0; i < got; ++i)
-                if ((t[i].ud & kTagMask) == 0) untrack_locked(reinterpret_cast<op_slot *>(t[i].ud));
-        }
         for (unsigned i = 0; i < got; ++i) n += complete_taken(t[i].ud, t[i].res);
     }
 }

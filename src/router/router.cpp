@@ -268,7 +268,7 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
         return -EAGAIN;
     }
     if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
-    batch.wrote_status = true;
+    if (!plain) batch.wrote_status = true;  // (route_batch knows a plain read's)
     c.new_window_slot(op, batch.status, *batch.w, batch.op_seeks, slot, plain);  // counted when the window settles
     return 0;
 }
@@ -276,8 +276,8 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
 // A batch's plain read (see plain_read) the preferred backend accepts: what
 // validate_op and route_op would do with it, without their general steps.
 // 0 (in the window), -ESHUTDOWN, or -EAGAIN (the general route decides).
+// (The caller checked that the context has no INLINE_ALWAYS/INLINE_NEVER.)
 int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noexcept {
-    if (c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER)) return -EAGAIN;
     const unsigned enters = batch.w->enters;
     if (!batch_accepts(c, op, batch)) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
@@ -406,6 +406,9 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     batch_window w;
     batch_window *saved = nullptr;
     const bool windowed = c.batches_via_preferred();
+    // Plain reads join the window by their short way unless the context's
+    // defaults change their route.
+    const bool plain_to_window = windowed && !(c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER));
     if (windowed) c.open_window(w, &saved);
     c.plug();  // ring-bound ops of the batch enter the kernel once (per window)
     batch_route b;  // (the spares are written before they are read)
@@ -418,12 +421,12 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
         b.status = status ? &status[i] : nullptr;
-        b.wrote_status = false;
         int rc = -EAGAIN;
-        if (windowed && plain_read(&ops[i])) {
+        if (plain_to_window && plain_read(&ops[i])) {
             rc = plain_read_to_window(c, ops[i], b);
             if (rc == 0) continue;  // in the window: join_window wrote its status
         }
+        b.wrote_status = false;
         if (rc == -EAGAIN) {
             // An op outside the window finds the room the spares held free.
             if (b.spares) drop_spares(c, b);

@@ -205,6 +205,79 @@ TEST(Destroy, HandleIsDeadAfterwards) {
     ASSERT_EQ(asys_ctx_destroy(ctx2, ASYS_DESTROY_DRAIN), 0);
 }
 
+/// A callback that tries to destroy its own context, then another one.
+struct destroying_callback {
+    asys_ctx *self = nullptr;
+    asys_ctx *other = nullptr;  // destroyed from the callback too, if set
+    std::atomic<int> self_res{1};
+    std::atomic<int> other_res{1};
+    std::atomic<int> calls{0};
+    static void cb(const asys_cqe *, void *arg) {
+        auto *d = static_cast<destroying_callback *>(arg);
+        d->self_res = asys_ctx_destroy(d->self, ASYS_DESTROY_DRAIN);
+        if (d->other) d->other_res = asys_ctx_destroy(d->other, ASYS_DESTROY_DRAIN);
+        d->calls.fetch_add(1);
+        d->calls.notify_all();
+    }
+    void wait_called() {
+        while (calls.load() == 0) calls.wait(0);
+    }
+};
+
+// Destroying a context from inside one of its own completion callbacks
+// would wait for the op whose callback is running (and for the thread
+// running it), which waits for destroy: it fails with -EDEADLK and the
+// context lives on. Destroying another context from there works. Every
+// thread a callback can run on: the submitter (inline), a pool worker, the
+// thread reaping the ring.
+TEST(Destroy, FromItsOwnCallbackIsEDEADLK) {
+    for (const bool pool_only : {true, false}) {
+        SCOPED_TRACE(pool_only ? "pool context" : "default context");
+        asys_params p = pool_only ? pool_params(1) : params(0);
+        for (const int where : {0, 1, 2}) {  // inline, ASYNC NOP, a pipe read completed later
+            SCOPED_TRACE(where);
+            asys_ctx *ctx = nullptr;
+            asys_ctx *other = nullptr;
+            ASSERT_EQ(asys_ctx_create(&p, &ctx), 0);
+            ASSERT_EQ(asys_ctx_create(nullptr, &other), 0);
+            destroying_callback d;
+            d.self = ctx;
+            d.other = other;
+            pipe_pair pp;
+            char byte = 0;
+            asys_op op;
+            if (where == 2) {
+                asys_prep_read(&op, pp.r, &byte, 1);
+            } else {
+                asys_prep_nop(&op, 5);
+            }
+            if (where != 0) op.flags = ASYS_F_ASYNC;
+            op.callback = destroying_callback::cb;
+            op.cb_arg = &d;
+            const int rc = asys_submit(ctx, &op);
+            if (where == 0) {
+                ASSERT_EQ(rc, ASYS_DONE);
+                EXPECT_EQ(d.calls.load(), 1) << "an inline op's callback runs before asys_submit returns";
+            } else {
+                ASSERT_EQ(rc, 0);
+                if (where == 2) ASSERT_EQ(write(pp.w, "x", 1), 1);
+                d.wait_called();
+            }
+            EXPECT_EQ(d.self_res.load(), -EDEADLK);
+            EXPECT_EQ(d.other_res.load(), 0) << "another context can be destroyed from a callback";
+            // The context lives on: it takes ops, and destroy works once
+            // the callback has returned.
+            asys_op nop;
+            asys_prep_nop(&nop, 9);
+            long r = 0;
+            nop.ret_ptr = &r;
+            EXPECT_EQ(run(ctx, nop), 9);
+            EXPECT_EQ(asys_ctx_destroy(ctx, ASYS_DESTROY_DRAIN), 0);
+            if (where == 2) EXPECT_EQ(byte, 'x');
+        }
+    }
+}
+
 TEST(Destroy, InvalidHow) {
     ctx_guard ctx;
     EXPECT_EQ(asys_ctx_destroy(ctx, 7), -EINVAL);

@@ -426,6 +426,73 @@ TEST(PartialTransfers, LongPipeWriteIsWholeInAChainAndInABatch) {
     }
 }
 
+// A send atom that the chain's nonblocking attempt sent part of cannot be
+// taken back: only its rest runs on a worker, and the atom's result is the
+// whole length, as send(2)'s (a reader drains the other end). In a NOWAIT
+// chain, which never goes on asynchronously, the atom ran all the same: the
+// chain ends at it with the bytes sent, as a nonblocking send says.
+TEST(PartialTransfers, PartlySentAtomIsWholeInAChainAndEndsANowaitChainWithItsCount) {
+    ctx_guard ctx;
+    constexpr size_t kLen = 4u << 20;
+    std::vector<char> out(kLen);
+    for (size_t i = 0; i < kLen; ++i) out[i] = pattern(i);
+    for (const bool nowait : {false, true}) {
+        SCOPED_TRACE(nowait ? "NOWAIT chain" : "chain");
+        int sv[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        unsigned long fd = static_cast<unsigned long>(sv[0]), buf = reinterpret_cast<unsigned long>(out.data()),
+                      len = kLen, zero = 0;
+        long r = -1;
+        syslet_uatom s = atom(SYS_sendto, 0, &r);
+        s.arg_ptr[0] = &fd;
+        s.arg_ptr[1] = &buf;
+        s.arg_ptr[2] = &len;
+        s.arg_ptr[3] = &zero;
+        syslet_uatom *last = nullptr;
+        asys_op op;
+        asys_prep_chain(&op, &s, &last);
+        std::vector<char> in(kLen);
+        size_t received = 0;
+        if (!nowait) {
+            // Nobody reads yet: the attempt on the caller sends what the
+            // socket's buffer takes, and the rest goes on asynchronously.
+            long chain_res = -1;
+            op.ret_ptr = &chain_res;
+            ASSERT_EQ(asys_submit(ctx, &op), 0) << "4 MiB does not fit a socket's buffer";
+            std::thread reader([&] {
+                while (received < kLen) {
+                    const ssize_t n = read(sv[1], in.data() + received, kLen - received);
+                    if (n <= 0) break;
+                    received += static_cast<size_t>(n);
+                }
+            });
+            EXPECT_EQ(reap(ctx, 1).size(), 1u);
+            EXPECT_EQ(chain_res, static_cast<long>(kLen));
+            close(sv[0]);  // a reader still waiting after a short send sees EOF
+            reader.join();
+            EXPECT_EQ(r, static_cast<long>(kLen)) << "the atom's result: the whole length, as send(2)";
+        } else {
+            op.flags = ASYS_F_NOWAIT;
+            long chain_res = -1;
+            op.ret_ptr = &chain_res;
+            ASSERT_EQ(asys_submit(ctx, &op), ASYS_DONE) << "the send atom ran (it sent bytes): not -EAGAIN";
+            close(sv[0]);
+            for (;;) {  // nobody read before: what the socket holds is what was sent
+                const ssize_t n = read(sv[1], in.data() + received, kLen - received);
+                if (n <= 0) break;
+                received += static_cast<size_t>(n);
+            }
+            EXPECT_GT(r, 0);
+            EXPECT_LT(r, static_cast<long>(kLen)) << "a socket buffer is smaller than 4 MiB";
+            EXPECT_EQ(chain_res, r) << "the chain's result is its last atom's";
+            EXPECT_EQ(last, &s) << "the chain ended at the send atom";
+        }
+        close(sv[1]);
+        EXPECT_EQ(received, static_cast<size_t>(r > 0 ? r : 0)) << "the count is what the reader got";
+        EXPECT_TRUE(std::equal(in.begin(), in.begin() + static_cast<long>(received), out.begin()));
+    }
+}
+
 // A read partly done inline whose rest waits in the pool's queue has
 // started: cancelling it does not undo the bytes it moved, so it completes
 // with their count (as an interrupted read(2) returns what it read), and

@@ -256,6 +256,8 @@ ASYS_API int  asys_ctx_create(const struct asys_params *params, asys_ctx **out);
 
 #define ASYS_DESTROY_DRAIN  0u /* wait for every accepted op to complete     */
 #define ASYS_DESTROY_CANCEL 1u /* cancel queued ops, interrupt running ones  */
+/* From inside a completion callback of the same context: -EDEADLK, nothing
+ * happens. */
 ASYS_API int  asys_ctx_destroy(asys_ctx *ctx, unsigned how);
 
 ASYS_API int  asys_ctx_fd(asys_ctx *ctx);

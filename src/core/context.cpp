@@ -1,6 +1,7 @@
 #include "core/context.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -223,6 +224,19 @@ struct open_batch {
     batch_window *w = nullptr;
 };
 __attribute__((tls_model("initial-exec"))) thread_local open_batch t_batch;
+
+/// The context whose completion callback this thread is running (the
+/// innermost one), so that destroy() from inside it fails instead of
+/// waiting for the op whose callback is waiting for destroy().
+__attribute__((tls_model("initial-exec"))) thread_local const context *t_in_callback_of = nullptr;
+
+/// Runs a completion callback with t_in_callback_of naming its context.
+inline void run_callback(const context *c, asys_callback_t cb, const asys_cqe &cqe, void *arg) noexcept {
+    const context *outer = t_in_callback_of;
+    t_in_callback_of = c;
+    cb(&cqe, arg);
+    t_in_callback_of = outer;
+}
 }  // namespace
 
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
@@ -407,6 +421,9 @@ void context::wait_for_inflight(unsigned how) noexcept {
 
 int context::destroy(unsigned how) noexcept {
     if (how > ASYS_DESTROY_CANCEL) return -EINVAL;
+    // From inside one of this context's callbacks: the op being completed
+    // (and the thread running it) would wait for destroy, destroy for them.
+    if (t_in_callback_of == this) return -EDEADLK;
     int expected = 1;
     // seq_cst: Dekker pairing with reserve_room() (room_ RMW, then state_ load).
     if (!state_.compare_exchange_strong(expected, 2)) return -EBADF;
@@ -556,7 +573,7 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
     void *arg = slot ? slot->cb_arg : nullptr;
     if (slot) slab_.free(slot);
     if (cb) {
-        cb(&cqe, arg);
+        run_callback(this, cb, cqe, arg);
         release_room(1);
     } else {
         push_cqe(cqe);  // room released when reaped
@@ -584,6 +601,7 @@ void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept 
     // EBADF for read(2)). A NOP's result is the caller's value, even
     // -EINTR; a poll's errors are decided before it is punted.
     const bool ring = path == ASYS_PATH_URING;
+    if (ring && ring_send_owes_sigpipe(slot->opcode, slot->sys.args, res)) kill(getpid(), SIGPIPE);
     if (ring && (res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) &&
         slot->opcode != ASYS_OP_NOP && slot->opcode != ASYS_OP_POLL && !slot->hooks &&
         !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {
@@ -649,7 +667,7 @@ void context::post_inline(const asys_op &op, long res) noexcept {
     // Room was reserved by the caller before the attempt.
     if (op.callback) {
         const asys_cqe cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE};
-        op.callback(&cqe, op.cb_arg);
+        run_callback(this, op.callback, cqe, op.cb_arg);
         release_room(1);
     } else {
         push_cqe(asys_cqe{op.user_data, res, op.opcode, ASYS_PATH_INLINE});

@@ -54,6 +54,7 @@ inline void cpu_relax() noexcept {
 }
 
 long run_slot(op_slot &s) noexcept;
+void forward_sigpipe() noexcept;
 
 }  // namespace
 
@@ -289,6 +290,9 @@ void worker_pool::loop(worker &w) noexcept {
             // A stray interrupt (a cancel signal meant for an op that had
             // already finished): nothing was transferred, run it again.
         }
+        // (A feature's op — a chain, a threadlet — may have made such a
+        // call anywhere inside it.)
+        if (res == -EPIPE || s->hooks) forward_sigpipe();
 
         lk.lock();
         w.current = nullptr;
@@ -469,6 +473,20 @@ void worker_pool::abandon() noexcept {
 }
 
 namespace {
+
+// A write to a pipe or stream socket whose reader is gone raises SIGPIPE
+// for the thread that made the call: here a worker, which blocks every
+// signal, so it would stay pending on the worker for good and the
+// application would never see it. It is taken off the worker and sent to
+// the process (a thread that does not block it handles it): its default
+// action ends the process, as the plain call's would.
+void forward_sigpipe() noexcept {
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    const struct timespec now{0, 0};
+    if (sigtimedwait(&pipe_only, nullptr, &now) == SIGPIPE) kill(getpid(), SIGPIPE);
+}
 
 // Runs the op; if part of it already completed inline (a short read), runs
 // only the remainder and returns the total.

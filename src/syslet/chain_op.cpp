@@ -204,7 +204,7 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
     return lo;
 }
 
-int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) noexcept {
+int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic, bool keep_room) noexcept {
     op_slot *s = c.new_slot(op);
     s->hooks = &kChainHooks;
     chain_state &st = s->feature_state<chain_state>();
@@ -227,7 +227,7 @@ int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) 
     const int rc = c.punt(s, atomic);
     if (rc) {
         run.retry.reset(st.retry);  // the caller may run it after all
-        c.abandon_slot(s);
+        c.abandon_slot(s, keep_room);
     }
     return rc;
 }
@@ -248,23 +248,32 @@ int route_chain(context &c, const asys_op &op, uint32_t f, bool reserved) noexce
     run.cur = reinterpret_cast<syslet_uatom *>(op.args[0]);
     run.step_limit = c.chain_step_limit.load(std::memory_order_relaxed);
     run.buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
+    run.nowait = f & ASYS_F_NOWAIT;
     chain_status st = chain_status::would_block;
     if (!(f & ASYS_F_ASYNC)) st = run_chain(run, /*may_block=*/(f & ASYS_F_SYNC) != 0);
     if (st == chain_status::ended) {
         if (last_out) *last_out = run.last;
         return finish_inline(c, op, run.last_res, reserved);
     }
+    // An atom that already sent part of its bytes ran: if its rest cannot
+    // go on, the chain ends there with that count, as a nonblocking send
+    // would (keeping the room a cqe needs).
+    const bool moved = run.retry && run.retry->done;
     auto stopped = [&](int rc) {
+        if (moved && end_at_moved_bytes(run)) {
+            if (last_out) *last_out = run.last;
+            return finish_inline(c, op, run.last_res, reserved);
+        }
         if (last_out) *last_out = run.cur;  // the first atom that did not run
         return rc;
     };
     if (f & ASYS_F_NOWAIT) {
-        if (reserved) c.release_room(1);
+        if (reserved && !moved) c.release_room(1);
         return stopped(-EAGAIN);
     }
     if (!reserved)
         if (int rc = c.reserve_room(atomic)) return stopped(rc);
-    if (int rc = punt_chain_rest(c, op, run, atomic)) return stopped(rc);
+    if (int rc = punt_chain_rest(c, op, run, atomic, /*keep_room=*/moved && reserved)) return stopped(rc);
     c.cnt.count_punt(sched_class_of(op.opcode, op.nr, op.flags), run.steps == 0);
     return 0;
 }

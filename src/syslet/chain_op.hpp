@@ -41,8 +41,9 @@ linked_ops *link_chain(const context &c, syslet_uatom *cur, uint64_t steps, uint
 /// as an ASYS_OP_CHAIN slot made from `op` (its user_data, ret_ptr, callback
 /// and last_out), whose room the caller reserved: linked SQEs when the rest
 /// qualifies (link_chain), else the general backend. 0, or the punt's error
-/// (the slot is then abandoned and its room released). run.retry moves
+/// (the slot is then abandoned and its room released unless `keep_room`:
+/// the caller then finishes the op inline). run.retry moves
 /// into the slot (and back on failure).
-int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic) noexcept;
+int punt_chain_rest(context &c, const asys_op &op, chain_run &run, bool atomic, bool keep_room = false) noexcept;
 
 }  // namespace asys::internal

@@ -39,7 +39,9 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
         *res = -EINVAL;
         return atom_outcome::refused;
     }
-    if (!may_block && (at.flags & SYSLET_ASYNC) && !(at.flags & SYSLET_SYNC))
+    // SYSLET_SYNC: run here even if it blocks, unless nothing may block.
+    const bool sync = (at.flags & SYSLET_SYNC) && !run.nowait;
+    if (!may_block && (at.flags & SYSLET_ASYNC) && !sync)
         return atom_outcome::would_block;  // asked to run asynchronously
     uint64_t a[6];
     if (run.retry) {  // run again: with the same arguments
@@ -84,7 +86,7 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
         *res = allowed;  // -EPERM (denied) or -ENOSYS (unknown)
         return atom_outcome::refused;
     }
-    if (may_block || (at.flags & SYSLET_SYNC)) {
+    if (may_block || sync) {
         // A stray interrupt (a cancel signal meant for an earlier op) is
         // retried; one that a cancel of this chain sent ends it (see below).
         do *res = run_syscall(nr, a);
@@ -110,19 +112,29 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
             if (is_read && (proved || skip_guard) && r > 0) run.guard_proved_fd = static_cast<long>(a[0]);
             return atom_outcome::ran;
         case attempt::partial: {
-            // Short, but the call would have gone on (a file partly in the
-            // page cache): the atom runs again, whole, where it may block,
-            // with the same arguments. The bytes it read are read again; a
+            // Short, but the call would have gone on. A read (a file partly
+            // in the page cache) runs again, whole, where it may block, with
+            // the same arguments: the bytes it read are read again, and a
             // read at the file position first puts the position back.
-            // (Whole, not the rest: a NOWAIT chain stops here, and the
-            // atom must then not have run.)
+            // (Whole, not the rest: a NOWAIT chain stops here, and the atom
+            // must then not have run.) A send cannot be taken back: only its
+            // rest runs where it may block, and the atom's result is the
+            // whole count (a NOWAIT chain ends at it with the bytes sent).
             std::unique_ptr<atom_retry> keep(new (std::nothrow) atom_retry{});
-            if (!keep || (!reads_at_offset(op) &&
-                          raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0)) {
-                *res = r;  // cannot: the short count is what was read
+            if (!keep) {
+                *res = r;  // cannot: the short count is what was moved
                 return atom_outcome::ran;
             }
             std::memcpy(keep->args, a, sizeof a);
+            if (op.opcode == ASYS_OP_SEND) {
+                std::memcpy(keep->args, op.args, sizeof keep->args);  // sendto without an address
+                keep->done = static_cast<uint64_t>(r);
+                keep->opcode = op.opcode;
+            } else if (!reads_at_offset(op) &&
+                       raw_syscall6(SYS_lseek, a[0], static_cast<uint64_t>(-r), SEEK_CUR, 0, 0, 0) < 0) {
+                *res = r;  // cannot put the position back: the short count is what was read
+                return atom_outcome::ran;
+            }
             run.retry = std::move(keep);
             return atom_outcome::would_block;
         }
@@ -139,18 +151,29 @@ bool stops(unsigned long flags, long r) noexcept {
 
 }  // namespace
 
+bool end_at_moved_bytes(chain_run &run) noexcept {
+    if (!run.cur || !run.retry || !run.retry->done) return false;
+    const long r = static_cast<long>(run.retry->done);
+    run.retry.reset();
+    if (run.cur->ret_ptr) *run.cur->ret_ptr = r;
+    run.last = run.cur;
+    run.last_res = r;
+    run.cur = nullptr;
+    return true;
+}
+
 chain_status run_chain(chain_run &run, bool may_block) noexcept {
     auto is_cancelled = [&] { return run.cancelled && run.cancelled->load(std::memory_order_acquire); };
     while (run.cur) {
         syslet_uatom &at = *run.cur;
         if (is_cancelled()) {
-            // Not run; but an atom whose transfer the ring already moved
-            // part of ends with those bytes, as an interrupted call would.
-            const long r = run.retry && run.retry->done ? static_cast<long>(run.retry->done) : -ECANCELED;
+            // Not run; but an atom whose transfer already moved part of its
+            // bytes ends with them, as an interrupted call would.
+            if (end_at_moved_bytes(run)) return chain_status::ended;
             run.retry.reset();
-            if (at.ret_ptr) *at.ret_ptr = r;
+            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;
             run.last = &at;
-            run.last_res = r;
+            run.last_res = -ECANCELED;
             run.cur = nullptr;
             return chain_status::ended;
         }

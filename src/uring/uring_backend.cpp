@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -287,20 +288,32 @@ fd_kind seekability_of(uint64_t fd_arg) noexcept {
     return r == -ESPIPE ? fd_kind::stream : fd_kind::bad;
 }
 
+// Whether the descriptor is in nonblocking mode (O_NONBLOCK). The ring
+// ignores the flag on files that can be polled: where the call says EAGAIN
+// (or EINPROGRESS, for a connect) at once, the ring arms a poll and waits.
+// Such transfers run on the pool, whose call answers at once. (One fcntl.)
+bool fd_nonblocking(uint64_t fd_arg) noexcept {
+    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(fd_arg)), F_GETFL, 0, 0, 0, 0);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}
+
 // A descriptor that does not seek and that the ring reads or writes at its
 // position as the call does: a pipe, FIFO, socket or character device (a
-// tty), which the ring waits for by polling. Other unseekable files (an
-// io_uring fd, a pidfd: anonymous inodes) can make the ring arm a poll that
-// never fires where read(2) fails at once; eventfds and timerfds are
-// anonymous too. They all go to the pool. (lseek, then fstat: only for
-// transfers being punted.)
+// tty), which the ring waits for by polling — unless it is in nonblocking
+// mode (fd_nonblocking). Other unseekable files (an io_uring fd, a pidfd:
+// anonymous inodes) can make the ring arm a poll that never fires where
+// read(2) fails at once; eventfds and timerfds are anonymous too. They all
+// go to the pool. (fstat, lseek for a device, fcntl: only for transfers
+// being punted.)
 bool ring_streams(uint64_t fd_arg, bool *socket = nullptr) noexcept {
-    if (seekability_of(fd_arg) != fd_kind::stream) return false;
     struct stat st;
     const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
     if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return false;
     if (socket) *socket = S_ISSOCK(st.st_mode);
-    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+    // Pipes, FIFOs and sockets never seek; a device must say so (a tty).
+    const bool stream = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+                        (S_ISCHR(st.st_mode) && seekability_of(fd_arg) == fd_kind::stream);
+    return stream && !fd_nonblocking(fd_arg);
 }
 
 // A vectored transfer at the file position of a stream: on a socket, a
@@ -366,7 +379,11 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             return kind_of(a[0]) == fd_kind::seekable;
         case ASYS_OP_RECV:
         case ASYS_OP_SEND:  // (a zero-length datagram is legal: the ring sends it too)
-            return a[2] <= kMaxRw;
+            // MSG_DONTWAIT: the ring's EAGAIN is final, as the call's.
+            return a[2] <= kMaxRw && ((a[3] & MSG_DONTWAIT) || !fd_nonblocking(a[0]));
+        case ASYS_OP_ACCEPT:
+        case ASYS_OP_CONNECT:  // the call: EAGAIN / EINPROGRESS at once
+            return !fd_nonblocking(a[0]);
         case ASYS_OP_OPENAT: {
             // The ring first opens without blocking (O_NONBLOCK) and clears
             // the flag afterwards: a FIFO then opens at once (or fails

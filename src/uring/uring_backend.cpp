@@ -124,8 +124,8 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
 
 void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.sys.args); }
 
-/// prep() with a batch's common op (PREAD) inline.
-[[gnu::always_inline]] inline void prep_run_entry(io_uring_sqe *sqe, const op_slot &s) noexcept {
+/// prep() with the common op (PREAD) inline.
+[[gnu::always_inline]] inline void prep_pread_inline(io_uring_sqe *sqe, const op_slot &s) noexcept {
     if (s.opcode == ASYS_OP_PREAD) prep_pread(sqe, s.sys.args);
     else prep(sqe, s);
 }
@@ -578,7 +578,7 @@ unsigned uring_backend::queue_run_locked(op_slot *const *slots, unsigned n) noex
     for (; i < fit && sqes_of(*slots[i]) == 1; ++i) {
         op_slot *s = slots[i];
         io_uring_sqe *sqe = &sq.sqes[tail++ & sq.ring_mask];
-        prep_run_entry(sqe, *s);
+        prep_pread_inline(sqe, *s);
         io_uring_sqe_set_data(sqe, s);
         link_locked(s);
     }
@@ -595,7 +595,7 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     const bool deadline = (slot->flags & ASYS_F_DEADLINE) && !timed_poll;  // accepts(): not both
     if (!reserve_sqes_locked(sqes_of(*slot))) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
-    prep(sqes[0], *slot);
+    prep_pread_inline(sqes[0], *slot);
     io_uring_sqe_set_data(sqes[0], slot);
     track_locked(slot);
     ++pending_submit_;

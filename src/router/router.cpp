@@ -172,7 +172,7 @@ inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
 // Room, without deadlocking on a batch's window: ops waiting in it hold
 // room that only their enter can free, so a batch that runs out enters the
 // kernel for them first.
-int reserve_room_for(context &c, batch_route *batch, bool nonblocking) noexcept {
+[[gnu::always_inline]] inline int reserve_room_for(context &c, batch_route *batch, bool nonblocking) noexcept {
     if (batch && batch->w->n) {
         const int rc = c.reserve_room(true, /*count_rejected=*/false);
         if (rc != -EAGAIN) return rc;

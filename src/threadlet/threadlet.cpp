@@ -15,6 +15,7 @@
 #include "base/raw_syscall.hpp"
 #include "inline/inline_attempt.hpp"
 #include "router/router.hpp"
+#include "threadlet/dispatch.hpp"
 #include "threadlet/fiber.hpp"
 
 namespace asys::internal {
@@ -234,11 +235,9 @@ long park(threadlet *t) noexcept {
     // SIGSYS); on resume, the frame takes the mask the thread has then, so
     // the signal return keeps the owner's changes made meanwhile.
     auto *uc = static_cast<ucontext_t *>(t->trap_uc);
-    if (uc)
-        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 0, 8, 0, 0);
+    if (uc) mask_to_thread(uc);
     fiber_yield(t->f, t->caller);
-    if (uc)
-        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 8, 0, 0);
+    if (uc) mask_from_thread(uc);
     return t->call_res;
 }
 

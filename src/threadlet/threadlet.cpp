@@ -246,20 +246,9 @@ long park(threadlet *t) noexcept {
 threadlet *current_threadlet() noexcept { return t_current; }
 
 bool runs_on_owner(long nr, const uint64_t (&a)[6]) noexcept {
-    if (syscall_allowed_with(nr, a) != 0) return true;  // denied (or refused for its arguments)
-    switch (nr) {
-        case SYS_gettid:
-        case SYS_getcpu:
-        case SYS_rt_sigpending:
-        case SYS_pause:  // waits for a signal to the calling thread
-            return true;
-        case SYS_sched_setaffinity: case SYS_sched_getaffinity: case SYS_sched_setscheduler:
-        case SYS_sched_getscheduler: case SYS_sched_setparam: case SYS_sched_getparam:
-        case SYS_sched_setattr: case SYS_sched_getattr:
-            return static_cast<pid_t>(a[0]) == 0;  // thread 0: the calling thread
-        default:
-            return false;
-    }
+    // Refused (by number or for its arguments, which covers the calls that
+    // act on the calling thread), or reads the calling thread's state.
+    return syscall_allowed_with(nr, a) != 0 || thread_effect_of(nr, a) != thread_effect::none;
 }
 
 namespace {

@@ -27,12 +27,15 @@
 #include <vector>
 
 #include "helpers.hpp"
+#include "threadlet/dispatch.hpp"
 
 using namespace asys_test;
 
 namespace {
 
 constexpr uint64_t kSigsys = uint64_t{1} << (SIGSYS - 1);
+
+pid_t tid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
 uint64_t mask_now() {  // through libc's syscall(): trapped in transparent code
     uint64_t m = 0;
@@ -228,6 +231,74 @@ TEST(TransparentSigmask, MaskGoesToTheOwnerAndComesBack) {
     EXPECT_EQ(mask_now(), start);
 }
 
+// A handler whose sa_mask blocks every signal (SIGSYS too) runs while a
+// transparent threadlet's own code runs: its calls and its return trap, so
+// SIGSYS is left out of the kernel's copy of its mask; a query made through
+// trapped code gets the mask as the program set it.
+std::atomic<int> g_spinning{0}, g_handled{0};
+std::atomic<long> g_handler_ppid{0};
+void on_usr2(int) {
+    g_handler_ppid = getppid();  // a system call inside the handler
+    g_handled.fetch_add(1);
+}
+long spin_until_handled(void *) {
+    g_spinning = 1;
+    while (!g_handled.load()) {
+    }
+    return getppid();
+}
+struct full_mask_query {
+    uint64_t mask = 0;
+};
+long install_full_mask_handler(void *arg) {
+    struct sigaction sa {};
+    sa.sa_handler = on_usr2;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(SIGUSR2, &sa, nullptr) != 0) return -errno;
+    struct sigaction back {};
+    if (sigaction(SIGUSR2, nullptr, &back) != 0) return -errno;
+    std::memcpy(&static_cast<full_mask_query *>(arg)->mask, &back.sa_mask, sizeof(uint64_t));
+    return 0;
+}
+
+void signal_while_spinning(asys_ctx *ctx) {
+    g_spinning = 0;
+    g_handled = 0;
+    const pid_t owner = tid_now();
+    std::thread sender([owner] {
+        while (!g_spinning.load()) sched_yield();
+        syscall(SYS_tgkill, getpid(), owner, SIGUSR2);
+    });
+    long r = 0;
+    bool skipped = false;
+    r = run_transparent(ctx, spin_until_handled, nullptr, &skipped);
+    sender.join();
+    EXPECT_EQ(r, getppid());
+    EXPECT_EQ(g_handled.load(), 1);
+    EXPECT_EQ(g_handler_ppid.load(), getppid());
+}
+
+TEST(TransparentSigmask, HandlerWhoseMaskBlocksSigsys) {
+    SKIP_UNDER_TSAN();
+    ctx_guard ctx;
+    struct sigaction old {};
+    sigaction(SIGUSR2, nullptr, &old);
+    // Installed by trapped code.
+    full_mask_query plain, trapped;
+    ASSERT_EQ(install_full_mask_handler(&plain), 0);
+    long r = 0;
+    RUN_TRANSPARENT(ctx, install_full_mask_handler, &trapped, r);
+    ASSERT_EQ(r, 0);
+    EXPECT_EQ(trapped.mask, plain.mask) << "the mask read back is the one set";
+    EXPECT_NE(trapped.mask & kSigsys, 0u);
+    signal_while_spinning(ctx);
+    // Installed by untrapped code before transparent mode starts (dispatch_init's pass).
+    ASSERT_EQ(install_full_mask_handler(&plain), 0);
+    asys::internal::hide_sigsys_from_handlers();
+    signal_while_spinning(ctx);
+    sigaction(SIGUSR2, &old, nullptr);
+}
+
 // maybe_fork: the proposal's region with every signal blocked.
 TEST(MaybeForkSigmask, BlockAllThenCallInARegion) {
     SKIP_UNDER_TSAN();
@@ -298,8 +369,6 @@ TEST(MaybeForkSigmask, ForkWithEveryThingBlocked) {
 
 constexpr int kIoprioWhoProcess = 1;
 constexpr long ioprio_value(long cls, long data) { return (cls << 13) | data; }
-
-pid_t tid_now() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
 struct thread_state {
     int nice;
@@ -415,7 +484,9 @@ TEST(ThreadCalls, ReadersGiveTheCallersAnswerOnEveryPath) {
     ctx_guard ctx(&one), nctx(&never);
     // The worker starts from this thread (a worker inherits its creator's
     // nice, I/O priority and affinity), before the caller's state changes.
+    // So do the default context's (asys_async), made on first use.
     EXPECT_EQ(submit_syscall(ctx, SYS_getppid, {}, ASYS_F_ASYNC), getppid());
+    ASSERT_NE(asys_default_ctx(), nullptr);
     std::thread([&] {
         const pid_t me = tid_now();
         ASSERT_EQ(setpriority(PRIO_PROCESS, 0, 5), 0);

@@ -106,6 +106,44 @@ struct kernel_sigaction {
 };
 kernel_sigaction g_old{};  // the SIGSYS action before ours (other SIGSYS sources go there)
 
+// The signals whose handler the program installed with SIGSYS in its
+// sa_mask: the kernel's copy leaves it out (a handler running with SIGSYS
+// blocked in trapped code would die at its first call, or at its return),
+// and the program's queries through trapped code get it back.
+std::atomic<uint64_t> g_sigsys_in_sa_mask{0};
+
+constexpr uint64_t sig_bit(int sig) noexcept { return uint64_t{1} << (sig - 1); }
+
+bool handler_mask_may_hide_sigsys(int sig) noexcept {
+    return sig >= 1 && sig <= 64 && sig != SIGSYS && sig != SIGKILL && sig != SIGSTOP;
+}
+
+// A trapped rt_sigaction: made with SIGSYS left out of the new action's
+// mask (and remembered), and the old action's mask as the program set it.
+long trapped_sigaction(const uint64_t (&a)[6]) noexcept {
+    const int sig = static_cast<int>(a[0]);
+    if (!handler_mask_may_hide_sigsys(sig) || a[3] != 8) return raw_syscall(SYS_rt_sigaction, a);
+    const bool had = (g_sigsys_in_sa_mask.load(std::memory_order_relaxed) & sig_bit(sig)) != 0;
+    uint64_t b[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
+    kernel_sigaction act{};
+    bool hides = false;
+    if (a[1]) {
+        if (copy_from_caller(&act, reinterpret_cast<const void *>(a[1]), sizeof act) != 0)
+            return raw_syscall(SYS_rt_sigaction, a);  // the call says EFAULT
+        hides = (act.mask & kSigsysBit) != 0;
+        act.mask &= ~kSigsysBit;
+        b[1] = reinterpret_cast<uint64_t>(&act);
+    }
+    const long r = raw_syscall(SYS_rt_sigaction, b);
+    if (r != 0) return r;
+    if (a[2] && had) reinterpret_cast<kernel_sigaction *>(a[2])->mask |= kSigsysBit;  // written by the call just now
+    if (a[1]) {
+        if (hides) g_sigsys_in_sa_mask.fetch_or(sig_bit(sig), std::memory_order_relaxed);
+        else g_sigsys_in_sa_mask.fetch_and(~sig_bit(sig), std::memory_order_relaxed);
+    }
+    return r;
+}
+
 int find_range(dl_phdr_info *info, size_t, void *) {
     const auto target = reinterpret_cast<uintptr_t>(&asys_sud_restorer);
     for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -147,6 +185,7 @@ enum class trapped_kind {
     sigreturn,   ///< another handler returns: made again from the gadget
     reexecute,   ///< starts a thread or a process sharing the stack: made again at its own site, untrapped
     sigmask,     ///< acts on the mask the signal return restores: applied to the frame too
+    sigaction,   ///< installs a handler: SIGSYS left out of its mask
     altstack,    ///< the same for the alternate stack
     direct,      ///< runs here, on the owner thread, as it is
     routed,      ///< the threadlet's (or the region's) inline-or-wait logic
@@ -157,6 +196,7 @@ trapped_kind kind_of(long nr, const uint64_t (&a)[6]) noexcept {
         case SYS_rt_sigreturn: return trapped_kind::sigreturn;
         case SYS_clone: case SYS_clone3: case SYS_fork: case SYS_vfork: return trapped_kind::reexecute;
         case SYS_rt_sigprocmask: return trapped_kind::sigmask;
+        case SYS_rt_sigaction: return trapped_kind::sigaction;
         case SYS_sigaltstack: return trapped_kind::altstack;
         // Memory, futexes (a lock's wait must stay on its thread: parking
         // there would hand the lock's wake-up to code that cannot run),
@@ -223,6 +263,9 @@ void on_sigsys(int sig, siginfo_t *si, void *ucv) noexcept {
             set_frame_mask(uc, m & ~kSigsysBit);
             break;
         }
+        case trapped_kind::sigaction:
+            res = trapped_sigaction(a);
+            break;
         case trapped_kind::altstack:
             res = raw(nr, a);
             if (res == 0) raw_syscall6(SYS_sigaltstack, 0, reinterpret_cast<uint64_t>(&uc->uc_stack), 0, 0, 0, 0);
@@ -307,9 +350,24 @@ int dispatch_init() noexcept {
             result = static_cast<int>(rc);
             return;
         }
+        hide_sigsys_from_handlers();
         g_switch_hooks.store(&kHooks, std::memory_order_release);
     });
     return result;
+}
+
+void hide_sigsys_from_handlers() noexcept {
+    constexpr uintptr_t kIgn = 1;
+    for (int sig = 1; sig <= 64; ++sig) {
+        if (!handler_mask_may_hide_sigsys(sig)) continue;
+        kernel_sigaction act{};
+        if (raw_syscall6(SYS_rt_sigaction, static_cast<uint64_t>(sig), 0, reinterpret_cast<uint64_t>(&act), 8, 0, 0) != 0 ||
+            act.handler <= kIgn || !(act.mask & kSigsysBit))
+            continue;
+        act.mask &= ~kSigsysBit;
+        if (raw_syscall6(SYS_rt_sigaction, static_cast<uint64_t>(sig), reinterpret_cast<uint64_t>(&act), 0, 8, 0, 0) == 0)
+            g_sigsys_in_sa_mask.fetch_or(sig_bit(sig), std::memory_order_relaxed);
+    }
 }
 
 int transparent_init() noexcept { return dispatch_init(); }

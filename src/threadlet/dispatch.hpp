@@ -19,6 +19,13 @@ namespace asys::internal {
 /// 0, or -EOPNOTSUPP when the kernel has no syscall user dispatch.
 int dispatch_init() noexcept;
 
+/// Leaves SIGSYS out of the mask of every installed handler (dispatch_init
+/// does it once; trapped rt_sigaction calls do it for the handlers they
+/// install): a handler that ran in trapped code with SIGSYS blocked would
+/// kill the process at its first call. Handlers installed later by
+/// untrapped code are not seen.
+void hide_sigsys_from_handlers() noexcept;
+
 /// The calling thread's dispatch: turned on (selector ALLOW) or off.
 int dispatch_enable(bool on) noexcept;
 bool dispatch_enabled() noexcept;

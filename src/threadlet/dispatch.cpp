@@ -306,13 +306,17 @@ void hook_restore(uint64_t s) noexcept {
     t_selector = kBlock;
 }
 void hook_enter(threadlet *t) noexcept {
+    // Calls trapped already (the threadlet's start right after its switch,
+    // or one submitted by a transparent threadlet): SIGSYS is out of the
+    // real mask already.
+    const bool trapping = t_on && t_selector == kBlock;
     t_selector = kAllow;
     if (!(t->tflags & ASYS_THREADLET_TRANSPARENT)) {
         release_sigsys();
         return;
     }
     dispatch_enable(true);
-    hold_sigsys();
+    if (!trapping) hold_sigsys();
     t_selector = kBlock;
 }
 void hook_leave(threadlet *) noexcept { t_selector = kAllow; }

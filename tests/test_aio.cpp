@@ -2,7 +2,9 @@
 // aio_write, aio_fsync, aio_error, aio_return, aio_suspend, aio_cancel,
 // lio_listio): one test per error case the standard lists, plus what the
 // library promises beyond it (docs/aio.md): a cached read is complete when
-// aio_read returns, requests on one descriptor run concurrently.
+// aio_read returns, a read and a write of one socket run concurrently; and
+// call order where POSIX (or glibc) has it: O_APPEND writes, pipe writes
+// and reads.
 //
 // Built twice from this file: test_aio_linked links libasys-aio; test_aio_glibc
 // is linked against glibc only and runs with LD_PRELOAD=libasys-aio.so. Both
@@ -18,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -619,6 +622,44 @@ TEST(AioNotify, SigevThreadRunsTheFunctionOnce) {
     EXPECT_EQ(aio_return(&cb), 3);
 }
 
+// Nothing to wait for: no entry, or only NULL entries, is 0 at once, with or
+// without a timeout (glibc's answer; a wait for no request could only end at
+// the timeout, or never). So is a list naming a block never submitted, or
+// one whose status aio_return already took: it is not in progress.
+TEST_F(Aio, SuspendWithNothingToWaitForReturnsAtOnce) {
+    static const aiocb *const none[4] = {nullptr, nullptr, nullptr, nullptr};
+    timespec ts{2, 0};
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(aio_suspend(none, 4, &ts), 0) << strerror(errno);
+    EXPECT_EQ(aio_suspend(none, 0, &ts), 0) << strerror(errno);
+    // Without a timeout: on a thread, so that a hang fails the test instead
+    // of stopping it (the thread is then left behind, blocked).
+    auto untimed = std::make_shared<std::atomic<int>>(-2);
+    std::thread t([untimed] { *untimed = aio_suspend(none, 4, nullptr) == 0 && aio_suspend(none, 0, nullptr) == 0; });
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (*untimed == -2 && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+    if (*untimed == -2) {
+        t.detach();
+        FAIL() << "aio_suspend with no request listed blocked";
+    }
+    t.join();
+    EXPECT_EQ(untimed->load(), 1);
+
+    aiocb never = block(fd, nullptr, 0);
+    const aiocb *never_list[2] = {nullptr, &never};
+    EXPECT_EQ(aio_suspend(never_list, 2, &ts), 0);
+    EXPECT_EQ(aio_suspend(never_list, 2, nullptr), 0);
+    char buf[16];
+    aiocb taken = block(fd, buf, sizeof buf);
+    ASSERT_EQ(aio_read(&taken), 0);
+    await(taken);
+    ASSERT_EQ(aio_return(&taken), 16);
+    const aiocb *taken_list[1] = {&taken};
+    EXPECT_EQ(aio_suspend(taken_list, 1, &ts), 0);
+    EXPECT_EQ(aio_suspend(taken_list, 1, nullptr), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "a call waited for its timeout";
+}
+
 // ------------------------------------------------------------ concurrency
 // A read of a socket that has no data yet does not hold back a write on the
 // same descriptor (glibc runs requests on one descriptor one after another:
@@ -649,6 +690,145 @@ TEST(AioConcurrency, RequestsOnOneDescriptorRunConcurrently) {
     echo.join();
     close(sv[0]);
     close(sv[1]);
+}
+
+// ------------------------------------------------------------ call order
+// POSIX (aio_write): with O_APPEND, or on a device that cannot seek, "write
+// operations append to the file in the same order as the calls were made".
+// Each block below is filled with its index; the reader checks the sequence.
+
+// Block i of `blocks` blocks of `size` bytes, each byte its index's letter.
+struct numbered_blocks {
+    size_t size;
+    std::vector<std::vector<char>> data;
+    std::vector<aiocb> cbs;
+    numbered_blocks(int fd, int blocks, size_t block_size) : size(block_size), data(blocks), cbs(blocks) {
+        for (int i = 0; i < blocks; ++i) {
+            data[i].assign(size, letter(i));
+            cbs[i] = block(fd, data[i].data(), size, 0);
+        }
+    }
+    static char letter(int i) { return static_cast<char>('A' + i % 50); }
+    // The blocks found out of place in what the descriptor received.
+    int out_of_order(const std::vector<char> &got) const {
+        int bad = 0;
+        for (size_t i = 0; i < cbs.size(); ++i)
+            if (got.size() < (i + 1) * size || got[i * size] != letter(static_cast<int>(i))) ++bad;
+        return bad;
+    }
+    void await_all(ssize_t expected_each) {
+        for (auto &cb : cbs) {
+            await(cb);
+            EXPECT_EQ(aio_return(&cb), expected_each);
+        }
+    }
+};
+
+std::vector<char> read_exactly(int fd, size_t n) {
+    std::vector<char> got(n);
+    size_t have = 0;
+    while (have < n) {
+        ssize_t r = read(fd, got.data() + have, n - have);
+        if (r <= 0) break;
+        have += static_cast<size_t>(r);
+    }
+    got.resize(have);
+    return got;
+}
+
+// 64 blocks of 4 KiB to a pipe (whose buffer holds 16): most writes wait for
+// the reader, which must still receive block 0, 1, 2, ...
+TEST(AioOrder, PipeWritesArriveInCallOrder) {
+    pipe_pair p;
+    numbered_blocks blocks(p.w, 64, 4096);
+    for (auto &cb : blocks.cbs) ASSERT_EQ(aio_write(&cb), 0) << strerror(errno);
+    std::vector<char> got = read_exactly(p.r, 64 * 4096);
+    blocks.await_all(4096);
+    EXPECT_EQ(got.size(), 64u * 4096);
+    EXPECT_EQ(blocks.out_of_order(got), 0);
+}
+
+// The same through one lio_listio call (entries in list order), LIO_NOWAIT.
+TEST(AioOrder, PipeWritesOfOneLioListioArriveInListOrder) {
+    pipe_pair p;
+    numbered_blocks blocks(p.w, 64, 4096);
+    std::vector<aiocb *> list;
+    for (auto &cb : blocks.cbs) {
+        cb.aio_lio_opcode = LIO_WRITE;
+        list.push_back(&cb);
+    }
+    ASSERT_EQ(lio_listio(LIO_NOWAIT, list.data(), static_cast<int>(list.size()), nullptr), 0) << strerror(errno);
+    std::vector<char> got = read_exactly(p.r, 64 * 4096);
+    blocks.await_all(4096);
+    EXPECT_EQ(blocks.out_of_order(got), 0);
+}
+
+// An O_APPEND file: every write lands at the end, in call order.
+TEST(AioOrder, AppendWritesLandInCallOrder) {
+    temp_dir dir;
+    std::string path = dir.file("log");
+    int wfd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    ASSERT_GE(wfd, 0);
+    constexpr int n = 2000;
+    numbered_blocks blocks(wfd, n, 4096);
+    for (auto &cb : blocks.cbs) ASSERT_EQ(aio_write(&cb), 0) << strerror(errno);
+    blocks.await_all(4096);
+    int rfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(rfd, 0);
+    std::vector<char> got = read_exactly(rfd, n * 4096);
+    EXPECT_EQ(got.size(), n * 4096u);
+    EXPECT_EQ(blocks.out_of_order(got), 0);
+    close(rfd);
+    close(wfd);
+}
+
+// Reads of a pipe take its bytes in call order too (glibc runs one
+// descriptor's requests one after another): read i gets bytes 8i..8i+7.
+TEST(AioOrder, PipeReadsTakeTheBytesInCallOrder) {
+    pipe_pair p;
+    constexpr int n = 32;
+    char in[n][8];
+    std::vector<aiocb> cbs(n);
+    for (int i = 0; i < n; ++i) {
+        cbs[i] = block(p.r, in[i], 8);
+        ASSERT_EQ(aio_read(&cbs[i]), 0) << strerror(errno);
+    }
+    char out[n * 8];
+    for (int i = 0; i < n * 8; ++i) out[i] = numbered_blocks::letter(i / 8);
+    ASSERT_EQ(write(p.w, out, sizeof out), static_cast<ssize_t>(sizeof out));
+    int bad = 0;
+    for (int i = 0; i < n; ++i) {
+        await(cbs[i]);
+        EXPECT_EQ(aio_return(&cbs[i]), 8);
+        if (std::memcmp(in[i], out + i * 8, 8) != 0) ++bad;
+    }
+    EXPECT_EQ(bad, 0) << "reads that took another read's bytes";
+}
+
+// A write queued behind one that waits for the reader has not started:
+// aio_cancel cancels it, and the writes around it keep their order.
+TEST(AioOrder, QueuedPipeWriteIsCanceledAndTheOthersKeepTheirOrder) {
+    pipe_pair p;
+    std::vector<char> first(1 << 20, 'a'); // more than the pipe holds: waits
+    char second[4] = {'b', 'b', 'b', 'b'}, third[4] = {'c', 'c', 'c', 'c'};
+    aiocb w1 = block(p.w, first.data(), first.size());
+    aiocb w2 = block(p.w, second, 4);
+    aiocb w3 = block(p.w, third, 4);
+    ASSERT_EQ(aio_write(&w1), 0);
+    ASSERT_EQ(aio_write(&w2), 0);
+    ASSERT_EQ(aio_write(&w3), 0);
+    EXPECT_EQ(aio_error(&w2), EINPROGRESS);
+    EXPECT_EQ(aio_cancel(p.w, &w2), AIO_CANCELED);
+    EXPECT_EQ(aio_error(&w2), ECANCELED);
+    EXPECT_EQ(aio_return(&w2), -1);
+    std::vector<char> got = read_exactly(p.r, first.size() + 4);
+    await(w1);
+    await(w3);
+    EXPECT_EQ(aio_return(&w1), static_cast<ssize_t>(first.size()));
+    EXPECT_EQ(aio_return(&w3), 4);
+    ASSERT_EQ(got.size(), first.size() + 4);
+    EXPECT_EQ(std::string(got.end() - 4, got.end()), "cccc");
+    EXPECT_EQ(std::count(got.begin(), got.end() - 4, 'a'), static_cast<long>(first.size()));
 }
 
 TEST_F(Aio, ManyReadsInFlightAtOnce) {

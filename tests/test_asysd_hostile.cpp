@@ -8,16 +8,22 @@
 // exiting with requests in flight (long timers among them), malformed and
 // oversized records (with and without fds), taking every client slot and
 // leaving, and the lock-out of defect 13: three clients whose replies cannot
-// be delivered, each with a 1 h timer in flight.
+// be delivered, each with a 1 h timer in flight. And review 22's starvation:
+// one client's waits (timers, reads of its own empty pipe, eventfd and
+// socket) hold no pool worker, and what it may run in the context at once is
+// capped, so that another client is served meanwhile.
 #include <dirent.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -88,6 +94,43 @@ ssize_t recv_within(int s, asys_sock_msg *r, void *buf, size_t cap) {
     return asys_sock_recv(s, r, buf, cap);
 }
 
+/// Whether a reply (or the end) is waiting on `s` right now.
+bool reply_waiting(int s) {
+    struct pollfd p{s, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
+int send_read(int s, uint64_t cookie, long handle, uint32_t len, int64_t offset = -1) {
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_READ, cookie, static_cast<uint32_t>(handle), len, offset);
+    return asys_sock_send(s, &m, nullptr, 0, -1);
+}
+
+/// A CANCEL of a cookie never used: its reply (-ENOENT) proves that the
+/// server has taken every request sent before it (it reads them in order).
+void expect_all_taken(int s) {
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_CANCEL, 0xfeed, 0, 0, 0x7eed);
+    ASSERT_EQ(asys_sock_send(s, &m, nullptr, 0, -1), 0);
+    ASSERT_EQ(recv_within(s, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 0xfeedu) << "a reply came before the marker's: res " << r.res;
+    EXPECT_EQ(r.res, -ENOENT);
+}
+
+/// One number of the daemon's METRICS text ("key value" lines), asked on `s`.
+long metric(int s, const char *key) {
+    asys_sock_msg m, r;
+    asys_sock_prep(&m, ASYS_SOCK_METRICS, 0xbeef, 0, 0, ASYS_METRICS_TEXT);
+    if (asys_sock_send(s, &m, nullptr, 0, -1) != 0) return -1;
+    static char text[ASYS_SOCK_MAX_IO + 1];
+    const ssize_t n = recv_within(s, &r, text, ASYS_SOCK_MAX_IO);
+    if (n <= 0 || r.cookie != 0xbeef) return -1;
+    text[n] = '\0';
+    const std::string line = std::string("\n") + key + " ";
+    const char *at = strstr(text, line.c_str());
+    return at ? strtol(at + line.size(), nullptr, 10) : -1;
+}
+
 class AsysdHostile : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -146,6 +189,27 @@ protected:
         ASSERT_EQ(recv_within(s, &r, buf, sizeof buf), static_cast<ssize_t>(sizeof buf));
         for (size_t i = 0; i < sizeof buf; ++i) ASSERT_EQ(buf[i], pattern(5000 + i)) << i;
         close(s);
+    }
+
+    /// Another client's 1 ms timer and a read of a file are both answered
+    /// (each within the 10 s bound of recv_within).
+    void expect_served_at_once(int s) {
+        const int fd = make_file(dir_.file("b"), 10000);
+        ASSERT_GE(fd, 0);
+        const long h = register_fd(s, fd);
+        close(fd);
+        ASSERT_GE(h, 0);
+        ASSERT_EQ(send_timer(s, 1, 1000 * 1000), 0);
+        ASSERT_EQ(send_read(s, 2, h, 100, 5000), 0);
+        std::map<uint64_t, long> res;
+        for (int i = 0; i < 2; ++i) {
+            asys_sock_msg r;
+            char buf[100];
+            const ssize_t n = recv_within(s, &r, buf, sizeof buf);
+            ASSERT_GE(n, 0) << "reply " << i << ": " << strerror(static_cast<int>(-n));
+            res[r.cookie] = r.res;
+        }
+        EXPECT_EQ(res, (std::map<uint64_t, long>{{1, 0}, {2, 100}}));
     }
 
     temp_dir dir_;
@@ -414,6 +478,137 @@ TEST_F(AsysdHostile, ARefusedClientReadsItsGreetingDespiteAFalseEnd) {
     EXPECT_EQ(r.cookie, 0u);
     close(fourth);
     for (int c : s) close(c);
+    expect_baseline_and_an_honest_client();
+}
+
+// Review 22: a TIMER was a read of its timerfd, which went to the pool and
+// held a worker until it fired: 64 timers of 30 s from one client took all 8
+// workers, and another client's 1 ms timer was answered 30 s later. A read of
+// the client's own empty pipe or eventfd did the same on the pool backend.
+// Now the client's server waits for such fds itself (poll) and no worker is
+// held: client A keeps 64 one-hour timers and reads of its empty pipe (64),
+// eventfd (64) and socket (32) waiting, the daemon's workers are all idle,
+// client B's 1 ms timer and file read are answered, and A's requests are all
+// still pending; then A's pipe and socket reads complete as data comes.
+TEST_F(AsysdHostile, OneClientsWaitsHoldNoWorker) {
+    const int a = client();
+    ASSERT_GE(a, 0);
+    pipe_pair pp;
+    const int efd = eventfd(0, EFD_CLOEXEC);
+    int sp[2];
+    ASSERT_GE(efd, 0);
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    const long hp = register_fd(a, pp.r), he = register_fd(a, efd), hs = register_fd(a, sp[0]);
+    ASSERT_GE(hp, 0);
+    ASSERT_GE(he, 0);
+    ASSERT_GE(hs, 0);
+    for (uint64_t c = 0; c < 64; ++c) ASSERT_EQ(send_timer(a, 100 + c, kHourNs), 0);
+    for (uint64_t c = 0; c < 64; ++c) ASSERT_EQ(send_read(a, 200 + c, hp, 1), 0);
+    for (uint64_t c = 0; c < 64; ++c) ASSERT_EQ(send_read(a, 300 + c, he, 8), 0);
+    for (uint64_t c = 0; c < 32; ++c) ASSERT_EQ(send_read(a, 400 + c, hs, 1), 0);
+    expect_all_taken(a);
+
+    const int b = client();
+    ASSERT_GE(b, 0);
+    EXPECT_EQ(metric(b, "workers_busy"), 0) << "A's waits hold pool workers";
+    expect_served_at_once(b);
+    EXPECT_FALSE(reply_waiting(a)) << "one of A's waits ended early";
+
+    // The waits still complete: a byte for each pipe and socket read, and
+    // one eventfd read takes the counter (the other 63 go on waiting).
+    const std::string bytes(64, 'x');
+    ASSERT_EQ(write(pp.w, bytes.data(), 64), 64);
+    ASSERT_EQ(write(sp[1], bytes.data(), 32), 32);
+    const uint64_t five = 5;
+    ASSERT_EQ(write(efd, &five, sizeof five), 8);
+    std::map<uint64_t, int> per_kind;
+    for (int i = 0; i < 64 + 32 + 1; ++i) {
+        asys_sock_msg r;
+        uint64_t v = 0;
+        const ssize_t n = recv_within(a, &r, &v, sizeof v);
+        ASSERT_GE(n, 0) << "reply " << i << ": " << strerror(static_cast<int>(-n));
+        ASSERT_TRUE(r.cookie >= 200 && r.cookie < 432) << r.cookie;
+        ++per_kind[r.cookie / 100];
+        if (r.cookie >= 300 && r.cookie < 400) {
+            EXPECT_EQ(r.res, 8);
+            EXPECT_EQ(v, 5u);
+        } else {
+            EXPECT_EQ(r.res, 1) << r.cookie;
+            EXPECT_EQ(static_cast<char>(v), 'x');
+        }
+    }
+    EXPECT_EQ(per_kind, (std::map<uint64_t, int>{{2, 64}, {3, 1}, {4, 32}}));
+    close(a);  // with 64 timers and 63 eventfd reads waiting: they are dropped
+    close(b);
+    close(efd);
+    close(sp[0]);
+    close(sp[1]);
+    expect_baseline_and_an_honest_client();
+}
+
+// What still runs in the context (a read of a tty, which cannot be read
+// without blocking; file I/O and syncs) is capped per client at half the
+// daemon's workers: more are answered -EBUSY at once, and another client is
+// served while the first holds its share.
+TEST_F(AsysdHostile, WhatOneClientRunsInTheContextIsCapped) {
+    const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) {
+        if (master >= 0) close(master);
+        GTEST_SKIP() << "SKIPPED LOUDLY: no pseudo-terminal (" << strerror(errno)
+                     << "); a tty is the descriptor that cannot be read without blocking";
+    }
+    const int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ASSERT_GE(slave, 0) << strerror(errno);
+    const int a = client(), b = client();
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    const long workers = metric(b, "workers_max");
+    ASSERT_GT(workers, 0);
+    const long cap = std::max(1L, workers / 2);
+    const long h = register_fd(a, slave);
+    ASSERT_GE(h, 0);
+    for (long c = 0; c < cap + 3; ++c) ASSERT_EQ(send_read(a, 10 + static_cast<uint64_t>(c), h, 1), 0);
+    for (long i = 0; i < 3; ++i) {
+        asys_sock_msg r;
+        char ch;
+        ASSERT_EQ(recv_within(a, &r, &ch, 1), 0) << "no -EBUSY reply " << i;
+        EXPECT_GE(r.cookie, 10u + static_cast<uint64_t>(cap)) << "one of the first " << cap << " was refused";
+        EXPECT_EQ(r.res, -EBUSY) << r.cookie;
+    }
+    // At its cap, A's read of a cached file is still answered (it finishes
+    // without blocking).
+    const int fd = make_file(dir_.file("a"), 10000);
+    ASSERT_GE(fd, 0);
+    const long hf = register_fd(a, fd);
+    close(fd);
+    ASSERT_GE(hf, 0);
+    ASSERT_EQ(send_read(a, 50, hf, 100, 200), 0);
+    asys_sock_msg rf;
+    char data[100];
+    ASSERT_EQ(recv_within(a, &rf, data, sizeof data), 100);
+    EXPECT_EQ(rf.cookie, 50u);
+    for (size_t i = 0; i < sizeof data; ++i) ASSERT_EQ(data[i], pattern(200 + i)) << i;
+    expect_all_taken(a);
+    expect_served_at_once(b);
+    EXPECT_FALSE(reply_waiting(a)) << "one of A's tty reads ended early";
+    // A line of `cap` bytes ends them all, one byte each; then A may run
+    // another read in the context (it waits, it is not refused).
+    std::string line(static_cast<size_t>(cap - 1), 'y');
+    line += '\n';
+    ASSERT_EQ(write(master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    for (long i = 0; i < cap; ++i) {
+        asys_sock_msg r;
+        char ch;
+        ASSERT_EQ(recv_within(a, &r, &ch, 1), 1) << "tty read " << i;
+        EXPECT_LT(r.cookie, 10u + static_cast<uint64_t>(cap));
+        EXPECT_EQ(r.res, 1);
+    }
+    ASSERT_EQ(send_read(a, 99, h, 1), 0);
+    expect_all_taken(a);
+    close(a);
+    close(b);
+    close(slave);
+    close(master);
     expect_baseline_and_an_honest_client();
 }
 

@@ -188,6 +188,65 @@ TEST_F(Batch, LongBatchesAccountForEveryOpOnce) {
     EXPECT_EQ(stats(ctx_).inflight, 0u);
 }
 
+// A batch's plain reads take room for the reads after them in one go; an
+// op outside the window in the middle (a NOP without ret_ptr, which needs
+// room for its cqe) and a batch cut short by a bad op give that room back:
+// on a context of 4, the NOP is accepted, and afterwards 4 more ops that
+// each hold room are accepted too (none is refused as full).
+TEST_F(Batch, RoomTakenAheadForReadsIsGivenBackToOtherOpsAndAtTheEnd) {
+    asys_params p = params(2, 4);
+    ctx_guard small(&p);
+    const int fd = cached_file(4);
+    char buf[4][4096];
+    long res[4] = {-999, -999, -999, -999};
+    asys_op ops[6];
+    asys_prep_pread(&ops[0], fd, buf[0], 4096, 0);
+    asys_prep_pread(&ops[1], fd, buf[1], 4096, 4096);
+    asys_prep_nop(&ops[2], 7);  // no ret_ptr: room for its cqe first
+    asys_prep_pread(&ops[3], fd, buf[2], 4096, 8192);
+    asys_prep_pread(&ops[4], fd, buf[3], 4096, 12288);
+    asys_prep_nop(&ops[5], 0);
+    ops[5].opcode = ASYS_OP__COUNT;  // not accepted: the batch ends before it
+    const int read_op[4] = {0, 1, 3, 4};
+    for (int k = 0; k < 4; ++k) {
+        ops[read_op[k]].ret_ptr = &res[k];
+        ops[read_op[k]].user_data = 100 + static_cast<uint64_t>(k);
+    }
+    ops[2].user_data = 2;
+    int status[6] = {-1, -1, -1, -1, -1, -1};
+    ASSERT_EQ(asys_submit_batch(small, ops, 6, status), 5);
+    EXPECT_EQ(status[5], -EINVAL);
+    unsigned later = 0;
+    for (int i = 0; i < 5; ++i) {
+        ASSERT_TRUE(status[i] == ASYS_DONE || status[i] == 0) << "op " << i << ": " << status[i];
+        later += status[i] == 0 || i == 2;  // the NOP posts its cqe even when done inline
+    }
+    auto c = reap(small, later);
+    ASSERT_EQ(c.size(), later);
+    for (int k = 0; k < 4; ++k) {
+        EXPECT_EQ(res[k], 4096);
+        check_block(buf[k], static_cast<size_t>(k));
+    }
+    EXPECT_EQ(stats(small).inflight, 0u);
+    // Two reads and a bad op: the first read took room for three, the
+    // batch ends with one unit unused.
+    asys_op cut[3] = {ops[0], ops[1], ops[5]};
+    res[0] = res[1] = -999;
+    ASSERT_EQ(asys_submit_batch(small, cut, 3, status), 2);
+    later = (status[0] == 0) + (status[1] == 0);
+    EXPECT_EQ(reap(small, later).size(), later);
+    EXPECT_EQ(res[0], 4096);
+    EXPECT_EQ(res[1], 4096);
+    // All the room is back: 4 ops that each hold a unit until reaped.
+    asys_op nop;
+    for (int i = 0; i < 4; ++i) {
+        asys_prep_nop(&nop, i);
+        const int rc = asys_submit(small, &nop);
+        ASSERT_TRUE(rc == 0 || rc == ASYS_DONE) << "op " << i << ": " << rc;
+    }
+    EXPECT_EQ(reap(small, 4).size(), 4u);
+}
+
 // Same result as the system call inside a batch, for arguments the ring
 // must not take (offset -1, a pipe at an offset, a length past 4 GiB) and
 // for a closed fd.

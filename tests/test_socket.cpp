@@ -6,6 +6,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -210,6 +211,95 @@ TEST_F(Socket, CancelABlockedRead) {
     EXPECT_TRUE(res[78] == 0 || res[78] == -EALREADY) << res[78];
     EXPECT_EQ(res[77], -ECANCELED);
     EXPECT_EQ(request(ASYS_SOCK_CANCEL, 79, 0, 0, 77), -ENOENT) << "no longer in flight";
+}
+
+// A write of a stream waits on the server thread (no worker) for room, in
+// parts, and is answered with the whole count, as write(2) on a blocking
+// pipe: 64 KiB through a pipe of 4 KiB.
+TEST_F(Socket, AStreamWriteLargerThanItsPipeIsWrittenWhole) {
+    pipe_pair pp;
+    ASSERT_GE(fcntl(pp.w, F_SETPIPE_SZ, 4096), 4096);
+    const long h = register_fd(pp.w);
+    ASSERT_GE(h, 0);
+    std::vector<char> data(ASYS_SOCK_MAX_IO);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = pattern(i);
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_WRITE, 3, static_cast<uint32_t>(h), ASYS_SOCK_MAX_IO, -1);
+    ASSERT_EQ(asys_sock_send(sock_, &m, data.data(), data.size(), -1), 0);
+    std::vector<char> got(data.size());
+    for (size_t at = 0; at < got.size();) {
+        const ssize_t n = read(pp.r, got.data() + at, got.size() - at);
+        ASSERT_GT(n, 0);
+        at += static_cast<size_t>(n);
+    }
+    EXPECT_EQ(got, data);
+    asys_sock_msg r;
+    ASSERT_EQ(recv_within(sock_, &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 3u);
+    EXPECT_EQ(r.res, static_cast<int64_t>(ASYS_SOCK_MAX_IO));
+}
+
+// Cancelling a stream write that wrote part: its reply says how much (as
+// write(2) interrupted after some bytes), the cancel says it was waiting.
+TEST_F(Socket, CancellingAWaitingWriteSaysWhatItWrote) {
+    pipe_pair pp;
+    ASSERT_GE(fcntl(pp.w, F_SETPIPE_SZ, 4096), 4096);
+    const long h = register_fd(pp.w);
+    ASSERT_GE(h, 0);
+    std::vector<char> data(3 * 4096, 'w');
+    asys_sock_msg m;
+    asys_sock_prep(&m, ASYS_SOCK_WRITE, 3, static_cast<uint32_t>(h), static_cast<uint32_t>(data.size()), -1);
+    ASSERT_EQ(asys_sock_send(sock_, &m, data.data(), data.size(), -1), 0);
+    // The pipe is full once the first part is in: wait for that.
+    ASSERT_TRUE(eventually([&] {
+        int n = 0;
+        return ioctl(pp.r, FIONREAD, &n) == 0 && n == 4096;
+    }));
+    asys_sock_prep(&m, ASYS_SOCK_CANCEL, 4, 0, 0, 3);
+    ASSERT_EQ(asys_sock_send(sock_, &m, nullptr, 0, -1), 0);
+    std::map<uint64_t, long> res;
+    for (int i = 0; i < 2; ++i) {
+        asys_sock_msg r;
+        ASSERT_EQ(recv_within(sock_, &r, nullptr, 0), 0);
+        res[r.cookie] = r.res;
+    }
+    EXPECT_EQ(res, (std::map<uint64_t, long>{{3, 4096}, {4, 0}}));
+}
+
+// A stream write whose reader is gone (tried on the server thread, which
+// blocks every signal): -EPIPE, and the SIGPIPE the call raised reaches the
+// process once, as from a pool worker (docs/api.md).
+TEST_F(Socket, AStreamWriteToAGoneReaderRaisesSigpipeInTheProcess) {
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &set, &old), 0);  // so that it stays pending for sigtimedwait
+    const struct timespec zero{0, 0}, ten{10, 0};
+    while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+    }
+    pipe_pair pp;
+    const long h = register_fd(pp.w);
+    ASSERT_GE(h, 0);
+    close(pp.r);
+    pp.r = -1;
+    EXPECT_EQ(request(ASYS_SOCK_WRITE, 7, static_cast<uint32_t>(h), 1, -1, "x"), -EPIPE);
+    EXPECT_EQ(sigtimedwait(&set, nullptr, &ten), SIGPIPE) << "the SIGPIPE did not reach the process";
+    EXPECT_NE(sigtimedwait(&set, nullptr, &zero), SIGPIPE) << "once";
+    ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
+}
+
+// A registered fd the client made nonblocking is answered at once, as the
+// call would: -EAGAIN for an empty pipe, not a wait.
+TEST_F(Socket, ANonblockingStreamIsAnsweredAtOnce) {
+    pipe_pair pp;
+    ASSERT_EQ(fcntl(pp.r, F_SETFL, O_NONBLOCK), 0);
+    const long h = register_fd(pp.r);
+    ASSERT_GE(h, 0);
+    char c;
+    EXPECT_EQ(request(ASYS_SOCK_READ, 5, static_cast<uint32_t>(h), 1, -1, nullptr, -1, &c, 1), -EAGAIN);
+    ASSERT_EQ(write(pp.w, "z", 1), 1);
+    EXPECT_EQ(request(ASYS_SOCK_READ, 6, static_cast<uint32_t>(h), 1, -1, nullptr, -1, &c, 1), 1);
+    EXPECT_EQ(c, 'z');
 }
 
 TEST_F(Socket, BadRequestsGetTheirError) {

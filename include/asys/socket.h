@@ -38,6 +38,14 @@
  * ASYS_SOCK_MAX_IO) or -EBADF (unknown handle); fds that came with a request
  * that takes none are closed.
  *
+ * Waits hold no thread: timers, signals and the reads and writes of
+ * registered streams (pipes, sockets, eventfds...) are tried without
+ * blocking on the server's thread and wait in its poll. What a client runs
+ * in the context at once (file I/O, syncs, streams that cannot be used
+ * without blocking, such as ttys) is capped at half the context's pool
+ * workers (at least 1); beyond it a request that would block is answered
+ * -EBUSY at once (docs/socket.md).
+ *
  * The server never blocks on a reply: replies the client's socket has no
  * room for wait in a backlog of at most ASYS_SOCK_MAX_INFLIGHT; one more
  * disconnects the client. A client that keeps no more requests unanswered

@@ -25,7 +25,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -79,27 +81,11 @@ int listen_http(unsigned long port, unsigned *bound) {
     return s;
 }
 
-// Answers one HTTP connection: GET /metrics gets the Prometheus text, any
-// other request 404. Bounded: the request must arrive within 200 ms (the
-// daemon's accept loop waits for it), and the reply is written with a
-// bounded wait too.
-void serve_http(int ls, asys_ctx *ctx) {
-    const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (c < 0) return;
-    char req[2048];
-    size_t got = 0;
-    while (got < sizeof req - 1) {
-        struct pollfd pf{c, POLLIN, 0};
-        if (::poll(&pf, 1, 200) <= 0) break;
-        const ssize_t n = ::recv(c, req + got, sizeof req - 1 - got, 0);
-        if (n <= 0) break;
-        got += static_cast<size_t>(n);
-        req[got] = '\0';
-        if (std::strstr(req, "\r\n\r\n") || std::strstr(req, "\n\n")) break;
-    }
-    req[got] = '\0';
+// The response to one metrics request: GET /metrics gets the Prometheus
+// text, anything else 404.
+std::string http_response(const std::string &req, asys_ctx *ctx) {
     std::string body, status = "404 Not Found";
-    if (std::strncmp(req, "GET /metrics ", 13) == 0 || std::strncmp(req, "GET /metrics?", 13) == 0) {
+    if (req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0) {
         asys_metrics m;
         if (asys_ctx_metrics(ctx, &m) == 0) {
             const long need = asys_metrics_format(&m, ASYS_METRICS_PROMETHEUS, nullptr, 0);
@@ -111,21 +97,72 @@ void serve_http(int ls, asys_ctx *ctx) {
             }
         }
     }
-    const std::string reply = "HTTP/1.1 " + status +
-                              "\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n"
-                              "Content-Length: " +
-                              std::to_string(body.size()) + "\r\n\r\n" + body;
-    for (size_t off = 0; off < reply.size();) {
-        const ssize_t n = ::send(c, reply.data() + off, reply.size() - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += static_cast<size_t>(n);
+    return "HTTP/1.1 " + status +
+           "\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// The metrics endpoint's connections, served by the daemon's loop without
+// ever blocking it: each is read and written only when poll says it may,
+// and closed when its exchange is done or kHttpDeadline after it was
+// accepted, whichever comes first. At most kMaxHttpConns at once; more are
+// closed as soon as they are accepted. So no metrics client can hold the
+// loop that accepts socket clients and stops on SIGTERM (a client sending
+// one byte every 150 ms once held it for as long as it went on).
+constexpr size_t kMaxHttpConns = 8;
+constexpr auto kHttpDeadline = std::chrono::seconds(1);
+constexpr size_t kMaxHttpRequest = 2047;  // bytes read of a request; more are not read
+
+struct http_conn {
+    int fd;
+    std::chrono::steady_clock::time_point deadline;
+    std::string in;   ///< the request so far
+    std::string out;  ///< the response, once the request is in
+    size_t sent = 0;
+};
+
+// One step of a connection poll reported: false once it is over (done,
+// failed or gone), then the caller closes it.
+bool http_step(http_conn &c, asys_ctx *ctx) {
+    if (c.out.empty()) {
+        char buf[512];
+        const size_t room = std::min(sizeof buf, kMaxHttpRequest - c.in.size());
+        const ssize_t n = ::recv(c.fd, buf, room, MSG_DONTWAIT);
+        if (n < 0) return errno == EAGAIN || errno == EINTR;
+        c.in.append(buf, static_cast<size_t>(n));
+        const bool whole = c.in.find("\r\n\r\n") != std::string::npos || c.in.find("\n\n") != std::string::npos;
+        // The end of the headers, the most that is read, or the client's end.
+        if (!whole && n > 0 && c.in.size() < kMaxHttpRequest) return true;
+        c.out = http_response(c.in, ctx);
+    }
+    while (c.sent < c.out.size()) {
+        const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) return errno == EAGAIN || errno == EINTR;
+        c.sent += static_cast<size_t>(n);
+    }
+    return false;
+}
+
+// Accepts what waits on the metrics socket.
+void http_accept(int ls, std::vector<http_conn> &conns) {
+    for (int c; (c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;) {
+        if (conns.size() >= kMaxHttpConns) {
+            ::close(c);  // too many at once
             continue;
         }
-        struct pollfd pf{c, POLLOUT, 0};
-        if (n < 0 && errno == EAGAIN && ::poll(&pf, 1, 200) > 0) continue;
-        break;
+        conns.push_back(http_conn{c, std::chrono::steady_clock::now() + kHttpDeadline, {}, {}, 0});
     }
-    ::close(c);
+}
+
+// The poll timeout that wakes the loop for the first connection's
+// deadline: -1 (none), or milliseconds, rounded up.
+int http_timeout(const std::vector<http_conn> &conns) {
+    if (conns.empty()) return -1;
+    auto first = conns.front().deadline;
+    for (const http_conn &c : conns) first = std::min(first, c.deadline);
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(first - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<long long>(0, left.count()));
 }
 
 }  // namespace
@@ -198,11 +235,24 @@ int main(int argc, char **argv) {
     std::printf("asysd: listening on %s\n", path.c_str());
     std::fflush(stdout);
 
+    std::vector<http_conn> http;  // the metrics endpoint's connections
+    std::vector<struct pollfd> pf;
     for (;;) {
-        struct pollfd pf[3] = {{ls, POLLIN, 0}, {sfd, POLLIN, 0}, {hs, POLLIN, 0}};
-        if (::poll(pf, hs >= 0 ? 3 : 2, -1) < 0) continue;
+        pf.assign({{ls, POLLIN, 0}, {sfd, POLLIN, 0}, {hs, POLLIN, 0}});
+        for (const http_conn &c : http) pf.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+        if (::poll(pf.data(), hs >= 0 ? pf.size() : 2, http_timeout(http)) < 0) continue;
         if (pf[1].revents & POLLIN) break;
-        if (hs >= 0 && (pf[2].revents & POLLIN)) serve_http(hs, ctx);
+        // The metrics connections: a step each that poll reported, then
+        // the ones past their deadline are closed.
+        const auto now = std::chrono::steady_clock::now();
+        size_t keep = 0;
+        for (size_t i = 0; i < http.size(); ++i) {
+            const bool go_on = (pf[3 + i].revents == 0 || http_step(http[i], ctx)) && now < http[i].deadline;
+            if (go_on) http[keep++] = std::move(http[i]);
+            else ::close(http[i].fd);
+        }
+        http.resize(keep);
+        if (hs >= 0 && (pf[2].revents & POLLIN)) http_accept(hs, http);
         if (!(pf[0].revents & POLLIN)) continue;
         const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) {
@@ -236,6 +286,7 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "asysd: serve: %s\n", std::strerror(-rc));
     }
     ::close(ls);
+    for (const http_conn &c : http) ::close(c.fd);
     if (hs >= 0) ::close(hs);
     ::unlink(path.c_str());
     std::fprintf(stderr, "asysd: stopped\n");

@@ -58,7 +58,7 @@ void completion_ring::set_readable_locked(bool readable) noexcept {
 void completion_ring::push(const asys_cqe &cqe) noexcept {
     std::lock_guard lk(mu_);
     const unsigned n = count_.load(std::memory_order_relaxed);
-    buf_[(head_ + n) % buf_.size()] = cqe;
+    buf_[wrap(head_ + n)] = cqe;
     count_.store(n + 1, std::memory_order_relaxed);
     set_readable_locked(true);
     if (waiters_) cv_.notify_all();
@@ -67,9 +67,8 @@ void completion_ring::push(const asys_cqe &cqe) noexcept {
 unsigned completion_ring::pop_locked(asys_cqe *out, unsigned max) noexcept {
     const unsigned have = count_.load(std::memory_order_relaxed);
     const unsigned n = have < max ? have : max;
-    const unsigned cap = static_cast<unsigned>(buf_.size());
-    for (unsigned i = 0; i < n; ++i) out[i] = buf_[(head_ + i) % cap];
-    head_ = (head_ + n) % cap;
+    for (unsigned i = 0; i < n; ++i) out[i] = buf_[wrap(head_ + i)];
+    head_ = wrap(head_ + n);
     count_.store(have - n, std::memory_order_relaxed);
     if (have == n) set_readable_locked(pending_work_ != 0);
     if (n && waiters_) cv_.notify_all();  // a waiter's hopes may be gone

@@ -76,6 +76,12 @@ private:
     std::condition_variable cv_;
     std::vector<asys_cqe> buf_;
     unsigned head_ = 0;
+    /// An index below twice the capacity, brought into it (no division:
+    /// head_ and the count are each below the capacity).
+    unsigned wrap(unsigned i) const noexcept {
+        const auto cap = static_cast<unsigned>(buf_.size());
+        return i >= cap ? i - cap : i;
+    }
     /// Written under mu_; read without it only by wait()'s brief spin
     /// (relaxed: the spin re-checks under mu_ before using the value).
     std::atomic<unsigned> count_{0};

@@ -7,6 +7,7 @@
 #pragma once
 #include <cerrno>
 #include <linux/io_uring.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
@@ -173,6 +174,13 @@ inline bool ring_short_write_to_finish(uint32_t opcode, const uint64_t (&args)[6
     if (!vectored && (static_cast<uint64_t>(res) >= args[2] || static_cast<uint64_t>(res) >= kMaxRwCount))
         return false;
     return ring_short_write_to_finish_slow(opcode, args, res);
+}
+
+/// A ring SEND that failed with EPIPE (the peer is gone) owes the
+/// application the SIGPIPE send(2) raises without MSG_NOSIGNAL: io_uring
+/// always sends with MSG_NOSIGNAL.
+inline bool ring_send_owes_sigpipe(uint32_t opcode, const uint64_t (&args)[6], long res) noexcept {
+    return res == -EPIPE && opcode == ASYS_OP_SEND && !(args[3] & MSG_NOSIGNAL);
 }
 
 /// The total length of the caller's `cnt` iovecs at `uiov`, read through

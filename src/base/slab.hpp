@@ -43,6 +43,31 @@ public:
         }
     }
 
+    /// Up to n slots with one CAS (fewer only if the list is shorter):
+    /// how many, in out[].
+    unsigned alloc_many(op_slot **out, unsigned n) noexcept {
+        // acquire: as in alloc(); every push is a release RMW of head_, so
+        // the whole chain's next_ links are visible. A link read while
+        // another thread pops or pushes may be stale: the tag then makes
+        // the CAS fail, as in alloc().
+        op_slot *const slots = slots_.get();  // (locals: out[] may alias the members)
+        std::atomic<uint32_t> *const next = next_.get();
+        const unsigned cap = cap_;
+        uint64_t h = head_.load(std::memory_order_acquire);
+        for (;;) {
+            unsigned got = 0;
+            uint32_t idx = index(h);
+            while (got < n && idx < cap) {
+                out[got++] = &slots[idx];
+                idx = next[idx].load(std::memory_order_relaxed);
+            }
+            if (got == 0) return 0;
+            if (head_.compare_exchange_weak(h, pack(idx, tag(h) + 1), std::memory_order_acquire,
+                                            std::memory_order_acquire))
+                return got;
+        }
+    }
+
     void free(op_slot *s) noexcept {
         const uint32_t idx = index_of(s);
         push_chain(idx, idx);
@@ -51,11 +76,13 @@ public:
     /// free() of n slots with one CAS: they are linked to each other first.
     void free_many(op_slot *const *s, unsigned n) noexcept {
         if (n == 0) return;
-        const uint32_t first = index_of(s[0]);
+        const op_slot *const slots = slots_.get();
+        std::atomic<uint32_t> *const next = next_.get();
+        const uint32_t first = static_cast<uint32_t>(s[0] - slots);
         uint32_t last = first;
         for (unsigned k = 1; k < n; ++k) {
-            const uint32_t idx = index_of(s[k]);
-            next_[last].store(idx, std::memory_order_relaxed);
+            const auto idx = static_cast<uint32_t>(s[k] - slots);
+            next[last].store(idx, std::memory_order_relaxed);
             last = idx;
         }
         push_chain(first, last);

@@ -1,6 +1,7 @@
 #include "core/context.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,7 +21,6 @@ namespace asys::internal {
 std::atomic<uint64_t> g_fork_generation{0};
 
 namespace {
-constexpr uintptr_t kPtrMask = (uintptr_t{1} << 48) - 1;
 constexpr unsigned kMaxWorkers = 1024;
 constexpr unsigned kMaxInflight = 1u << 22;
 }  // namespace
@@ -49,28 +49,6 @@ void register_fork_handlers() noexcept { (void)registry::get(); }
 asys_ctx *context::handle() const noexcept {
     auto p = reinterpret_cast<uintptr_t>(this);
     return reinterpret_cast<asys_ctx *>(p | (uintptr_t{gen_.load(std::memory_order_relaxed)} << 48));
-}
-
-context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept {
-    auto v = reinterpret_cast<uintptr_t>(h);
-    if (!v) {
-        *err = -EINVAL;
-        return nullptr;
-    }
-    auto *c = reinterpret_cast<context *>(v & kPtrMask);
-    const auto tag = static_cast<uint16_t>(v >> 48);
-    // acquire: pairs with the release store of state_ in create(), so a
-    // handle that passes sees a fully initialised context.
-    if (tag == 0 || c->state_.load(std::memory_order_acquire) != 1 ||
-        c->gen_.load(std::memory_order_relaxed) != tag) {
-        *err = -EBADF;
-        return nullptr;
-    }
-    if (!allow_forked && c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
-        *err = -EOWNERDEAD;
-        return nullptr;
-    }
-    return c;
 }
 
 // The symbolic name of the errnos io_uring set-up can fail with.
@@ -137,7 +115,7 @@ int context::create(const asys_params *params, asys_ctx **out) noexcept {
     if (!c) {
         c = new (std::nothrow) context;
         if (!c) return -ENOMEM;
-        if ((reinterpret_cast<uintptr_t>(c) & ~kPtrMask) != 0) {  // cannot be tagged
+        if ((reinterpret_cast<uintptr_t>(c) & ~context::kHandlePtrMask) != 0) {  // cannot be tagged
             delete c;
             return -ENOMEM;
         }
@@ -263,7 +241,7 @@ inline void run_callback(const context *c, asys_callback_t cb, const asys_cqe &c
 
 void context::open_window(batch_window &w, batch_window **saved) noexcept {
     *saved = t_batch.ctx == this ? t_batch.w : nullptr;
-    w.n = w.done = w.queued = 0;
+    w.n = w.queued = 0;
     for (unsigned k = 0; k < ASYS_CLASS__COUNT; ++k) w.n_class[k] = w.done_class[k] = 0;
     t_batch = {this, &w};
 }
@@ -284,7 +262,7 @@ void context::settle_window(batch_window &w) noexcept {
     }
     // Entries still set belong to ops in flight: they complete with a cqe.
     for (unsigned k = 0; k < w.n; ++k) w.slot[k] = nullptr;
-    w.n = w.done = w.queued = 0;
+    w.n = w.queued = 0;
 }
 
 void context::close_window(batch_window *saved) noexcept {
@@ -338,7 +316,6 @@ inline bool context::finish_in_window(op_slot *slot, long res) noexcept {
     // (the first completed on another thread, and the slot was reused).
     if (t_batch.ctx != this || k >= w->n || w->slot[k] != slot || w->reuse[k] != slot->reuse) return false;
     w->slot[k] = nullptr;  // once
-    ++w->done;
     ++w->done_class[slot->sched];
     if (w->status[k]) *w->status[k] = ASYS_DONE;
     // Like an inline op, it posts a cqe (or calls back) only if asked to
@@ -548,6 +525,29 @@ void context::release_room(unsigned n) noexcept {
     }
 }
 
+unsigned context::reserve_window_slots(op_slot **out, unsigned k) noexcept {
+    int64_t r = room_.load(std::memory_order_relaxed);
+    for (;;) {
+        if (r <= 0) return 0;
+        const auto take = static_cast<unsigned>(r < k ? r : k);
+        // seq_cst, then the state: as in reserve_room().
+        if (!room_.compare_exchange_weak(r, r - take)) continue;
+        if (state_.load() != 1) {
+            release_room(take);
+            return 0;
+        }
+        // One slot per unit of room: the slab holds at least `take`.
+        for (unsigned got = slab_.alloc_many(out, take); got < take; ++got) out[got] = slab_.alloc();
+        return take;
+    }
+}
+
+void context::unreserve_window_slots(op_slot *const *s, unsigned n) noexcept {
+    if (n == 0) return;
+    slab_.free_many(s, n);  // before the room: one slot per unit
+    release_room(n);
+}
+
 op_slot *context::new_slot(const asys_op &op) noexcept {
     op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
     fill_slot(s, op, monotonic_ns());
@@ -581,13 +581,14 @@ void context::finish(op_slot *slot, const asys_cqe &cqe) noexcept {
 }
 
 void context::complete(op_slot *slot, long res, uint32_t path) noexcept {
-    // A ring read of the calling thread's batch window that moved all it
-    // asked for: none of complete_checked()'s cases applies (they are
-    // errors, short counts and features' slots).
-    if (slot->batch_entry && path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
+    // A ring read that moved all it asked for: none of complete_checked()'s
+    // cases applies (they are errors, short counts and features' slots).
+    if (path == ASYS_PATH_URING && !slot->hooks && res > 0 &&
         (slot->opcode == ASYS_OP_PREAD || slot->opcode == ASYS_OP_READ) &&
-        static_cast<uint64_t>(res) == slot->sys.args[2] && finish_in_window(slot, res))
+        static_cast<uint64_t>(res) == slot->sys.args[2]) {
+        if (!slot->batch_entry || !finish_in_window(slot, res)) deliver(slot, res, path);
         return;
+    }
     complete_checked(slot, res, path);
 }
 
@@ -600,6 +601,7 @@ void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept 
     // EBADF for read(2)). A NOP's result is the caller's value, even
     // -EINTR; a poll's errors are decided before it is punted.
     const bool ring = path == ASYS_PATH_URING;
+    if (ring && ring_send_owes_sigpipe(slot->opcode, slot->sys.args, res)) kill(getpid(), SIGPIPE);
     if (ring && (res == -EINTR || ring_error_to_recheck(slot->opcode, slot->sys.args, res)) &&
         slot->opcode != ASYS_OP_NOP && slot->opcode != ASYS_OP_POLL && !slot->hooks &&
         !slot->cancel.load(std::memory_order_relaxed) && general_->punt(slot, false) == 0) {
@@ -627,6 +629,10 @@ void context::complete_checked(op_slot *slot, long res, uint32_t path) noexcept 
         (void)slot->hooks->completed(*slot, &res);
     }
     if (slot->batch_entry && finish_in_window(slot, res)) return;
+    deliver(slot, res, path);
+}
+
+void context::deliver(op_slot *slot, long res, uint32_t path) noexcept {
     if (slot->ret_ptr) *slot->ret_ptr = res;
     const unsigned k = slot->sched;
     if (res == -ECANCELED) cnt.cancelled[k].fetch_add(1, std::memory_order_relaxed);
@@ -806,6 +812,14 @@ int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe
         const unsigned flying = cqe_producers_.load();
         if (flying + ring_.size() < min) return -EDEADLK;
     }
+    auto work_ready = [](void *w) { return static_cast<driver_work *>(w)->ready_here(); };
+    auto ring_wait = [&](const struct timespec *t) {
+        return dw ? ring_.wait_or_work(min, t, out, max, &cqe_producers_, work_ready, dw)
+                  : ring_.wait(min, t, out, max, &cqe_producers_);
+    };
+    // Entries enough to fill the caller's array already wait: nothing to
+    // reap or spin for (CQEs left in the ring wake the reaper as usual).
+    if (max > 0 && ring_.count_relaxed() >= max) return finish_wait(ring_wait(timeout));
     // Inside a completion callback of this context's ring, this thread is
     // the one that reaps: waiting here for more would wait on itself.
     if (preferred_ && preferred_->reaping_here() && min > ring_.size()) return -EDEADLK;
@@ -838,11 +852,6 @@ int context::wait_entries(unsigned min, const struct timespec *timeout, asys_cqe
         }
         spin_outcome(spin, in_time);
     }
-    auto work_ready = [](void *w) { return static_cast<driver_work *>(w)->ready_here(); };
-    auto ring_wait = [&](const struct timespec *t) {
-        return dw ? ring_.wait_or_work(min, t, out, max, &cqe_producers_, work_ready, dw)
-                  : ring_.wait(min, t, out, max, &cqe_producers_);
-    };
     if (preferred_ && min > 0 && ring_.count_relaxed() < min && preferred_->has_inflight() &&
         !(timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
         // Sleep in the ring while its ops are what the wait needs; then the

@@ -7,6 +7,7 @@
 // -EBADF (until the same object has been recycled 65535 times).
 #pragma once
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -57,7 +58,6 @@ struct batch_window {
     uint8_t reuse[kMax];  ///< each slot's reuse count when it joined (op_slot::reuse)
     unsigned n = 0;       ///< entries used (ops accepted in this window)
     unsigned queued = 0;  ///< of them, handed to a backend (a prefix)
-    unsigned done = 0;    ///< of them, finished in the window (counted at its end)
     /// Per scheduling class (ASYS_CLASS_*): entries used, finished in the window.
     uint16_t n_class[ASYS_CLASS__COUNT] = {}, done_class[ASYS_CLASS__COUNT] = {};
     /// The shared counts are kept per window, one atomic add each instead
@@ -78,8 +78,11 @@ struct batch_window {
 class context final : public completion_sink {
 public:
     static int create(const asys_params *params, asys_ctx **out) noexcept;
-    /// Returns the live context behind a handle, or sets *err.
+    /// Returns the live context behind a handle, or sets *err. (Inline:
+    /// every entry point decodes its handle.)
     static context *from_handle(asys_ctx *h, int *err, bool allow_forked = false) noexcept;
+    /// The context's address in a handle (the generation is above it).
+    static constexpr uintptr_t kHandlePtrMask = (uintptr_t{1} << 48) - 1;
 
     int destroy(unsigned how) noexcept;
 
@@ -162,8 +165,22 @@ public:
     /// a full one enters it first, and asks the backend again: a callback run
     /// in the enter may change the op's fd); `*status` becomes ASYS_DONE if
     /// the op finishes before the window closes (the caller wrote 0 there first).
-    /// The op is accepted: punt_window() hands it to a backend.
-    op_slot *new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept;
+    /// The op is accepted: punt_window() hands it to a backend. `seekable`:
+    /// the fd takes positional transfers (op_slot::seekable); `s`: a slot
+    /// from reserve_window_slots, or null (the slab gives one); `plain`: a
+    /// READ or PREAD with a ret_ptr, no callback, no nr, no deadline and no
+    /// flag but ASYS_F_BUFFERED (the router's plain_read).
+    op_slot *new_window_slot(const asys_op &op, int *status, batch_window &w, bool seekable,
+                             op_slot *s = nullptr, bool plain = false) noexcept;
+    /// Room and a slot for up to `k` (<= batch_window::kMax) ops of a batch
+    /// at once: one room RMW and one slab CAS instead of one each per op.
+    /// Returns how many it got (0: no room, or closing: the op's own
+    /// reserve_room() says which), their slots in `out`. Never takes more
+    /// room than is free.
+    unsigned reserve_window_slots(op_slot **out, unsigned k) noexcept;
+    /// Gives back slots reserve_window_slots handed out that no op took,
+    /// and their room.
+    void unreserve_window_slots(op_slot *const *s, unsigned n) noexcept;
     /// Hands the window's ops to the preferred backend, enters the kernel
     /// for them (reaping what it completed, inside the window) and empties
     /// the window. A batch calls it before any op that is not a window op
@@ -251,11 +268,16 @@ private:
     /// complete() of any op: the ring's results the pool must recheck or
     /// finish, features' slots, a window's op, then the cqe.
     void complete_checked(op_slot *slot, long res, uint32_t path) noexcept;
+    /// The end of every completion outside a window: ret_ptr, counters,
+    /// the cqe or callback, the accounting.
+    void deliver(op_slot *slot, long res, uint32_t path) noexcept;
     /// The accounting after `n` ops' completions were delivered (or
     /// dropped); `produced` of them were counted as cqe producers.
     void retire(unsigned produced, unsigned n = 1) noexcept;
-    /// new_slot's copy of the op into the slot, with its submit time.
-    void fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept;
+    /// new_slot's copy of the op into the slot, with its submit time (and
+    /// a window op's entry and bits: it is filled once).
+    void fill_slot(op_slot *s, const asys_op &op, int64_t now_ns, uint8_t batch_entry = 0, bool direct = false,
+                   bool seekable = false, bool plain = false) noexcept;
     asys_ctx *handle() const noexcept;
 
     std::atomic<uint16_t> gen_{1};
@@ -307,52 +329,81 @@ private:
 
 // In the header, and always inline: a batch's window op is filled where it
 // joins the window (router), without a call per op.
-[[gnu::always_inline]] inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns) noexcept {
+[[gnu::always_inline]] inline void context::fill_slot(op_slot *s, const asys_op &op, int64_t now_ns, uint8_t batch_entry,
+                                                      bool direct, bool seekable, bool plain) noexcept {
+    // `plain`: a plain read (no callback, no cb_arg, no nr, no deadline, no
+    // flag but BUFFERED): those fields are known to be 0.
     s->opcode = op.opcode;
     s->flags = op.flags;
     s->ret_ptr = op.ret_ptr;
     s->user_data = op.user_data;
-    s->callback = op.callback;
-    s->cb_arg = op.cb_arg;
-    s->sys.nr = op.nr;
+    s->callback = plain ? nullptr : op.callback;
+    s->cb_arg = plain ? nullptr : op.cb_arg;
+    s->sys.nr = plain ? 0 : op.nr;
     std::memcpy(s->sys.args, op.args, sizeof s->sys.args);
     s->prev = s->next = nullptr;
     s->done = 0;
-    s->cancel.store(0, std::memory_order_relaxed);
-    s->queued = 0;
     s->hooks = nullptr;
-    s->direct = 0;
-    s->seekable = 0;
-    s->bulk = (op.flags & ASYS_F_BULK) != 0;
+    s->cancel.store(0, std::memory_order_relaxed);
+    // The bits last and together: the compiler merges them into one byte.
+    const unsigned sched = (plain ? kOpcodes[op.opcode].sched : sched_class_of(op.opcode, op.nr, op.flags)) & 7u;
+    const bool bulk = !plain && (op.flags & ASYS_F_BULK) != 0;
+    s->queued = 0;
+    s->direct = direct;
+    s->seekable = seekable;
+    s->bulk = bulk;
     s->expired = 0;
-    s->sched = sched_class_of(op.opcode, op.nr, op.flags) & 7u;
-    if (op.deadline_ns) {
+    s->sched = sched & 7u;
+    if (!plain && op.deadline_ns) {
         s->deadline.tv_sec = static_cast<int64_t>(op.deadline_ns / 1000000000u);
         s->deadline.tv_nsec = static_cast<long long>(op.deadline_ns % 1000000000u);
     } else {
         s->deadline = {};
     }
     s->submit_ns = now_ns;
-    s->batch_entry = 0;
+    s->batch_entry = batch_entry;
     ++s->reuse;  // not reset: it tells this op from the slot's earlier ones
 }
 
-[[gnu::always_inline]] inline op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w) noexcept {
+[[gnu::always_inline]] inline op_slot *context::new_window_slot(const asys_op &op, int *status, batch_window &w,
+                                                                 bool seekable, op_slot *s, bool plain) noexcept {
     if (w.n == 0) w.opened_ns = monotonic_ns();
-    op_slot *s = slab_.alloc();  // cannot fail: one slot per unit of room
-    fill_slot(s, op, w.opened_ns);  // counted in flight by punt_window
-    if (!op.callback) ++w.uncounted_producers;
+    if (!s) s = slab_.alloc();  // cannot fail: one slot per unit of room
     const unsigned k = w.n++;
+    // Counted in flight by punt_window; punted without an inline attempt.
+    fill_slot(s, op, w.opened_ns, static_cast<uint8_t>(k + 1), /*direct=*/true, seekable, plain);
+    if (plain || !op.callback) ++w.uncounted_producers;
     w.slot[k] = s;
     w.status[k] = status;
     w.reuse[k] = s->reuse;
     ++w.n_class[s->sched];
-    s->batch_entry = static_cast<uint8_t>(k + 1);
     return s;
 }
 
 /// Incremented in every child after fork(); contexts from before are dead.
 extern std::atomic<uint64_t> g_fork_generation;
+
+inline context *context::from_handle(asys_ctx *h, int *err, bool allow_forked) noexcept {
+    auto v = reinterpret_cast<uintptr_t>(h);
+    if (!v) {
+        *err = -EINVAL;
+        return nullptr;
+    }
+    auto *c = reinterpret_cast<context *>(v & kHandlePtrMask);
+    const auto tag = static_cast<uint16_t>(v >> 48);
+    // acquire: pairs with the release store of state_ in create(), so a
+    // handle that passes sees a fully initialised context.
+    if (tag == 0 || c->state_.load(std::memory_order_acquire) != 1 ||
+        c->gen_.load(std::memory_order_relaxed) != tag) {
+        *err = -EBADF;
+        return nullptr;
+    }
+    if (!allow_forked && c->fork_gen_ != g_fork_generation.load(std::memory_order_relaxed)) {
+        *err = -EOWNERDEAD;
+        return nullptr;
+    }
+    return c;
+}
 
 /// Installs the context registry's fork handlers (idempotent). A layer
 /// that holds its own lock around context creation registers its handlers

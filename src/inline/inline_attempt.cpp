@@ -412,8 +412,13 @@ attempt probe_poll(const asys_op &op, long *res) noexcept {
 
 }  // namespace
 
-attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
-                          long *res) noexcept {
+attempt after_unguarded_read(int fd, uint64_t buf, uint64_t len, int64_t off, long r, long *res) noexcept {
+    const read_req rq{fd, off, 0, len, false, buf};
+    return after_read(rq, nullptr, r, res);
+}
+
+attempt probe_read_buffer_general(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
+                                  long *res) noexcept {
     // A negative offset: pread(2) checks it first and says EINVAL at once,
     // whatever the descriptor, so it runs here as it is. (Not a zero length:
     // the call still reaches the file's read, which on FUSE or a network

@@ -1,9 +1,15 @@
 // The inline path: try an op on the caller's thread without blocking.
 // Each op class has its own nonblocking probe (see docs/router.md).
 #pragma once
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
 #include <cstdint>
 
 #include "asys/asys.h"
+#include "base/fault.hpp"
+#include "base/opcodes.hpp"
+#include "base/raw_syscall.hpp"
 
 namespace asys::internal {
 
@@ -29,11 +35,34 @@ enum class attempt : unsigned char {
 attempt try_inline(const asys_op &op, bool buffered, long *res,
                    bool *proved_buffered = nullptr) noexcept;
 
+/// probe_read_buffer in full (out of line).
+attempt probe_read_buffer_general(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
+                                  long *res) noexcept;
+/// What probe_read_buffer makes of its unguarded nonblocking read of one
+/// buffer at `off` (-1: the file position) that returned `r` (out of line).
+attempt after_unguarded_read(int fd, uint64_t buf, uint64_t len, int64_t off, long r, long *res) noexcept;
+
 /// READ (`positional` false: at the file position) and PREAD (at `off`) of
 /// one buffer, probed exactly as try_inline probes those ops, for callers
-/// that have no asys_op (asys_call's common case).
-attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off, bool positional, bool buffered,
-                          long *res) noexcept;
+/// that have no asys_op (asys_call's common case). Inline: a buffered read
+/// (no guard) that the kernel completes in full costs its system call and
+/// a few checks; anything else goes on out of line.
+[[gnu::always_inline]] inline attempt probe_read_buffer(int fd, uint64_t buf, uint64_t len, int64_t off,
+                                                        bool positional, bool buffered, long *res) noexcept {
+    if (!buffered || len - 1 >= kMaxRwCount || (positional && off < 0))
+        return probe_read_buffer_general(fd, buf, len, off, positional, buffered, res);
+    const int64_t at = positional ? off : -1;
+    struct iovec iov{reinterpret_cast<void *>(buf), len};
+    long r = fault::injected_probe_error();  // tests only: one relaxed load
+    if (r == 0)
+        r = raw_syscall6(SYS_preadv2, static_cast<uint64_t>(fd), reinterpret_cast<uint64_t>(&iov), 1,
+                         static_cast<uint64_t>(at), 0, RWF_NOWAIT);
+    if (static_cast<uint64_t>(r) == len) [[likely]] {
+        *res = r;
+        return attempt::done;
+    }
+    return after_unguarded_read(fd, buf, len, at, r, res);
+}
 
 /// True when a read of this fd should skip the probe and go to a backend
 /// untouched: a guarded probe of this fd number was refused by direct I/O

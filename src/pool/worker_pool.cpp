@@ -13,6 +13,7 @@
 #include "base/denylist.hpp"
 #include "base/opcodes.hpp"
 #include "base/raw_syscall.hpp"
+#include "base/sigpipe.hpp"
 #include "base/fault.hpp"
 
 namespace asys::internal {
@@ -289,6 +290,9 @@ void worker_pool::loop(worker &w) noexcept {
             // A stray interrupt (a cancel signal meant for an op that had
             // already finished): nothing was transferred, run it again.
         }
+        // (A feature's op — a chain, a threadlet — may have made such a
+        // call anywhere inside it.)
+        if (res == -EPIPE || s->hooks) forward_sigpipe();
 
         lk.lock();
         w.current = nullptr;

@@ -45,23 +45,34 @@ inline bool needs_cqe_inline(const asys_op &op) noexcept {
 }
 
 // The common op: a READ or PREAD with a ret_ptr and no flag but BUFFERED
-// (nothing else set). These checks are all validate_op asks of it, and
-// route_op would send it to its inline attempt (or a batch's window) at
-// once: no room to reserve first, as an inline finish posts no cqe.
-inline bool plain_read(const asys_op *op) noexcept {
-    return op && reinterpret_cast<uintptr_t>(op) % alignof(asys_op) == 0 &&
-           (op->opcode == ASYS_OP_PREAD || op->opcode == ASYS_OP_READ) &&
-           (op->flags & ~uint32_t{ASYS_F_BUFFERED}) == 0 && op->ret_ptr && !op->callback && !op->cb_arg &&
-           !op->nr && !op->reserved[0] && !op->deadline_ns;
+// (nothing else set; `also` may allow ASYNC too). These checks are all
+// validate_op asks of it, and route_op would send it to its inline attempt
+// (or a batch's window) at once, or with ASYNC straight to its punt: no room
+// to reserve first, as an inline finish posts no cqe.
+inline bool plain_read(const asys_op *op, uint32_t also = 0) noexcept {
+    if (!op || reinterpret_cast<uintptr_t>(op) % alignof(asys_op) != 0) return false;
+    if ((op->opcode != ASYS_OP_PREAD && op->opcode != ASYS_OP_READ) || !op->ret_ptr) return false;
+    // The fields that must be 0, tested at once (one branch, not six).
+    return ((op->flags & ~(uint32_t{ASYS_F_BUFFERED} | also)) | reinterpret_cast<uintptr_t>(op->callback) |
+            reinterpret_cast<uintptr_t>(op->cb_arg) | static_cast<uint64_t>(op->nr) | op->reserved[0] |
+            op->deadline_ns) == 0;
 }
 
 }  // namespace
 
-int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+namespace {
+// (Always inline where it is called by name: asys_submit's short way pays
+// no call for it.)
+[[gnu::always_inline]] inline int finish_inline_here(context &c, const asys_op &op, long res, bool reserved) noexcept {
     if (op.ret_ptr) *op.ret_ptr = res;
     c.cnt.count_inline(sched_class_of(op.opcode, op.nr, op.flags));
     if (reserved) c.post_inline(op, res);
     return ASYS_DONE;
+}
+}  // namespace
+
+int finish_inline(context &c, const asys_op &op, long res, bool reserved) noexcept {
+    return finish_inline_here(c, op, res, reserved);
 }
 
 namespace {
@@ -80,7 +91,24 @@ struct batch_route {
     /// The preferred backend takes a PREAD whose arguments fit
     /// ring_positional_args_fit on an fd that seeks (asked once per batch).
     bool fitting_preads = false;
+    /// What the last batch_accepts said of its op's fd: it seeks (a
+    /// positional transfer), for the slot it joins the window with.
+    bool op_seeks = false;
+    /// The batch's ops (how many may follow a plain read).
+    const asys_op *ops = nullptr;
+    unsigned n = 0;
+    /// Slots with their room, taken for the window ops still to come in one
+    /// go (context::reserve_window_slots); given back before an op outside
+    /// the window runs and when the batch ends.
+    op_slot *spare[batch_window::kMax];
+    unsigned spares = 0;
 };
+
+/// Gives the batch's spare slots (and their room) back.
+inline void drop_spares(context &c, batch_route &b) noexcept {
+    c.unreserve_window_slots(b.spare, b.spares);
+    b.spares = 0;
+}
 
 /// Whether a batch op skips the inline attempt for the preferred backend:
 /// ops whose probe costs a system call anyway (never the getters that run
@@ -131,15 +159,20 @@ inline bool batch_fd_seeks(batch_route &b, const asys_op &op) noexcept {
 
 /// Whether the preferred backend takes a batch op now (a PREAD by the
 /// shared inline rule when it allows: see backend::takes_fitting_preads).
-inline bool batch_accepts(context &c, const asys_op &op, batch_route &b) noexcept {
-    if (op.opcode == ASYS_OP_PREAD && b.fitting_preads) return ring_positional_args_fit(op.args) && batch_fd_seeks(b, op);
-    return c.preferred_accepts(op.opcode, op.args, batch_fd_seeks(b, op));
+[[gnu::always_inline]] inline bool batch_accepts(context &c, const asys_op &op, batch_route &b) noexcept {
+    if (op.opcode == ASYS_OP_PREAD && b.fitting_preads) {
+        if (!ring_positional_args_fit(op.args)) return false;
+        b.op_seeks = batch_fd_seeks(b, op);
+        return b.op_seeks;
+    }
+    b.op_seeks = batch_fd_seeks(b, op);
+    return c.preferred_accepts(op.opcode, op.args, b.op_seeks);
 }
 
 // Room, without deadlocking on a batch's window: ops waiting in it hold
 // room that only their enter can free, so a batch that runs out enters the
 // kernel for them first.
-int reserve_room_for(context &c, batch_route *batch, bool nonblocking) noexcept {
+[[gnu::always_inline]] inline int reserve_room_for(context &c, batch_route *batch, bool nonblocking) noexcept {
     if (batch && batch->w->n) {
         const int rc = c.reserve_room(true, /*count_rejected=*/false);
         if (rc != -EAGAIN) return rc;
@@ -204,35 +237,51 @@ int route_attempted(context &c, const asys_op &op, uint32_t f, bool reserved, at
 // file: the backend is then asked again, and an op it no longer takes is
 // -EAGAIN too.
 // (Always inline: a batch pays no call per op for it.)
-[[gnu::always_inline]] inline int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved) noexcept {
-    int rc = reserved ? 0 : c.reserve_room(true, /*count_rejected=*/false);
-    if (rc == -EAGAIN && batch.w->n) {
-        c.enter_window(*batch.w);
-        rc = c.reserve_room(true, /*count_rejected=*/false);
+// `plain`: the op is a plain read (see plain_read) of the batch's array,
+// which often has more after it: room and slots are taken for them too.
+[[gnu::always_inline]] inline int join_window(context &c, const asys_op &op, batch_route &batch, unsigned enters, bool reserved,
+                                              bool plain) noexcept {
+    int rc = 0;
+    op_slot *slot = nullptr;  // with its room, when it comes from the spares
+    if (!reserved) {
+        // Room and slots for this op and those that may follow, in one go
+        // (up to a window's worth; what no op takes is given back).
+        if (plain && batch.spares == 0) {
+            const auto left = static_cast<unsigned>(batch.ops + batch.n - &op);  // op is in the array
+            batch.spares = c.reserve_window_slots(batch.spare, left < batch_window::kMax ? left : batch_window::kMax);
+        }
+        if (batch.spares) {
+            slot = batch.spare[--batch.spares];
+        } else {
+            rc = c.reserve_room(true, /*count_rejected=*/false);
+            if (rc == -EAGAIN && batch.w->n) {
+                c.enter_window(*batch.w);
+                rc = c.reserve_room(true, /*count_rejected=*/false);
+            }
+        }
     }
     if (rc) return rc;
     if (batch.w->n == batch_window::kMax) c.enter_window(*batch.w);
     if (batch.w->enters != enters && !batch_accepts(c, op, batch)) {
-        if (!reserved) c.release_room(1);
+        if (slot) c.unreserve_window_slots(&slot, 1);
+        else if (!reserved) c.release_room(1);
         return -EAGAIN;
     }
     if (batch.status) *batch.status = 0;  // before the punt: the op may finish inside it
-    batch.wrote_status = true;
-    op_slot *s = c.new_window_slot(op, batch.status, *batch.w);  // counted when the window settles
-    s->direct = 1;
-    s->seekable = batch_fd_seeks(batch, op);
+    if (!plain) batch.wrote_status = true;  // (route_batch knows a plain read's)
+    c.new_window_slot(op, batch.status, *batch.w, batch.op_seeks, slot, plain);  // counted when the window settles
     return 0;
 }
 
 // A batch's plain read (see plain_read) the preferred backend accepts: what
 // validate_op and route_op would do with it, without their general steps.
 // 0 (in the window), -ESHUTDOWN, or -EAGAIN (the general route decides).
+// (The caller checked that the context has no INLINE_ALWAYS/INLINE_NEVER.)
 int plain_read_to_window(context &c, const asys_op &op, batch_route &batch) noexcept {
-    if (c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER)) return -EAGAIN;
     const unsigned enters = batch.w->enters;
     if (!batch_accepts(c, op, batch)) return -EAGAIN;
     // Ops run in order: the window holds no op that came after a non-window op.
-    return join_window(c, op, batch, enters, false);
+    return join_window(c, op, batch, enters, false, /*plain=*/true);
 }
 
 int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
@@ -278,7 +327,7 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
     if (f & ASYS_F_SYNC) return finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), reserved);
 
     if (to_window) {
-        const int rc = join_window(c, op, *batch, enters, reserved);
+        const int rc = join_window(c, op, *batch, enters, reserved, /*plain=*/false);
         if (rc != -EAGAIN) return rc;
     }
 
@@ -308,10 +357,34 @@ int route(context &c, const asys_op &op) noexcept {
     return route_op(c, op, nullptr);
 }
 
+namespace {
+
+// submit()'s plain read that its probe did not finish (or that has ASYNC:
+// `a` is not_tried): the general route from after the probe. (Out of line:
+// the short way keeps few registers.)
+[[gnu::noinline]] int submit_probed(context &c, const asys_op &op, attempt a, long res) noexcept {
+    const errno_keeper keep;
+    const context::caller_scope busy(c);  // as in route()
+    if (!busy.ok()) {
+        // Bytes already read inline are never dropped (see route_attempted).
+        return a == attempt::partial ? finish_inline(c, op, res, false) : -ESHUTDOWN;
+    }
+    return route_attempted(c, op, op.flags, false, a, res, nullptr);
+}
+
+[[gnu::noinline]] int submit_general(context &c, const asys_op *op) noexcept {
+    const errno_keeper keep;
+    if (int rc = validate_op(op)) return rc;
+    return route(c, *op);
+}
+
+}  // namespace
+
 int submit(context &c, const asys_op *op) noexcept {
     // The common op: its probe runs here, and only a read it did not finish
-    // takes the general route.
-    if (plain_read(op)) {
+    // takes the general route; with ASYNC it goes to its punt at once.
+    if (plain_read(op, ASYS_F_ASYNC)) {
+        if (op->flags & ASYS_F_ASYNC) return submit_probed(c, *op, attempt::not_tried, 0);
         const unsigned cf = c.ctx_flags();
         if (!(cf & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER))) {
             const bool buffered = (op->flags & ASYS_F_BUFFERED) || (cf & ASYS_CTX_NO_ODIRECT);
@@ -321,20 +394,12 @@ int submit(context &c, const asys_op *op) noexcept {
                 const attempt a = probe_read_buffer(fd, op->args[1], op->args[2], static_cast<int64_t>(op->args[3]),
                                                     op->opcode == ASYS_OP_PREAD, buffered, &res);
                 // Raw system calls only so far: errno untouched.
-                if (a == attempt::done) return finish_inline(c, *op, res, false);
-                const errno_keeper keep;
-                const context::caller_scope busy(c);  // as in route()
-                if (!busy.ok()) {
-                    // Bytes already read inline are never dropped (see route_attempted).
-                    return a == attempt::partial ? finish_inline(c, *op, res, false) : -ESHUTDOWN;
-                }
-                return route_attempted(c, *op, op->flags, false, a, res, nullptr);
+                if (a == attempt::done) return finish_inline_here(c, *op, res, false);
+                return submit_probed(c, *op, a, res);
             }
         }
     }
-    const errno_keeper keep;
-    if (int rc = validate_op(op)) return rc;
-    return route(c, *op);
+    return submit_general(c, op);
 }
 
 int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcept {
@@ -343,27 +408,41 @@ int route_batch(context &c, const asys_op *ops, unsigned n, int *status) noexcep
     batch_window w;
     batch_window *saved = nullptr;
     const bool windowed = c.batches_via_preferred();
+    // Plain reads join the window by their short way unless the context's
+    // defaults change their route.
+    const bool plain_to_window = windowed && !(c.ctx_flags() & (ASYS_CTX_INLINE_ALWAYS | ASYS_CTX_INLINE_NEVER));
     if (windowed) c.open_window(w, &saved);
     c.plug();  // ring-bound ops of the batch enter the kernel once (per window)
-    batch_route b{&w, nullptr, false};
+    batch_route b;  // (the spares are written before they are read)
+    b.w = &w;
+    b.status = nullptr;
+    b.wrote_status = false;
     b.fitting_preads = windowed && c.preferred_takes_fitting_preads();
+    b.ops = ops;
+    b.n = n;
     int ret = static_cast<int>(n);
     for (unsigned i = 0; i < n; ++i) {
         b.status = status ? &status[i] : nullptr;
+        int rc = -EAGAIN;
+        if (plain_to_window && plain_read(&ops[i])) {
+            rc = plain_read_to_window(c, ops[i], b);
+            if (rc == 0) continue;  // in the window: join_window wrote its status
+        }
         b.wrote_status = false;
-        int rc = windowed && plain_read(&ops[i]) ? plain_read_to_window(c, ops[i], b) : -EAGAIN;
         if (rc == -EAGAIN) {
+            // An op outside the window finds the room the spares held free.
+            if (b.spares) drop_spares(c, b);
             rc = validate_op(&ops[i]);
             if (rc == 0) rc = route_op(c, ops[i], windowed ? &b : nullptr);
             if (!leaves_fds_alone(ops[i])) b.seek_fd = -1;  // it may have closed, opened or dup'd one
         }
         if (status && !b.wrote_status) status[i] = rc;
-        b.wrote_status = false;
         if (rc < 0) {
             ret = i ? static_cast<int>(i) : rc;
             break;
         }
     }
+    drop_spares(c, b);
     if (windowed) c.punt_window(w);
     c.unplug();  // enters the kernel; completions it posted are reaped here, in the window
     if (windowed) c.close_window(saved);

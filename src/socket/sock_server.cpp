@@ -1,14 +1,18 @@
 #include "socket/sock_server.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,6 +24,7 @@
 
 #include "asys/socket.h"
 #include "base/library_fds.hpp"
+#include "base/sigpipe.hpp"
 #include "core/context.hpp"
 #include "socket/sock_protocol.hpp"
 
@@ -34,13 +39,18 @@ constexpr unsigned kMaxFdsPerMsg = 8;  // more are received (and closed) but ref
 class sock_server;
 
 /// One request in flight: its header, its buffer (READ data, WRITE data,
-/// the timer's 8 bytes) and the op's result.
+/// the timer's 8 bytes) and the op's result. In flight means either waiting
+/// (parked: the server polls wait_fd and retries without blocking) or
+/// running as an op in the context.
 struct request {
     sock_server *srv = nullptr;
     asys_sock_msg h{};
     long res = 0;
     int event_fd = -1;  ///< TIMER: its timerfd; SIGNAL: its signalfd (closed with it)
     uint32_t handle = UINT32_MAX;  ///< a registered fd it uses (refcounted)
+    int wait_fd = -1;              ///< parked: the fd it waits for (event_fd or the handle's)
+    short wait_events = 0;         ///< parked: POLLIN or POLLOUT
+    uint32_t moved = 0;            ///< WRITE of a stream: bytes already written
     std::unique_ptr<uint8_t[]> buf;
     /// The done list (on_done -> server), then the reply backlog.
     request *next = nullptr;
@@ -61,13 +71,16 @@ public:
         : ctx_(ctx), fd_(fd), efd_(efd), no_signals_((flags & ASYS_SOCK_NO_SIGNALS) != 0) {
         int err = 0;
         if (context *c = context::from_handle(ctx_, &err)) spin_ns_ = c->server_spin_ns();
+        asys_metrics m;
+        if (asys_ctx_metrics(ctx_, &m) == 0) context_cap_ = std::max<size_t>(1, m.workers_max / 2);
         library_fds::add(fd_);  // out of reach of the ops this server submits
         library_fds::add(efd_);
     }
     ~sock_server() {
         drop_backlog();
-        for (int fd : handles_)
-            if (fd >= 0) ::close(fd);
+        drop_parked();
+        for (const registered &e : handles_)
+            if (e.fd >= 0) ::close(e.fd);
         library_fds::remove(fd_);
         library_fds::remove(efd_);
         ::close(fd_);
@@ -82,6 +95,26 @@ private:
     static void on_done(const asys_cqe *, void *arg) noexcept;
     void handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept;
     void submit(request *r, const asys_op &op) noexcept;
+    /// A request that needs an op in the context (file I/O, syncs, a
+    /// stream that cannot be read or written without blocking): submitted,
+    /// unless the client already runs context_cap_ of them; then only a
+    /// nonblocking attempt (a cached read) is made, and if it would block
+    /// the request is answered -EBUSY.
+    void run_in_context(request *r, asys_op op) noexcept;
+    /// What a nonblocking attempt left to do.
+    enum class step { done, wait, context };
+    /// Runs the request's next nonblocking step on this thread (a read of
+    /// its timerfd or signalfd; preadv2/pwritev2 with RWF_NOWAIT on a
+    /// stream): done (r->res holds the result), wait (for wait_fd), or
+    /// context (the fd cannot be used without blocking).
+    step try_now(request *r) noexcept;
+    /// try_now, then: finish it, park it, or run it in the context.
+    step advance(request *r) noexcept;
+    /// The op that runs a stream request's rest in the context.
+    void context_op_of(const request *r, int fd, asys_op *op) noexcept;
+    /// Parked requests whose fd poll reported (pfds_ from index 2).
+    void retry_ready() noexcept;
+    void drop_parked() noexcept;
     /// Answers `req`: sends the reply now, or queues it behind the backlog.
     /// `owner` (may be null: a header-only reply) holds the payload and is
     /// freed once the reply is sent or dropped.
@@ -103,10 +136,10 @@ private:
     void drain_done() noexcept;
     bool receive_one() noexcept;  ///< false: nothing to receive now
     int handle_fd(uint32_t h) const noexcept {
-        return h < handles_.size() ? handles_[h] : -1;
+        return h < handles_.size() ? handles_[h].fd : -1;
     }
     bool done() const noexcept {
-        return inflight_.empty() && (gone_ || (!reading_ && !out_head_));
+        return inflight_.empty() && parked_.empty() && (gone_ || (!reading_ && !out_head_));
     }
 
     asys_ctx *ctx_;
@@ -119,9 +152,28 @@ private:
     request *out_tail_ = nullptr;
     unsigned out_count_ = 0;
     std::unique_ptr<uint8_t[]> rx_{new (std::nothrow) uint8_t[sizeof(asys_sock_msg) + ASYS_SOCK_MAX_IO]};
-    std::vector<int> handles_;        ///< handle -> fd (-1: free)
-    std::vector<unsigned> refs_;      ///< handle -> requests in flight using it
-    std::unordered_set<request *> inflight_;  ///< server thread only
+    /// A registered fd: the fd (-1: a free handle), the requests in flight
+    /// that use it, and whether it is a stream (anything but a regular
+    /// file, block device or directory: a pipe, socket, eventfd, tty...),
+    /// whose reads and writes may wait for ever.
+    struct registered {
+        int fd = -1;
+        unsigned refs = 0;
+        bool stream = false;
+    };
+    std::vector<registered> handles_;  ///< by handle
+    std::unordered_set<request *> inflight_;  ///< ops in the context; server thread only
+    std::vector<request *> parked_;   ///< waiting for their wait_fd; server thread only
+    std::vector<struct pollfd> pfds_; ///< the sleep's poll set: efd_, fd_, then parked_
+    /// The last retry of parked requests made no progress at all: poll
+    /// said ready and every retry would still block (a reader of the same
+    /// pipe was faster). The next sleep leaves them out for 1 ms, so that
+    /// a descriptor whose poll and nonblocking read disagree cannot make
+    /// this thread spin.
+    bool parked_spurious_ = false;
+    /// Ops one client may run in the context at once: half the context's
+    /// workers, at least 1 (docs/socket.md).
+    size_t context_cap_ = 1;
 
     std::mutex mu_;                   ///< guards done_ (callbacks run on other threads)
     request *done_ = nullptr;
@@ -248,7 +300,16 @@ void sock_server::lose_client() noexcept {
     // The client learns at once: its reads end, its sends fail (EPIPE).
     ::shutdown(fd_, SHUT_RDWR);
     drop_backlog();
+    drop_parked();
     for (request *r : inflight_) asys_cancel(ctx_, reinterpret_cast<uint64_t>(r));
+}
+
+void sock_server::drop_parked() noexcept {
+    for (request *r : parked_) {
+        if (r->handle != UINT32_MAX) --handles_[r->handle].refs;
+        delete r;
+    }
+    parked_.clear();
 }
 
 void sock_server::submit(request *r, const asys_op &op_in) noexcept {
@@ -260,16 +321,128 @@ void sock_server::submit(request *r, const asys_op &op_in) noexcept {
     const int rc = asys_submit(ctx_, &op);
     if (rc == 0) {  // in flight: on_done will hand it back
         inflight_.insert(r);
-        if (r->handle != UINT32_MAX) ++refs_[r->handle];
         return;
     }
     if (rc != ASYS_DONE) r->res = rc;  // refused (-EAGAIN, -EBADF after destroy, ...)
-    r->handle = UINT32_MAX;
     finish(r);
 }
 
+void sock_server::run_in_context(request *r, asys_op op) noexcept {
+    if (inflight_.size() < context_cap_) return submit(r, op);
+    // The client's share is in use: only what finishes without blocking.
+    op.flags |= ASYS_F_NOWAIT;
+    op.ret_ptr = &r->res;
+    const int rc = asys_submit(ctx_, &op);
+    if (rc != ASYS_DONE) r->res = rc == -EAGAIN ? -EBUSY : rc;
+    finish(r);
+}
+
+void sock_server::context_op_of(const request *r, int fd, asys_op *op) noexcept {
+    const asys_sock_msg &h = r->h;
+    if (h.type == ASYS_SOCK_READ) {
+        if (h.offset >= 0) asys_prep_pread(op, fd, r->buf.get(), h.len, h.offset);
+        else asys_prep_read(op, fd, r->buf.get(), h.len);
+    } else {
+        const uint32_t rest = h.len - r->moved;
+        if (h.offset >= 0) asys_prep_pwrite(op, fd, r->buf.get() + r->moved, rest, h.offset + r->moved);
+        else asys_prep_write(op, fd, r->buf.get() + r->moved, rest);
+    }
+}
+
+sock_server::step sock_server::try_now(request *r) noexcept {
+    asys_op op{};
+    const asys_sock_msg &h = r->h;
+    const bool event = h.type == ASYS_SOCK_TIMER || h.type == ASYS_SOCK_SIGNAL;
+    const int fd = event ? r->event_fd : handle_fd(r->handle);
+    struct iovec iov{};
+    if (event) {
+        // Its own fd, opened nonblocking: a plain read never waits.
+        asys_prep_read(&op, fd, r->buf.get(), h.type == ASYS_SOCK_TIMER ? 8 : sizeof(signalfd_siginfo));
+    } else if (h.type == ASYS_SOCK_READ) {
+        iov = {r->buf.get(), h.len};
+        asys_prep_preadv(&op, fd, &iov, 1, h.offset, RWF_NOWAIT);
+    } else {
+        iov = {r->buf.get() + r->moved, h.len - r->moved};
+        asys_prep_pwritev(&op, fd, &iov, 1, h.offset >= 0 ? h.offset + r->moved : -1, RWF_NOWAIT);
+    }
+    // On this thread: with RWF_NOWAIT (or on a nonblocking fd) it cannot block.
+    op.flags = ASYS_F_SYNC;
+    op.ret_ptr = &r->res;
+    long res = 0;
+    if (const int rc = asys_submit(ctx_, &op); rc != ASYS_DONE) res = rc;  // -EBADF after destroy
+    else res = r->res;
+    // Its reader is gone: SIGPIPE, raised on this thread (which blocks it),
+    // goes to the process, as from a pool worker (docs/api.md).
+    if (res == -EPIPE) forward_sigpipe();
+    r->wait_fd = fd;
+    r->wait_events = h.type == ASYS_SOCK_WRITE ? POLLOUT : POLLIN;
+    if (res == -EOPNOTSUPP && !event) return step::context;  // no RWF_NOWAIT for it (a tty)
+    if (h.type == ASYS_SOCK_WRITE && res > 0) {
+        r->moved += static_cast<uint32_t>(res);
+        // A blocking write(2) of a stream writes it all: so does this one,
+        // in parts, as room comes.
+        if (r->moved < h.len) res = -EAGAIN;
+    }
+    if (res == -EAGAIN) {
+        // A nonblocking fd of the client's answers at once, as read(2) would.
+        const long fl = event ? 0 : ::fcntl(fd, F_GETFL);
+        if (fl < 0 || !(fl & O_NONBLOCK)) return step::wait;
+    }
+    // A write that wrote part: finish() reports the bytes moved (a later
+    // error or a nonblocking fd's EAGAIN is not reported, as write(2)).
+    if (h.type == ASYS_SOCK_WRITE && r->moved) res = 0;
+    r->res = res;
+    return step::done;
+}
+
+sock_server::step sock_server::advance(request *r) noexcept {
+    const step st = try_now(r);
+    switch (st) {
+        case step::done: finish(r); break;
+        case step::wait: parked_.push_back(r); break;
+        case step::context: {
+            asys_op op{};
+            context_op_of(r, r->wait_fd, &op);
+            // A stream's read or write may wait for its peer for ever: the
+            // net class, which never borrows workers beyond its budget
+            // (docs/scheduling.md).
+            op.flags |= ASYS_F_CLASS(ASYS_CLASS_NET);
+            run_in_context(r, op);
+            break;
+        }
+    }
+    return st;
+}
+
+void sock_server::retry_ready() noexcept {
+    // Take the ready ones out first: finishing one may lose the client,
+    // which drops whatever is still parked.
+    std::vector<request *> ready;
+    size_t keep = 0;
+    for (size_t i = 0; i < parked_.size(); ++i) {
+        if (pfds_[2 + i].revents) ready.push_back(parked_[i]);
+        else parked_[keep++] = parked_[i];
+    }
+    parked_.resize(keep);
+    bool progress = false;
+    for (request *r : ready) {
+        if (gone_) {  // lost meanwhile: dropped like the rest
+            if (r->handle != UINT32_MAX) --handles_[r->handle].refs;
+            delete r;
+            continue;
+        }
+        const uint32_t moved = r->moved;
+        // (r is alive after advance only if it waits again)
+        if (advance(r) != step::wait || r->moved != moved) progress = true;
+    }
+    parked_spurious_ = !ready.empty() && !progress;
+}
+
 void sock_server::finish(request *r) noexcept {
+    if (r->handle != UINT32_MAX) --handles_[r->handle].refs;
     long res = r->res;
+    // A stream write that wrote part before it ran in the context.
+    if (r->h.type == ASYS_SOCK_WRITE && r->moved) res = res >= 0 ? r->moved + res : r->moved;
     const void *payload = nullptr;
     size_t len = 0;
     if (r->h.type == ASYS_SOCK_READ && res > 0) {
@@ -301,7 +474,6 @@ void sock_server::drain_done() noexcept {
         request *r = list;
         list = r->next;
         inflight_.erase(r);
-        if (r->handle != UINT32_MAX) --refs_[r->handle];
         finish(r);
     }
 }
@@ -313,15 +485,15 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     const asys_sock_msg &h = q.h;
     if (rc == 0 && h.type == ASYS_SOCK_REGISTER) {
         uint32_t slot = 0;
-        while (slot < handles_.size() && handles_[slot] >= 0) ++slot;
+        while (slot < handles_.size() && handles_[slot].fd >= 0) ++slot;
         if (slot == ASYS_SOCK_MAX_HANDLES) {
             rc = -EMFILE;
         } else {
-            if (slot == handles_.size()) {
-                handles_.push_back(-1);
-                refs_.push_back(0);
-            }
-            handles_[slot] = fds[0];
+            if (slot == handles_.size()) handles_.emplace_back();
+            struct stat st;
+            const bool file = ::fstat(fds[0], &st) == 0 &&
+                              (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode));
+            handles_[slot] = registered{fds[0], 0, !file};
             nfds = 0;  // kept
             reply(h, slot);
             return;
@@ -336,18 +508,27 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
         const uint64_t cookie = static_cast<uint64_t>(h.offset);
         for (request *r : inflight_)
             if (r->h.cookie == cookie) return reply(h, asys_cancel(ctx_, reinterpret_cast<uint64_t>(r)));
+        for (size_t i = 0; i < parked_.size(); ++i) {
+            request *r = parked_[i];
+            if (r->h.cookie != cookie) continue;
+            parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(i));
+            reply(h, 0);  // it was waiting: cancelled before it ran
+            // A write that wrote part already says how much, as write(2) would.
+            r->res = -ECANCELED;
+            return finish(r);
+        }
         return reply(h, -ENOENT);
     }
     if (h.type == ASYS_SOCK_METRICS) return reply_metrics(h);
     if (h.type == ASYS_SOCK_UNREGISTER) {
         const int fd = handle_fd(h.handle);
         if (fd < 0) return reply(h, -EBADF);
-        if (refs_[h.handle]) return reply(h, -EBUSY);  // requests in flight use it
+        if (handles_[h.handle].refs) return reply(h, -EBUSY);  // requests in flight use it
         ::close(fd);
-        handles_[h.handle] = -1;
+        handles_[h.handle] = registered{};
         return reply(h, 0);
     }
-    if (inflight_.size() >= ASYS_SOCK_MAX_INFLIGHT) return reply(h, -EAGAIN);
+    if (inflight_.size() + parked_.size() >= ASYS_SOCK_MAX_INFLIGHT) return reply(h, -EAGAIN);
 
     std::unique_ptr<request> r(new (std::nothrow) request);
     if (!r) return reply(h, -ENOMEM);
@@ -355,15 +536,16 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
     r->h = h;
     asys_op op{};
     if (h.type == ASYS_SOCK_TIMER || h.type == ASYS_SOCK_SIGNAL) {
-        // A read of the event's own fd (timerfd, signalfd): no thread waits.
+        // The event's own fd (timerfd, signalfd), which this thread polls
+        // and then reads without blocking: no worker waits for it.
         size_t size = 8;
         if (h.type == ASYS_SOCK_TIMER) {
-            r->event_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+            r->event_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         } else {
             sigset_t set;
             sigemptyset(&set);
             sigaddset(&set, static_cast<int>(h.res));
-            r->event_fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+            r->event_fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
             size = sizeof(signalfd_siginfo);
         }
         if (r->event_fd < 0) return reply(h, -errno);
@@ -376,30 +558,38 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
             its.it_value.tv_nsec = ns % 1000000000;
             ::timerfd_settime(r->event_fd, 0, &its, nullptr);
         }
-        asys_prep_read(&op, r->event_fd, r->buf.get(), size);
-        return submit(r.release(), op);
+        r->wait_fd = r->event_fd;
+        r->wait_events = POLLIN;
+        parked_.push_back(r.release());  // read once poll says it fired
+        return;
     }
     const int fd = handle_fd(h.handle);
     if (fd < 0) return reply(h, -EBADF);
-    r->handle = h.handle;
+    const bool stream = handles_[h.handle].stream;
     switch (h.type) {
         case ASYS_SOCK_READ:
         case ASYS_SOCK_WRITE:
             r->buf.reset(new (std::nothrow) uint8_t[h.len ? h.len : 1]);
             if (!r->buf) return reply(h, -ENOMEM);
-            if (h.type == ASYS_SOCK_READ) {
-                if (h.offset >= 0) asys_prep_pread(&op, fd, r->buf.get(), h.len, h.offset);
-                else asys_prep_read(&op, fd, r->buf.get(), h.len);
-            } else {
-                std::memcpy(r->buf.get(), q.payload, q.payload_len);
-                if (h.offset >= 0) asys_prep_pwrite(&op, fd, r->buf.get(), h.len, h.offset);
-                else asys_prep_write(&op, fd, r->buf.get(), h.len);
+            if (h.type == ASYS_SOCK_WRITE) std::memcpy(r->buf.get(), q.payload, q.payload_len);
+            r->handle = h.handle;
+            ++handles_[h.handle].refs;
+            // A stream's read or write may wait for ever: tried here
+            // without blocking, then parked until poll says it may go on.
+            if (stream) {
+                (void)advance(r.release());
+                return;
             }
+            context_op_of(r.get(), fd, &op);
             break;
         case ASYS_SOCK_FSYNC: asys_prep_fsync(&op, fd); break;
         default: asys_prep_fdatasync(&op, fd); break;
     }
-    submit(r.release(), op);
+    if (r->handle == UINT32_MAX) {
+        r->handle = h.handle;
+        ++handles_[h.handle].refs;
+    }
+    run_in_context(r.release(), op);
 }
 
 bool sock_server::receive_one() noexcept {
@@ -481,14 +671,22 @@ void sock_server::run() noexcept {
         // Sleep until a request completes, or the client sends, makes room
         // for the backlog, or hangs up (POLLHUP comes unasked: a client that
         // half-closed and then closes for good is noticed here).
+        // Parked requests wait here too: for their timer, signal or stream.
         const short want = static_cast<short>((reading_ ? POLLIN : 0) | (out_head_ ? POLLOUT : 0));
-        struct pollfd p[2] = {{efd_, POLLIN, 0}, {gone_ ? -1 : fd_, want, 0}};
-        if (::poll(p, 2, -1) > 0) {
-            if (p[0].revents & POLLIN) {
+        pfds_.clear();
+        pfds_.push_back({efd_, POLLIN, 0});
+        pfds_.push_back({gone_ ? -1 : fd_, want, 0});
+        const bool with_parked = !parked_spurious_;
+        parked_spurious_ = false;
+        if (with_parked)
+            for (const request *r : parked_) pfds_.push_back({r->wait_fd, r->wait_events, 0});
+        if (::poll(pfds_.data(), pfds_.size(), with_parked ? -1 : 1) > 0) {
+            if (pfds_[0].revents & POLLIN) {
                 uint64_t v;
                 (void)!::read(efd_, &v, sizeof v);  // only a wake-up: has_done_ is the truth
             }
-            if (!reading_ && (p[1].revents & (POLLHUP | POLLERR | POLLNVAL))) lose_client();
+            if (!reading_ && (pfds_[1].revents & (POLLHUP | POLLERR | POLLNVAL))) lose_client();
+            if (with_parked && !gone_) retry_ready();
         }
         last = clock::now();
     }

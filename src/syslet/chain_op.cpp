@@ -248,6 +248,7 @@ int route_chain(context &c, const asys_op &op, uint32_t f, bool reserved) noexce
     run.cur = reinterpret_cast<syslet_uatom *>(op.args[0]);
     run.step_limit = c.chain_step_limit.load(std::memory_order_relaxed);
     run.buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
+    run.nowait = f & ASYS_F_NOWAIT;
     chain_status st = chain_status::would_block;
     if (!(f & ASYS_F_ASYNC)) st = run_chain(run, /*may_block=*/(f & ASYS_F_SYNC) != 0);
     if (st == chain_status::ended) {

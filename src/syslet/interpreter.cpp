@@ -39,7 +39,9 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
         *res = -EINVAL;
         return atom_outcome::refused;
     }
-    if (!may_block && (at.flags & SYSLET_ASYNC) && !(at.flags & SYSLET_SYNC))
+    // SYSLET_SYNC: run here even if it blocks, unless nothing may block.
+    const bool sync = (at.flags & SYSLET_SYNC) && !run.nowait;
+    if (!may_block && (at.flags & SYSLET_ASYNC) && !sync)
         return atom_outcome::would_block;  // asked to run asynchronously
     uint64_t a[6];
     if (run.retry) {  // run again: with the same arguments
@@ -84,7 +86,7 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
         *res = allowed;  // -EPERM (denied, or of the calling thread) or -ENOSYS (unknown)
         return atom_outcome::refused;
     }
-    if (may_block || (at.flags & SYSLET_SYNC)) {
+    if (may_block || sync) {
         // A stray interrupt (a cancel signal meant for an earlier op) is
         // retried; one that a cancel of this chain sent ends it (see below).
         do *res = run_syscall(nr, a);

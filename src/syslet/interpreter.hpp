@@ -31,6 +31,10 @@ struct chain_run {
     uint64_t steps = 0;            ///< atoms run so far
     uint64_t step_limit = 0;       ///< 0: none
     bool buffered = false;         ///< the context asserts no O_DIRECT fds (no read guard)
+    /// The chain op has ASYS_F_NOWAIT: nothing may block the caller, so
+    /// SYSLET_SYNC does not make an atom run whatever it costs (the atom is
+    /// tried like any other, and one that would block stops the chain).
+    bool nowait = false;
     /// An fd this run just read through the O_DIRECT guard (bytes came back
     /// buffered), or -1. Consecutive read atoms on it skip the guard; any
     /// other atom (except umem_add) forgets it, since it might close, dup2

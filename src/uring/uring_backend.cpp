@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -44,6 +45,10 @@ struct cancel_req {
     int res = 0;
 };
 
+[[gnu::always_inline]] inline void prep_pread(io_uring_sqe *sqe, const uint64_t *a) noexcept {
+    io_uring_prep_read(sqe, static_cast<int>(a[0]), reinterpret_cast<void *>(a[1]), static_cast<unsigned>(a[2]), a[3]);
+}
+
 // Every opcode is named (no default): an opcode added to the table without
 // a decision here fails the build.
 void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
@@ -52,7 +57,7 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
     switch (static_cast<asys_opcode>(opcode)) {
         case ASYS_OP_NOP: io_uring_prep_nop(sqe); break;
         case ASYS_OP_READ: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), ~0ull); break;
-        case ASYS_OP_PREAD: io_uring_prep_read(sqe, fd, p1, static_cast<unsigned>(a[2]), a[3]); break;
+        case ASYS_OP_PREAD: prep_pread(sqe, a); break;
         case ASYS_OP_READV:
             io_uring_prep_readv(sqe, fd, static_cast<const iovec *>(p1), static_cast<unsigned>(a[2]), ~0ull);
             break;
@@ -119,6 +124,12 @@ void prep(io_uring_sqe *sqe, uint32_t opcode, const uint64_t *a) noexcept {
 
 void prep(io_uring_sqe *sqe, const op_slot &s) noexcept { prep(sqe, s.opcode, s.sys.args); }
 
+/// prep() with the common op (PREAD) inline.
+[[gnu::always_inline]] inline void prep_pread_inline(io_uring_sqe *sqe, const op_slot &s) noexcept {
+    if (s.opcode == ASYS_OP_PREAD) prep_pread(sqe, s.sys.args);
+    else prep(sqe, s);
+}
+
 /// A poll with a timeout: a linked timeout follows its SQE.
 inline bool is_timed_poll(const op_slot &s) noexcept { return s.opcode == ASYS_OP_POLL && s.poll.timeout_ms >= 0; }
 
@@ -159,7 +170,7 @@ int uring_backend::start(unsigned entries, unsigned max_workers, bool lazy) noex
     unsigned cq = entries * 2 > 65536 ? 65536 : entries * 2;
     if (cq < sq * 2) cq = sq * 2;
     io_uring_params p{};
-    p.flags = IORING_SETUP_CQSIZE;
+    p.flags = IORING_SETUP_CQSIZE;  // (not CQE32, SQE128 or SQPOLL: drain_locked and queue_run_locked rely on it)
     p.cq_entries = cq;
     int rc = io_uring_queue_init_params(sq, &ring_, &p);
     if (rc < 0) {
@@ -277,20 +288,32 @@ fd_kind seekability_of(uint64_t fd_arg) noexcept {
     return r == -ESPIPE ? fd_kind::stream : fd_kind::bad;
 }
 
+// Whether the descriptor is in nonblocking mode (O_NONBLOCK). The ring
+// ignores the flag on files that can be polled: where the call says EAGAIN
+// (or EINPROGRESS, for a connect) at once, the ring arms a poll and waits.
+// Such transfers run on the pool, whose call answers at once. (One fcntl.)
+bool fd_nonblocking(uint64_t fd_arg) noexcept {
+    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(fd_arg)), F_GETFL, 0, 0, 0, 0);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}
+
 // A descriptor that does not seek and that the ring reads or writes at its
 // position as the call does: a pipe, FIFO, socket or character device (a
-// tty), which the ring waits for by polling. Other unseekable files (an
-// io_uring fd, a pidfd: anonymous inodes) can make the ring arm a poll that
-// never fires where read(2) fails at once; eventfds and timerfds are
-// anonymous too. They all go to the pool. (lseek, then fstat: only for
-// transfers being punted.)
+// tty), which the ring waits for by polling — unless it is in nonblocking
+// mode (fd_nonblocking). Other unseekable files (an io_uring fd, a pidfd:
+// anonymous inodes) can make the ring arm a poll that never fires where
+// read(2) fails at once; eventfds and timerfds are anonymous too. They all
+// go to the pool. (fstat, lseek for a device, fcntl: only for transfers
+// being punted.)
 bool ring_streams(uint64_t fd_arg, bool *socket = nullptr) noexcept {
-    if (seekability_of(fd_arg) != fd_kind::stream) return false;
     struct stat st;
     const auto fd = static_cast<uint64_t>(static_cast<int>(fd_arg));
     if (raw_syscall6(SYS_fstat, fd, reinterpret_cast<uint64_t>(&st), 0, 0, 0, 0) != 0) return false;
     if (socket) *socket = S_ISSOCK(st.st_mode);
-    return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+    // Pipes, FIFOs and sockets never seek; a device must say so (a tty).
+    const bool stream = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+                        (S_ISCHR(st.st_mode) && seekability_of(fd_arg) == fd_kind::stream);
+    return stream && !fd_nonblocking(fd_arg);
 }
 
 // A vectored transfer at the file position of a stream: on a socket, a
@@ -356,7 +379,11 @@ bool args_fit_ring(uint32_t opcode, const uint64_t (&a)[6], bool fd_seekable_kno
             return kind_of(a[0]) == fd_kind::seekable;
         case ASYS_OP_RECV:
         case ASYS_OP_SEND:  // (a zero-length datagram is legal: the ring sends it too)
-            return a[2] <= kMaxRw;
+            // MSG_DONTWAIT: the ring's EAGAIN is final, as the call's.
+            return a[2] <= kMaxRw && ((a[3] & MSG_DONTWAIT) || !fd_nonblocking(a[0]));
+        case ASYS_OP_ACCEPT:
+        case ASYS_OP_CONNECT:  // the call: EAGAIN / EINPROGRESS at once
+            return !fd_nonblocking(a[0]);
         case ASYS_OP_OPENAT: {
             // The ring first opens without blocking (O_NONBLOCK) and clears
             // the flag afterwards: a FIFO then opens at once (or fails
@@ -542,14 +569,20 @@ unsigned uring_backend::queue_run_locked(op_slot *const *slots, unsigned n) noex
     unsigned fit = cq_entries_ - 1 - in_ring;
     if (const unsigned sq_free = io_uring_sq_space_left(&ring_); sq_free < fit) fit = sq_free;
     if (n < fit) fit = n;
+    // io_uring_get_sqe's step, once per run: the SQEs are free (counted
+    // above) and 64 bytes each (the ring is set up without
+    // IORING_SETUP_SQE128 or SQPOLL).
+    io_uring_sq &sq = ring_.sq;
+    unsigned tail = sq.sqe_tail;
     unsigned i = 0;
     for (; i < fit && sqes_of(*slots[i]) == 1; ++i) {
         op_slot *s = slots[i];
-        io_uring_sqe *sqe = io_uring_get_sqe(&ring_);  // free: counted above
-        prep(sqe, *s);
+        io_uring_sqe *sqe = &sq.sqes[tail++ & sq.ring_mask];
+        prep_pread_inline(sqe, *s);
         io_uring_sqe_set_data(sqe, s);
         link_locked(s);
     }
+    sq.sqe_tail = tail;
     inring_count_ += i;
     pending_submit_ += i;
     return i;
@@ -562,7 +595,7 @@ int uring_backend::queue_locked(op_slot *slot, io_uring_sqe **sqes) noexcept {
     const bool deadline = (slot->flags & ASYS_F_DEADLINE) && !timed_poll;  // accepts(): not both
     if (!reserve_sqes_locked(sqes_of(*slot))) return -EAGAIN;
     sqes[0] = io_uring_get_sqe(&ring_);
-    prep(sqes[0], *slot);
+    prep_pread_inline(sqes[0], *slot);
     io_uring_sqe_set_data(sqes[0], slot);
     track_locked(slot);
     ++pending_submit_;
@@ -638,6 +671,9 @@ struct thread_plug {
 };
 constexpr unsigned kPlugRings = 4;
 __attribute__((tls_model("initial-exec"))) thread_local thread_plug t_plugs[kPlugRings];
+/// The sum of the calling thread's plug depths: 0 answers plugged_here()
+/// (every single punt asks) without a look at the table.
+__attribute__((tls_model("initial-exec"))) thread_local unsigned t_plugs_held;
 
 unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
     thread_plug *free_entry = nullptr;
@@ -652,12 +688,16 @@ unsigned *plug_depth(const uring_backend *b, bool make) noexcept {
 }  // namespace
 
 bool uring_backend::plugged_here() const noexcept {
+    if (t_plugs_held == 0) return false;
     const unsigned *d = plug_depth(this, false);
     return d && *d;
 }
 
 void uring_backend::plug() noexcept {
-    if (unsigned *d = plug_depth(this, true)) ++*d;
+    if (unsigned *d = plug_depth(this, true)) {
+        ++*d;
+        ++t_plugs_held;
+    }
 }
 
 void uring_backend::flush() noexcept {
@@ -670,6 +710,7 @@ void uring_backend::flush() noexcept {
 
 void uring_backend::unplug() noexcept {
     unsigned *d = plug_depth(this, false);
+    if (d) --t_plugs_held;
     if (d && --*d > 0) return;  // an outer plug of this thread submits
     {
         std::lock_guard lk(sq_mu_);
@@ -689,6 +730,9 @@ bool uring_backend::reaping_here() const noexcept { return t_draining == this; }
 
 unsigned uring_backend::reap() noexcept {
     if (t_draining == this) return 0;  // inside a callback of this drain: it goes on after
+    // Nothing posted: no lock to try (a CQE posted after this load is
+    // reaped by whoever calls next, as when the lock is busy).
+    if (!ready()) return 0;
     unsigned n = 0;
     // Whoever holds cq_mu_ re-checks the CQ after releasing it, so a CQE
     // posted while another thread gave up on the lock is never stranded.
@@ -713,20 +757,24 @@ unsigned uring_backend::drain_locked() noexcept {
         int res;
     } t[kGroup];
     for (;;) {
-        unsigned got = 0;
-        unsigned head;
-        io_uring_cqe *cqe;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-            t[got++] = {cqe->user_data, cqe->res};
-            if (got == kGroup) break;
-        }
+        // io_uring_for_each_cqe's walk, with the tail read once (acquire:
+        // the CQEs before it are visible) and 16-byte CQEs (the ring is
+        // set up without IORING_SETUP_CQE32). cq_mu_ is held: only this
+        // thread moves the head.
+        const unsigned head = *ring_.cq.khead;
+        unsigned got = io_uring_smp_load_acquire(ring_.cq.ktail) - head;
         if (got == 0) return n;
-        io_uring_cq_advance(&ring_, got);
+        if (got > kGroup) got = kGroup;
         {
+            // Copied and untracked in one pass.
             std::lock_guard sl(sq_mu_);
-            for (unsigned i = 0; i < got; ++i)
+            for (unsigned i = 0; i < got; ++i) {
+                const io_uring_cqe &cqe = ring_.cq.cqes[(head + i) & ring_.cq.ring_mask];
+                t[i] = {cqe.user_data, cqe.res};
                 if ((t[i].ud & kTagMask) == 0) untrack_locked(reinterpret_cast<op_slot *>(t[i].ud));
+            }
         }
+        io_uring_cq_advance(&ring_, got);
         for (unsigned i = 0; i < got; ++i) n += complete_taken(t[i].ud, t[i].res);
     }
 }

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -388,11 +389,19 @@ bool same_state(const thread_state &a, const thread_state &b) {
     return a.nice == b.nice && a.ioprio == b.ioprio && CPU_EQUAL(&a.cpus, &b.cpus);
 }
 
+// The process's threads, but the kernel's io_uring threads (iou-wrk-*,
+// iou-sqp-*), whose affinity the kernel sets.
 std::vector<pid_t> task_ids() {
     std::vector<pid_t> v;
     DIR *d = opendir("/proc/self/task");
-    while (dirent *e = readdir(d))
-        if (e->d_name[0] != '.') v.push_back(static_cast<pid_t>(atoi(e->d_name)));
+    while (dirent *e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("iou-", 0) == 0) continue;
+        v.push_back(static_cast<pid_t>(atoi(e->d_name)));
+    }
     closedir(d);
     return v;
 }

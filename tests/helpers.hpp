@@ -319,13 +319,27 @@ inline bool wait_asleep_in_asys_wait(pid_t tid) {
     return false;
 }
 
-/// The TID of a pool worker (ASYNC gettid). With one worker, *the* worker.
+/// The TID of a pool worker: the thread an ASYNC generic read of an empty
+/// pipe (which no ring takes) blocks in. (gettid itself runs on the
+/// submitting thread on every path.) With one worker, *the* worker.
 inline pid_t worker_tid(asys_ctx *ctx) {
-    uint64_t args[6] = {};
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return 0;
+    char b = 0;
+    uint64_t args[6] = {static_cast<uint64_t>(p[0]), reinterpret_cast<uint64_t>(&b), 1};
     asys_op op;
-    asys_prep_syscall(&op, SYS_gettid, args);
+    asys_prep_syscall(&op, SYS_read, args);
     op.flags = ASYS_F_ASYNC;
-    return static_cast<pid_t>(run(ctx, op));
+    long res = 0;
+    op.ret_ptr = &res;
+    pid_t tid = 0;
+    if (asys_submit(ctx, &op) == 0) {
+        tid = wait_any_thread_blocked_in(SYS_read, p[0]);
+        if (write(p[1], "w", 1) != 1 || reap(ctx, 1).size() != 1) tid = 0;
+    }
+    close(p[0]);
+    close(p[1]);
+    return tid;
 }
 
 /// A pipe whose reads block until the test writes.

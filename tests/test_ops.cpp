@@ -207,15 +207,17 @@ TEST_P(Ops, GenericSyscall) {
     close(fd);
 }
 
-// Thread identity: SYNC runs on the caller (seed 004: the caller keeps its
-// TID), ASYNC on a pool worker.
+// Thread identity: the caller keeps its TID (seed 004), and a call that
+// reads the calling thread's identity gives the caller's on every path,
+// ASYNC included (it runs on the submitting thread: docs/api.md).
 TEST_P(Ops, ThreadIdentity) {
     uint64_t args[6] = {};
     asys_op op;
     asys_prep_syscall(&op, SYS_gettid, args);
-    long tid = go(op);
-    if (GetParam().flags & ASYS_F_ASYNC) EXPECT_NE(tid, gettid());
-    else EXPECT_EQ(tid, gettid());
+    op.flags = GetParam().flags;
+    uint32_t path = 0;
+    EXPECT_EQ(run(ctx_, op, &path), gettid());
+    EXPECT_EQ(path, ASYS_PATH_INLINE);
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Ops,

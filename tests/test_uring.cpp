@@ -156,11 +156,12 @@ TEST(UringBackend, RoutesSupportedOpcodesToTheRing) {
     EXPECT_EQ(c[0].res, 1);
 
     uint64_t args[6] = {};
-    asys_prep_syscall(&op, SYS_gettid, args);
+    asys_prep_syscall(&op, SYS_getppid, args);
     op.flags = ASYS_F_ASYNC;
     uint32_t path = 0;
-    EXPECT_NE(run(ctx, op, &path), gettid());
+    EXPECT_EQ(run(ctx, op, &path), getppid());
     EXPECT_EQ(path, ASYS_PATH_POOL);
+    EXPECT_NE(worker_tid(ctx), gettid());
 }
 
 TEST(UringBackend, BatchIsOneSubmission) {

@@ -80,8 +80,10 @@ static inline unsigned long umem_add(unsigned long *ptr, unsigned long inc)
  *   -ENXIO: the chain would have to go asynchronous but no completion ring
  *     is registered (the atoms before it ran; their results are written; the
  *     blocking atom did not run). Register a ring, or use SYSLET_SYNC.
- * An atom naming a denied system call (see asys_syscall_allowed) stops the
- * chain with -EPERM in its ret_ptr; an unknown number with -ENOSYS. */
+ * An atom naming a denied system call (see asys_syscall_allowed), or one
+ * that acts on or reads the calling thread (gettid, setpriority of thread
+ * 0, ...: docs/api.md), stops the chain with -EPERM in its ret_ptr; an
+ * unknown number with -ENOSYS. */
 static inline long async_exec(struct syslet_uatom *atom)
 {
     asys_ctx *asys_dflt = asys_syslet_default_ctx();

@@ -8,6 +8,7 @@
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 
+#include "base/denylist.hpp"
 #include "base/library_fds.hpp"
 #include "base/raw_syscall.hpp"
 
@@ -153,16 +154,16 @@ uint8_t syscall_sched_class(long nr) noexcept {
 
 bool syscall_never_blocks(long nr) noexcept {
     switch (nr) {
-        case SYS_getpid: case SYS_getppid: case SYS_gettid: case SYS_getuid:
+        case SYS_getpid: case SYS_getppid: case SYS_getuid:
         case SYS_geteuid: case SYS_getgid: case SYS_getegid: case SYS_getpgrp:
         case SYS_uname: case SYS_clock_gettime: case SYS_gettimeofday:
-        case SYS_time: case SYS_sched_yield: case SYS_getrusage: case SYS_umask:
+        case SYS_time: case SYS_sched_yield: case SYS_umask:
         // (not dup2/dup3: replacing a descriptor closes its file, which
         // can wait, e.g. a lingering socket)
         case SYS_dup: case SYS_lseek: case SYS_getrandom:
             return true;
         default:
-            return false;
+            return may_read_calling_thread(nr);  // gettid, getpriority, sched_getaffinity, ...
     }
 }
 

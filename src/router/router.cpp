@@ -333,7 +333,9 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
 
     long res = 0;
     attempt a = attempt::not_tried;
-    if (!(f & ASYS_F_ASYNC)) {
+    // (A call that reads the calling thread's state runs here even when
+    // ASYNC: on a worker its answer would be the worker's.)
+    if (!(f & ASYS_F_ASYNC) || (op.opcode == ASYS_OP_SYSCALL && runs_on_submitter(op.nr, op.args))) {
         const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
         // A read of an fd whose probe direct I/O refused goes to a backend
         // untouched (NOWAIT ops never punt: they probe).

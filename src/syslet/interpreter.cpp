@@ -82,8 +82,8 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
     const bool is_read = nr == SYS_read || nr == SYS_pread64 || nr == SYS_readv;
     const long hint = run.guard_proved_fd;
     run.guard_proved_fd = -1;
-    if (int allowed = syscall_allowed_with(nr, a); allowed != 0) {
-        *res = allowed;  // -EPERM (denied) or -ENOSYS (unknown)
+    if (int allowed = syscall_allowed_in_chain(nr, a); allowed != 0) {
+        *res = allowed;  // -EPERM (denied, or of the calling thread) or -ENOSYS (unknown)
         return atom_outcome::refused;
     }
     if (may_block || sync) {

@@ -49,6 +49,47 @@ constexpr unsigned char kBlock = SYSCALL_DISPATCH_FILTER_BLOCK;
 __attribute__((tls_model("initial-exec"))) thread_local volatile unsigned char t_selector = kAllow;
 __attribute__((tls_model("initial-exec"))) thread_local bool t_on = false;
 
+// SIGSYS in the program's signal mask while calls trap. A dispatch trap
+// raised while SIGSYS is blocked kills the process, so while the thread's
+// selector may say BLOCK its real mask never blocks SIGSYS: a program that
+// blocks it (pthread_create, system() and popen() block every signal) has
+// its bit kept here instead, reported by its mask queries and put back in
+// the real mask when trapping ends on the thread (release_sigsys).
+constexpr uint64_t kSigsysBit = uint64_t{1} << (SIGSYS - 1);
+__attribute__((tls_model("initial-exec"))) thread_local bool t_sigsys_held = false;
+
+// Calls are about to trap on this thread: SIGSYS leaves its real mask,
+// and the program's bit is kept.
+void hold_sigsys() noexcept {
+    uint64_t old = 0;
+    raw_syscall6(SYS_rt_sigprocmask, SIG_UNBLOCK, reinterpret_cast<uint64_t>(&kSigsysBit),
+                 reinterpret_cast<uint64_t>(&old), 8, 0, 0);
+    if (old & kSigsysBit) t_sigsys_held = true;
+}
+
+// Calls no longer trap on this thread: the program's mask is the real one again.
+void release_sigsys() noexcept {
+    if (!t_sigsys_held) return;
+    t_sigsys_held = false;
+    raw_syscall6(SYS_rt_sigprocmask, SIG_BLOCK, reinterpret_cast<uint64_t>(&kSigsysBit), 0, 8, 0, 0);
+}
+
+uint64_t frame_mask(const ucontext_t *uc) noexcept {
+    uint64_t m;
+    std::memcpy(&m, &uc->uc_sigmask, sizeof m);
+    return m;
+}
+void set_frame_mask(ucontext_t *uc, uint64_t m) noexcept { std::memcpy(&uc->uc_sigmask, &m, sizeof m); }
+
+// A mask the trapped code goes on with (after the signal return): without
+// SIGSYS, whose bit is kept.
+void hold_sigsys_of_frame(ucontext_t *uc) noexcept {
+    const uint64_t m = frame_mask(uc);
+    if (!(m & kSigsysBit)) return;
+    t_sigsys_held = true;
+    set_frame_mask(uc, m & ~kSigsysBit);
+}
+
 // The allowed range: the executable segment holding the library's code
 // (its raw system calls, this handler's restorer) never traps.
 uintptr_t g_range_start = 0, g_range_len = 0;
@@ -64,6 +105,44 @@ struct kernel_sigaction {
     uint64_t mask;
 };
 kernel_sigaction g_old{};  // the SIGSYS action before ours (other SIGSYS sources go there)
+
+// The signals whose handler the program installed with SIGSYS in its
+// sa_mask: the kernel's copy leaves it out (a handler running with SIGSYS
+// blocked in trapped code would die at its first call, or at its return),
+// and the program's queries through trapped code get it back.
+std::atomic<uint64_t> g_sigsys_in_sa_mask{0};
+
+constexpr uint64_t sig_bit(int sig) noexcept { return uint64_t{1} << (sig - 1); }
+
+bool handler_mask_may_hide_sigsys(int sig) noexcept {
+    return sig >= 1 && sig <= 64 && sig != SIGSYS && sig != SIGKILL && sig != SIGSTOP;
+}
+
+// A trapped rt_sigaction: made with SIGSYS left out of the new action's
+// mask (and remembered), and the old action's mask as the program set it.
+long trapped_sigaction(const uint64_t (&a)[6]) noexcept {
+    const int sig = static_cast<int>(a[0]);
+    if (!handler_mask_may_hide_sigsys(sig) || a[3] != 8) return raw_syscall(SYS_rt_sigaction, a);
+    const bool had = (g_sigsys_in_sa_mask.load(std::memory_order_relaxed) & sig_bit(sig)) != 0;
+    uint64_t b[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
+    kernel_sigaction act{};
+    bool hides = false;
+    if (a[1]) {
+        if (copy_from_caller(&act, reinterpret_cast<const void *>(a[1]), sizeof act) != 0)
+            return raw_syscall(SYS_rt_sigaction, a);  // the call says EFAULT
+        hides = (act.mask & kSigsysBit) != 0;
+        act.mask &= ~kSigsysBit;
+        b[1] = reinterpret_cast<uint64_t>(&act);
+    }
+    const long r = raw_syscall(SYS_rt_sigaction, b);
+    if (r != 0) return r;
+    if (a[2] && had) reinterpret_cast<kernel_sigaction *>(a[2])->mask |= kSigsysBit;  // written by the call just now
+    if (a[1]) {
+        if (hides) g_sigsys_in_sa_mask.fetch_or(sig_bit(sig), std::memory_order_relaxed);
+        else g_sigsys_in_sa_mask.fetch_and(~sig_bit(sig), std::memory_order_relaxed);
+    }
+    return r;
+}
 
 int find_range(dl_phdr_info *info, size_t, void *) {
     const auto target = reinterpret_cast<uintptr_t>(&asys_sud_restorer);
@@ -106,6 +185,7 @@ enum class trapped_kind {
     sigreturn,   ///< another handler returns: made again from the gadget
     reexecute,   ///< starts a thread or a process sharing the stack: made again at its own site, untrapped
     sigmask,     ///< acts on the mask the signal return restores: applied to the frame too
+    sigaction,   ///< installs a handler: SIGSYS left out of its mask
     altstack,    ///< the same for the alternate stack
     direct,      ///< runs here, on the owner thread, as it is
     routed,      ///< the threadlet's (or the region's) inline-or-wait logic
@@ -116,6 +196,7 @@ trapped_kind kind_of(long nr, const uint64_t (&a)[6]) noexcept {
         case SYS_rt_sigreturn: return trapped_kind::sigreturn;
         case SYS_clone: case SYS_clone3: case SYS_fork: case SYS_vfork: return trapped_kind::reexecute;
         case SYS_rt_sigprocmask: return trapped_kind::sigmask;
+        case SYS_rt_sigaction: return trapped_kind::sigaction;
         case SYS_sigaltstack: return trapped_kind::altstack;
         // Memory, futexes (a lock's wait must stay on its thread: parking
         // there would hand the lock's wake-up to code that cannot run),
@@ -151,7 +232,10 @@ void on_sigsys(int sig, siginfo_t *si, void *ucv) noexcept {
     switch (kind_of(nr, a)) {
         case trapped_kind::sigreturn:
             // Return to the gadget with the trapped registers (the stack
-            // pointer at the other handler's frame): it makes the call.
+            // pointer at the other handler's frame, whose ucontext_t the
+            // kernel's starts with): it makes the call. The code it returns
+            // to traps: a mask there that blocks SIGSYS keeps it here.
+            hold_sigsys_of_frame(reinterpret_cast<ucontext_t *>(g[REG_RSP]));
             g[REG_RIP] = reinterpret_cast<greg_t>(&asys_sud_restorer);
             t_selector = prev;
             return;
@@ -159,18 +243,29 @@ void on_sigsys(int sig, siginfo_t *si, void *ucv) noexcept {
             // The new thread or process must start at the caller's own
             // syscall instruction (2 bytes before the trap's return
             // address), so it is made there again, untrapped: the rest of
-            // this run of the code is not caught (until its next switch).
+            // this run of the code is not caught (until its next switch),
+            // so it goes on with the program's whole mask (which the new
+            // thread or process inherits).
+            if (t_sigsys_held) set_frame_mask(uc, frame_mask(uc) | kSigsysBit);
+            t_sigsys_held = false;
             g[REG_RIP] -= 2;
             g[REG_RAX] = nr;
             return;
         case trapped_kind::sigmask: {
-            // The mask of the trapped code is the frame's: make the call
-            // against it and keep its result in the frame.
-            raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 0, 8, 0, 0);
+            // The program's mask is the frame's with the kept SIGSYS bit:
+            // make the call against it (its old set is the program's), and
+            // keep its result in the frame, SIGSYS aside.
+            uint64_t m = frame_mask(uc) | (t_sigsys_held ? kSigsysBit : 0);
+            raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&m), 0, 8, 0, 0);
             res = raw(nr, a);
-            raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 8, 0, 0);
+            raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&m), 8, 0, 0);
+            t_sigsys_held = (m & kSigsysBit) != 0;
+            set_frame_mask(uc, m & ~kSigsysBit);
             break;
         }
+        case trapped_kind::sigaction:
+            res = trapped_sigaction(a);
+            break;
         case trapped_kind::altstack:
             res = raw(nr, a);
             if (res == 0) raw_syscall6(SYS_sigaltstack, 0, reinterpret_cast<uint64_t>(&uc->uc_stack), 0, 0, 0, 0);
@@ -203,12 +298,25 @@ uint64_t hook_save() noexcept { return (t_on ? 2u : 0u) | (t_selector == kBlock 
 void hook_restore(uint64_t s) noexcept {
     t_selector = kAllow;
     dispatch_enable((s & 2) != 0);
-    if (s & 1) t_selector = kBlock;
+    if (!(s & 1)) {
+        release_sigsys();
+        return;
+    }
+    hold_sigsys();
+    t_selector = kBlock;
 }
 void hook_enter(threadlet *t) noexcept {
+    // Calls trapped already (the threadlet's start right after its switch,
+    // or one submitted by a transparent threadlet): SIGSYS is out of the
+    // real mask already.
+    const bool trapping = t_on && t_selector == kBlock;
     t_selector = kAllow;
-    if (!(t->tflags & ASYS_THREADLET_TRANSPARENT)) return;
+    if (!(t->tflags & ASYS_THREADLET_TRANSPARENT)) {
+        release_sigsys();
+        return;
+    }
     dispatch_enable(true);
+    if (!trapping) hold_sigsys();
     t_selector = kBlock;
 }
 void hook_leave(threadlet *) noexcept { t_selector = kAllow; }
@@ -246,9 +354,24 @@ int dispatch_init() noexcept {
             result = static_cast<int>(rc);
             return;
         }
+        hide_sigsys_from_handlers();
         g_switch_hooks.store(&kHooks, std::memory_order_release);
     });
     return result;
+}
+
+void hide_sigsys_from_handlers() noexcept {
+    constexpr uintptr_t kIgn = 1;
+    for (int sig = 1; sig <= 64; ++sig) {
+        if (!handler_mask_may_hide_sigsys(sig)) continue;
+        kernel_sigaction act{};
+        if (raw_syscall6(SYS_rt_sigaction, static_cast<uint64_t>(sig), 0, reinterpret_cast<uint64_t>(&act), 8, 0, 0) != 0 ||
+            act.handler <= kIgn || !(act.mask & kSigsysBit))
+            continue;
+        act.mask &= ~kSigsysBit;
+        if (raw_syscall6(SYS_rt_sigaction, static_cast<uint64_t>(sig), reinterpret_cast<uint64_t>(&act), 0, 8, 0, 0) == 0)
+            g_sigsys_in_sa_mask.fetch_or(sig_bit(sig), std::memory_order_relaxed);
+    }
 }
 
 int transparent_init() noexcept { return dispatch_init(); }
@@ -260,6 +383,34 @@ int dispatch_enable(bool on) noexcept {
                        : raw_syscall6(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0, 0);
     if (rc == 0) t_on = on;
     return static_cast<int>(rc);
+}
+
+void dispatch_trapping(bool on) noexcept {
+    if (on) {
+        hold_sigsys();
+        t_selector = kBlock;
+    } else {
+        t_selector = kAllow;
+        release_sigsys();
+    }
+}
+
+void mask_to_thread(const ucontext_t *uc) noexcept {
+    const uint64_t m = frame_mask(uc) | (t_sigsys_held ? kSigsysBit : 0);
+    t_sigsys_held = false;
+    raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&m), 0, 8, 0, 0);
+}
+
+void mask_from_thread(ucontext_t *uc) noexcept {
+    uint64_t m = 0;
+    raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&m), 8, 0, 0);
+    set_frame_mask(uc, m);
+    hold_sigsys_of_frame(uc);
+}
+
+void mask_to_frame(ucontext_t *uc) noexcept {
+    if (t_sigsys_held) set_frame_mask(uc, frame_mask(uc) | kSigsysBit);
+    t_sigsys_held = false;
 }
 
 bool dispatch_enabled() noexcept { return t_on; }

@@ -19,12 +19,37 @@ namespace asys::internal {
 /// 0, or -EOPNOTSUPP when the kernel has no syscall user dispatch.
 int dispatch_init() noexcept;
 
+/// Leaves SIGSYS out of the mask of every installed handler (dispatch_init
+/// does it once; trapped rt_sigaction calls do it for the handlers they
+/// install): a handler that ran in trapped code with SIGSYS blocked would
+/// kill the process at its first call. Handlers installed later by
+/// untrapped code are not seen.
+void hide_sigsys_from_handlers() noexcept;
+
 /// The calling thread's dispatch: turned on (selector ALLOW) or off.
 int dispatch_enable(bool on) noexcept;
 bool dispatch_enabled() noexcept;
 /// The calling thread's selector: true = calls trap.
 void dispatch_block(bool block) noexcept;
 bool dispatch_blocking() noexcept;
+
+/// The calling thread's selector for trapped code (maybe_fork's region):
+/// on, calls trap, and the real signal mask leaves SIGSYS unblocked (the
+/// program's SIGSYS bit is kept aside: a trap raised while SIGSYS is
+/// blocked kills the process); off, they don't, and the program's mask is
+/// the real one again.
+void dispatch_trapping(bool on) noexcept;
+
+/// The mask of trapped code in a signal frame and the thread's real mask,
+/// for code that leaves the handler another way than its return: the
+/// frame's mask (with the kept SIGSYS bit) becomes the thread's
+/// (mask_to_thread: a threadlet parked in the handler, maybe_fork's
+/// parent); the thread's becomes the frame's, SIGSYS kept aside
+/// (mask_from_thread: on resume); or the frame gets the kept bit back
+/// (mask_to_frame: the code goes on untrapped, as maybe_fork's child).
+void mask_to_thread(const ucontext_t *uc) noexcept;
+void mask_from_thread(ucontext_t *uc) noexcept;
+void mask_to_frame(ucontext_t *uc) noexcept;
 
 /// System calls trapped so far in this process (relaxed: a statistic for
 /// tests and benchmarks).

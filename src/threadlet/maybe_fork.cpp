@@ -89,7 +89,7 @@ struct region {
 __attribute__((tls_model("initial-exec"))) thread_local region t_region;
 
 void end_region() noexcept {
-    dispatch_block(false);
+    dispatch_trapping(false);
     dispatch_enable(false);
     t_region.active = false;
 }
@@ -118,13 +118,14 @@ long region_call(ucontext_t *uc, long nr, const uint64_t (&args)[6]) noexcept {
         // and the call completes (blocking) in this process.
         t_region.active = false;
         t_region.child = true;
+        mask_to_frame(uc);  // it goes on untrapped, with the program's mask
         return run_blocking();
     }
     // The parent: the region ends, the mask of the trapped code comes back
     // (the handler's blocks SIGSYS), and maybe_fork returns the child's pid.
     jmp_buf *buf = t_region.buf;
+    mask_to_thread(uc);
     end_region();
-    raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 0, 8, 0, 0);
 #ifdef ASYS_MF_ASAN
     __asan_handle_no_return();
 #endif
@@ -150,7 +151,7 @@ extern "C" int asys_mf_region(jmp_buf *buf, int flags) {
             if (int rc = dispatch_init()) return rc;
             if (int rc = dispatch_enable(true)) return rc;
             t_region = region{buf, true, false};
-            dispatch_block(true);
+            dispatch_trapping(true);
             return 0;
         default:  // FORK_ON_SOMETHING: no meaning yet
             return -EINVAL;

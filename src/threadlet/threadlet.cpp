@@ -15,6 +15,7 @@
 #include "base/raw_syscall.hpp"
 #include "inline/inline_attempt.hpp"
 #include "router/router.hpp"
+#include "threadlet/dispatch.hpp"
 #include "threadlet/fiber.hpp"
 
 namespace asys::internal {
@@ -234,11 +235,9 @@ long park(threadlet *t) noexcept {
     // SIGSYS); on resume, the frame takes the mask the thread has then, so
     // the signal return keeps the owner's changes made meanwhile.
     auto *uc = static_cast<ucontext_t *>(t->trap_uc);
-    if (uc)
-        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 0, 8, 0, 0);
+    if (uc) mask_to_thread(uc);
     fiber_yield(t->f, t->caller);
-    if (uc)
-        raw_syscall6(SYS_rt_sigprocmask, SIG_SETMASK, 0, reinterpret_cast<uint64_t>(&uc->uc_sigmask), 8, 0, 0);
+    if (uc) mask_from_thread(uc);
     return t->call_res;
 }
 
@@ -247,20 +246,9 @@ long park(threadlet *t) noexcept {
 threadlet *current_threadlet() noexcept { return t_current; }
 
 bool runs_on_owner(long nr, const uint64_t (&a)[6]) noexcept {
-    if (syscall_allowed_with(nr, a) != 0) return true;  // denied (or refused for its arguments)
-    switch (nr) {
-        case SYS_gettid:
-        case SYS_getcpu:
-        case SYS_rt_sigpending:
-        case SYS_pause:  // waits for a signal to the calling thread
-            return true;
-        case SYS_sched_setaffinity: case SYS_sched_getaffinity: case SYS_sched_setscheduler:
-        case SYS_sched_getscheduler: case SYS_sched_setparam: case SYS_sched_getparam:
-        case SYS_sched_setattr: case SYS_sched_getattr:
-            return static_cast<pid_t>(a[0]) == 0;  // thread 0: the calling thread
-        default:
-            return false;
-    }
+    // Refused (by number or for its arguments, which covers the calls that
+    // act on the calling thread), or reads the calling thread's state.
+    return syscall_allowed_with(nr, a) != 0 || thread_effect_of(nr, a) != thread_effect::none;
 }
 
 namespace {

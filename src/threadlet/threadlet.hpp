@@ -67,10 +67,11 @@ int route_threadlet(context &c, const asys_op &op, uint32_t flags, bool reserved
 /// The threadlet running on the calling thread, or null.
 threadlet *current_threadlet() noexcept;
 
-/// True for calls that act on the calling thread itself (its id, signal
-/// mask and stack, prctl, robust list, scheduling of thread 0) and every
-/// call generic submission refuses: a threadlet makes them on its owner
-/// thread, never on a worker.
+/// True for calls whose effect or answer depends on the calling thread
+/// (base/denylist.hpp's thread_effect_of: its id, scheduling, priorities,
+/// memory policy of thread 0, ...) and every call generic submission
+/// refuses (signal mask and stack, prctl, robust list, ...): a threadlet
+/// makes them on its owner thread, never on a worker.
 bool runs_on_owner(long nr, const uint64_t (&args)[6]) noexcept;
 
 /// The asys op for system call `nr` with these arguments (its own opcode

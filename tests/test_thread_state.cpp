@@ -531,6 +531,32 @@ TEST(ThreadCalls, ReadersGiveTheCallersAnswerOnEveryPath) {
     expect_others_untouched(base, 0);
 }
 
+// ASYNC promises a completion: a reading call made on the submitting thread
+// is still accepted (0), and its answer arrives as an entry, not as an
+// inline ASYS_DONE a caller waiting for the entry would never get.
+TEST(ThreadCalls, AnAsyncReaderStillCompletesWithAnEntry) {
+    ctx_guard ctx;
+    for (const bool batch : {false, true}) {
+        SCOPED_TRACE(batch ? "batch" : "asys_submit");
+        uint64_t a[6] = {};
+        asys_op op;
+        asys_prep_syscall(&op, SYS_gettid, a);
+        op.flags = ASYS_F_ASYNC;
+        op.user_data = 77;
+        long ret = -1;
+        op.ret_ptr = &ret;
+        int status = -1;
+        EXPECT_EQ(batch ? asys_submit_batch(ctx, &op, 1, &status) : asys_submit(ctx, &op), batch ? 1 : 0);
+        if (batch) EXPECT_EQ(status, 0);
+        const auto c = reap(ctx, 1);
+        ASSERT_EQ(c.size(), 1u);
+        EXPECT_EQ(c[0].user_data, 77u);
+        EXPECT_EQ(c[0].res, tid_now());
+        EXPECT_EQ(c[0].path, ASYS_PATH_INLINE) << "made on the submitting thread";
+        EXPECT_EQ(ret, tid_now());
+    }
+}
+
 // A chain may move to a worker before any atom: its atoms refuse both kinds.
 TEST(ThreadCalls, ChainsRefuseBoth) {
     ctx_guard ctx;

@@ -331,11 +331,19 @@ int route_op(context &c, const asys_op &op, batch_route *batch) noexcept {
         if (rc != -EAGAIN) return rc;
     }
 
+    // A call that reads the calling thread's state runs here even when
+    // ASYNC (it never blocks; on a worker its answer would be the worker's),
+    // and its answer still arrives as ASYNC promises: as a completion.
+    if ((f & ASYS_F_ASYNC) && op.opcode == ASYS_OP_SYSCALL && runs_on_submitter(op.nr, op.args)) {
+        if (!reserved)
+            if (int rc = reserve_room_for(c, batch, atomic)) return rc;
+        (void)finish_inline(c, op, execute_op(op.opcode, op.nr, op.args), /*reserved=*/true);
+        return 0;
+    }
+
     long res = 0;
     attempt a = attempt::not_tried;
-    // (A call that reads the calling thread's state runs here even when
-    // ASYNC: on a worker its answer would be the worker's.)
-    if (!(f & ASYS_F_ASYNC) || (op.opcode == ASYS_OP_SYSCALL && runs_on_submitter(op.nr, op.args))) {
+    if (!(f & ASYS_F_ASYNC)) {
         const bool buffered = (f & ASYS_F_BUFFERED) || (c.ctx_flags() & ASYS_CTX_NO_ODIRECT);
         // A read of an fd whose probe direct I/O refused goes to a backend
         // untouched (NOWAIT ops never punt: they probe).

@@ -443,11 +443,7 @@ TEST(PartialTransfers, PartlySentAtomIsWholeInAChainAndEndsANowaitChainWithItsCo
         unsigned long fd = static_cast<unsigned long>(sv[0]), buf = reinterpret_cast<unsigned long>(out.data()),
                       len = kLen, zero = 0;
         long r = -1;
-        syslet_uatom s = atom(SYS_sendto, 0, &r);
-        s.arg_ptr[0] = &fd;
-        s.arg_ptr[1] = &buf;
-        s.arg_ptr[2] = &len;
-        s.arg_ptr[3] = &zero;
+        syslet_uatom s = atom(SYS_sendto, 0, &r, {&fd, &buf, &len, &zero});
         syslet_uatom *last = nullptr;
         asys_op op;
         asys_prep_chain(&op, &s, &last);

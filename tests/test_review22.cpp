@@ -194,10 +194,7 @@ TEST(Review22, BrokenPipeRaisesSigpipeOnEveryPath) {
                 unsigned long wfd = static_cast<unsigned long>(fds[1]), wbuf = reinterpret_cast<unsigned long>("x"),
                               wlen = 1;
                 long wres = 0;
-                syslet_uatom w = atom(SYS_write, 0, &wres);
-                w.arg_ptr[0] = &wfd;
-                w.arg_ptr[1] = &wbuf;
-                w.arg_ptr[2] = &wlen;
+                syslet_uatom w = atom(SYS_write, 0, &wres, {&wfd, &wbuf, &wlen});
                 syslet_uatom *last = nullptr;
                 if (kind == 3) asys_prep_chain(&op, &w, &last);
                 op.flags = flags;
@@ -224,10 +221,7 @@ TEST(Review22, NowaitChainDoesNotRunABlockingSyncAtom) {
     char byte = 0;
     unsigned long fd = static_cast<unsigned long>(p.r), buf = reinterpret_cast<unsigned long>(&byte), len = 1;
     long r = -12345;
-    syslet_uatom rd = atom(SYS_read, SYSLET_SYNC, &r);
-    rd.arg_ptr[0] = &fd;
-    rd.arg_ptr[1] = &buf;
-    rd.arg_ptr[2] = &len;
+    syslet_uatom rd = atom(SYS_read, SYSLET_SYNC, &r, {&fd, &buf, &len});
     syslet_uatom *last = nullptr;
     asys_op op;
     asys_prep_chain(&op, &rd, &last);

@@ -446,7 +446,11 @@ cpu_set_t first_cpu_of(const cpu_set_t &set) {
     return one;
 }
 sched_param g_param{};
+const struct timespec g_second{1, 0};
 const setter kSetters[] = {
+    {"keyctl(GET_KEYRING_ID, THREAD, create)", SYS_keyctl, 0 /*KEYCTL_GET_KEYRING_ID*/, -1 /*KEY_SPEC_THREAD_KEYRING*/, 1},
+    {"clock_nanosleep(the thread's CPU clock)", SYS_clock_nanosleep, CLOCK_THREAD_CPUTIME_ID, 0,
+     reinterpret_cast<long>(&g_second)},
     {"sched_setaffinity(0)", SYS_sched_setaffinity, 0, sizeof(cpu_set_t), reinterpret_cast<long>(&g_one_cpu)},
     {"setpriority(PRIO_PROCESS, 0)", SYS_setpriority, PRIO_PROCESS, 0, 7},
     {"ioprio_set(WHO_PROCESS, 0)", SYS_ioprio_set, kIoprioWhoProcess, 0, ioprio_value(2, 7)},

@@ -118,6 +118,16 @@ constexpr thread_call kThreadCalls[] = {
     {SYS_timer_create, thread_effect::acts_on_caller, target::thread_clock, 0, 0},
     // A PI futex's owner is a thread id: a worker would own the lock.
     {SYS_futex, thread_effect::acts_on_caller, target::futex_pi, 0, 0},
+    // A sleep on the calling thread's own CPU clock: EINVAL for the call,
+    // a wait for the caller's CPU time on a worker.
+    {SYS_clock_nanosleep, thread_effect::acts_on_caller, target::thread_clock, 0, 0},
+    // Keyrings: the thread keyring and the session keyring a thread joins
+    // are the calling thread's (its credentials); keyctl names them by
+    // special ids in any of its arguments, so it is refused whole. add_key
+    // and request_key into the thread keyring (KEY_SPEC_THREAD_KEYRING).
+    {SYS_keyctl, thread_effect::acts_on_caller, target::always, 0, 0},
+    {SYS_add_key, thread_effect::acts_on_caller, target::arg_equals, 4, -1},
+    {SYS_request_key, thread_effect::acts_on_caller, target::arg_equals, 3, -1},
 };
 
 struct thread_call_map {

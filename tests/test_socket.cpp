@@ -6,6 +6,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -681,6 +682,28 @@ TEST(SocketNoSignals, SignalRequestsAreRefused) {
     ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0, 5000), 0) << "the signal request was taken";
     EXPECT_EQ(r.cookie, 50u);
     EXPECT_EQ(r.res, -EPERM);
+    // Nor through a signalfd of its own: reading one takes the signals of
+    // the process that reads it, the server's. Its REGISTER is refused; an
+    // eventfd's is not.
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    const int sfd = signalfd(-1, &term, SFD_CLOEXEC);
+    ASSERT_GE(sfd, 0);
+    asys_sock_prep(&m, ASYS_SOCK_REGISTER, 52, 0, 0, 0);
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, sfd), 0);
+    ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 52u);
+    EXPECT_EQ(r.res, -EPERM) << "a signalfd is not registered";
+    close(sfd);
+    const int efd = eventfd(0, EFD_CLOEXEC);
+    ASSERT_GE(efd, 0);
+    asys_sock_prep(&m, ASYS_SOCK_REGISTER, 53, 0, 0, 0);
+    ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, efd), 0);
+    ASSERT_EQ(recv_within(sv[0], &r, nullptr, 0), 0);
+    EXPECT_EQ(r.cookie, 53u);
+    EXPECT_GE(r.res, 0) << "an eventfd is";
+    close(efd);
     asys_sock_prep(&m, ASYS_SOCK_TIMER, 51, 0, 0, 0);
     m.res = 1000;
     ASSERT_EQ(asys_sock_send(sv[0], &m, nullptr, 0, -1), 0);

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -538,6 +539,20 @@ void sock_server::drain_done() noexcept {
     submit_queued();  // room in the client's share
 }
 
+namespace {
+/// Whether fd (fstat'ed into st) is a signalfd: an anonymous inode (no file
+/// type bits) whose link in /proc/self/fd says so.
+bool is_signalfd(int fd, const struct stat &st) noexcept {
+    if ((st.st_mode & S_IFMT) != 0) return false;
+    char path[64], target[64];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const ssize_t n = ::readlink(path, target, sizeof target - 1);
+    if (n <= 0) return true;  // cannot tell: refused, to be safe
+    target[n] = 0;
+    return std::strcmp(target, "anon_inode:[signalfd]") == 0;
+}
+}  // namespace
+
 void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncated) noexcept {
     sock_request q;
     int rc = truncated ? -EMSGSIZE : parse_request(rx_.get(), n, nfds, &q);
@@ -549,10 +564,16 @@ void sock_server::handle_message(size_t n, int *fds, unsigned nfds, bool truncat
         if (slot == ASYS_SOCK_MAX_HANDLES) {
             rc = -EMFILE;
         } else {
-            if (slot == handles_.size()) handles_.emplace_back();
             struct stat st;
-            const bool file = ::fstat(fds[0], &st) == 0 &&
-                              (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode));
+            const bool stat_ok = ::fstat(fds[0], &st) == 0;
+            // asysd: a signalfd reads the signals of the process that reads
+            // it, the daemon's (its SIGTERM): refused, like SIGNAL.
+            if (no_signals_ && stat_ok && is_signalfd(fds[0], st)) {
+                ::close(fds[0]);
+                return reply(h, -EPERM);
+            }
+            if (slot == handles_.size()) handles_.emplace_back();
+            const bool file = stat_ok && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode));
             handles_[slot] = registered{fds[0], 0, !file};
             nfds = 0;  // kept
             reply(h, slot);

@@ -144,15 +144,27 @@ bool http_step(http_conn &c, asys_ctx *ctx) {
     return false;
 }
 
+// After an accept failed: out of descriptors or memory, the connection
+// stays queued and the socket stays readable, so the loop backs off for
+// 100 ms rather than spin (a signal on sfd still stops the daemon at once).
+void back_off_if_out_of_resources(int err, int sfd) {
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        struct pollfd sp{sfd, POLLIN, 0};
+        (void)::poll(&sp, 1, 100);
+    }
+}
+
 // Accepts what waits on the metrics socket.
-void http_accept(int ls, std::vector<http_conn> &conns) {
-    for (int c; (c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;) {
+void http_accept(int ls, std::vector<http_conn> &conns, int sfd) {
+    int c;
+    while ((c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
         if (conns.size() >= kMaxHttpConns) {
             ::close(c);  // too many at once
             continue;
         }
         conns.push_back(http_conn{c, std::chrono::steady_clock::now() + kHttpDeadline, {}, {}, 0});
     }
+    back_off_if_out_of_resources(errno, sfd);
 }
 
 // The poll timeout that wakes the loop for the first connection's
@@ -252,17 +264,11 @@ int main(int argc, char **argv) {
             else ::close(http[i].fd);
         }
         http.resize(keep);
-        if (hs >= 0 && (pf[2].revents & POLLIN)) http_accept(hs, http);
+        if (hs >= 0 && (pf[2].revents & POLLIN)) http_accept(hs, http, sfd);
         if (!(pf[0].revents & POLLIN)) continue;
         const int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) {
-            // Out of descriptors or memory: the connection stays queued and
-            // the socket stays readable; back off rather than spin (a
-            // signal still stops the daemon at once).
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                struct pollfd sp{sfd, POLLIN, 0};
-                (void)::poll(&sp, 1, 100);
-            }
+            back_off_if_out_of_resources(errno, sfd);
             continue;
         }
         struct ucred cred {};

@@ -301,6 +301,37 @@ TEST_F(SocketQueue, CancellingAQueuedRequestAnswersItAtOnce) {
     EXPECT_EQ(got, want);
 }
 
+// A file READ beyond the client's share whose nonblocking attempt came back
+// short (only the file's head is cached, pread(2) would read on): it waits
+// whole in the queue and is answered with the whole length once room
+// comes. It was answered with the attempt's short count.
+TEST_F(SocketQueue, AShortFileReadBeyondTheShareWaitsAndIsWhole) {
+    constexpr size_t kLen = 65536;
+    partly_cached_file f(kLen);
+    const long hf = register_fd(f.fd);
+    ASSERT_GE(hf, 0);
+    REQUIRE_PARTLY_CACHED(f, 4096);
+    for (uint64_t c = 10; c < 10 + static_cast<uint64_t>(cap_); ++c)
+        send_only(ASYS_SOCK_READ, c, static_cast<uint32_t>(handle_), 1, -1);  // the share: tty reads that wait
+    expect_cap_in_context();
+    send_only(ASYS_SOCK_READ, 99, static_cast<uint32_t>(hf), kLen, 0);
+    std::string line(static_cast<size_t>(cap_), 'y');
+    line += '\n';
+    ASSERT_EQ(write(tty_.master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    std::vector<char> buf(kLen);
+    long file_res = -1;
+    for (long i = 0; i <= cap_; ++i) {
+        asys_sock_msg r;
+        ASSERT_GE(recv_within(sock_, &r, buf.data(), buf.size()), 0) << "reply " << i;
+        if (r.cookie == 99) {
+            file_res = r.res;
+            EXPECT_EQ(buf[0], pattern(0));
+            EXPECT_EQ(buf[kLen - 1], pattern(kLen - 1));
+        }
+    }
+    EXPECT_EQ(file_res, static_cast<long>(kLen)) << "the whole length, as pread(2)";
+}
+
 // A client that leaves with requests queued beyond its share: the running
 // ones are cancelled, the queued ones are dropped (they never reach the
 // context), and its server ends. The tty's later input is all still there.

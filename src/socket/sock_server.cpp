@@ -381,7 +381,15 @@ void sock_server::run_in_context(request *r, asys_op op) noexcept {
     now.flags |= ASYS_F_NOWAIT;
     now.ret_ptr = &r->res;
     const int rc = asys_submit(ctx_, &now);
-    if (rc == -EAGAIN) {
+    // A read that came back short may have stopped where the page cache
+    // ends (pread(2) would go on): it waits whole, as if it had not run (a
+    // read at the file position first puts the position back; where that
+    // fails, the short count is what was read). Read again later, a short
+    // read at the end of the file is short again.
+    const bool short_read = rc == ASYS_DONE && r->h.type == ASYS_SOCK_READ && r->res > 0 &&
+                            static_cast<uint64_t>(r->res) < r->h.len;
+    if (rc == -EAGAIN ||
+        (short_read && (r->h.offset >= 0 || ::lseek(static_cast<int>(op.args[0]), -r->res, SEEK_CUR) >= 0))) {
         queue_.push_back(queued{r, op});
         return;
     }

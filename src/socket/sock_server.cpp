@@ -718,11 +718,14 @@ bool sock_server::receive_one() noexcept {
         }
         return true;
     }
-    if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry
+    if (mh.msg_flags & MSG_CTRUNC) {  // more fds than any request may carry, or no room for them here
         for (unsigned i = 0; i < nfds; ++i) ::close(fds[i]);
         sock_request q;
         (void)parse_request(rx_.get(), static_cast<size_t>(n), 0, &q);
-        reply(q.h, -EBADMSG);
+        // A REGISTER whose one fd the kernel could not install: this process
+        // is out of descriptors.
+        const bool out_of_fds = nfds == 0 && q.h.type == ASYS_SOCK_REGISTER;
+        reply(q.h, out_of_fds ? -EMFILE : -EBADMSG);
         return true;
     }
     handle_message(static_cast<size_t>(n), fds, nfds, (mh.msg_flags & MSG_TRUNC) != 0);

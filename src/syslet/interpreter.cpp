@@ -125,9 +125,9 @@ atom_outcome run_atom(syslet_uatom &at, bool may_block, chain_run &run, long *re
                 *res = r;  // cannot: the short count is what was moved
                 return atom_outcome::ran;
             }
-            std::memcpy(keep->args, a, sizeof a);
+            // (A send's are its op's: sendto without an address.)
+            std::memcpy(keep->args, op.opcode == ASYS_OP_SEND ? op.args : a, sizeof keep->args);
             if (op.opcode == ASYS_OP_SEND) {
-                std::memcpy(keep->args, op.args, sizeof keep->args);  // sendto without an address
                 keep->done = static_cast<uint64_t>(r);
                 keep->opcode = op.opcode;
             } else if (!reads_at_offset(op) &&
@@ -151,14 +151,22 @@ bool stops(unsigned long flags, long r) noexcept {
 
 }  // namespace
 
-bool end_at_moved_bytes(chain_run &run) noexcept {
-    if (!run.cur || !run.retry || !run.retry->done) return false;
-    const long r = static_cast<long>(run.retry->done);
+namespace {
+/// Ends the chain at run.cur with result r (written to its ret_ptr): the
+/// atom is the chain's last.
+chain_status end_at(chain_run &run, long r) noexcept {
     run.retry.reset();
     if (run.cur->ret_ptr) *run.cur->ret_ptr = r;
     run.last = run.cur;
     run.last_res = r;
     run.cur = nullptr;
+    return chain_status::ended;
+}
+}  // namespace
+
+bool end_at_moved_bytes(chain_run &run) noexcept {
+    if (!run.cur || !run.retry || !run.retry->done) return false;
+    end_at(run, static_cast<long>(run.retry->done));
     return true;
 }
 
@@ -170,31 +178,15 @@ chain_status run_chain(chain_run &run, bool may_block) noexcept {
             // Not run; but an atom whose transfer already moved part of its
             // bytes ends with them, as an interrupted call would.
             if (end_at_moved_bytes(run)) return chain_status::ended;
-            run.retry.reset();
-            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;
-            run.last = &at;
-            run.last_res = -ECANCELED;
-            run.cur = nullptr;
-            return chain_status::ended;
+            return end_at(run, -ECANCELED);
         }
-        if (run.step_limit && run.steps >= run.step_limit) {
-            if (at.ret_ptr) *at.ret_ptr = -ELOOP;  // not run: the limit ends the chain here
-            run.last = &at;
-            run.last_res = -ELOOP;
-            run.cur = nullptr;
-            return chain_status::ended;
-        }
+        if (run.step_limit && run.steps >= run.step_limit)
+            return end_at(run, -ELOOP);  // not run: the limit ends the chain here
         long res = 0;
         const atom_outcome o = run_atom(at, may_block, run, &res);
         if (o == atom_outcome::would_block) return chain_status::would_block;
         ++run.steps;
-        if (res == -EINTR && is_cancelled()) {  // the cancel interrupted this call
-            if (at.ret_ptr) *at.ret_ptr = -ECANCELED;
-            run.last = &at;
-            run.last_res = -ECANCELED;
-            run.cur = nullptr;
-            return chain_status::ended;
-        }
+        if (res == -EINTR && is_cancelled()) return end_at(run, -ECANCELED);  // the cancel interrupted this call
         if (at.ret_ptr) *at.ret_ptr = res;
         run.last = &at;
         run.last_res = res;

@@ -88,7 +88,7 @@ bool ring_short_read_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], lon
 
 bool ring_short_write_to_finish_slow(uint32_t opcode, const uint64_t (&a)[6], long res) noexcept {
     if (opcode == ASYS_OP_SEND && (static_cast<int>(a[3]) & MSG_DONTWAIT)) return false;
-    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(a[0])), F_GETFL, 0, 0, 0, 0);
+    const long fl = fd_status_flags(a[0]);
     if (fl < 0 || (fl & O_NONBLOCK)) return false;  // a nonblocking descriptor: short is the call's result too
     if (opcode != ASYS_OP_WRITEV && opcode != ASYS_OP_PWRITEV) return true;
     return vector_short_of_total(a, res);

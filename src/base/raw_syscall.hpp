@@ -1,6 +1,7 @@
 // Raw system call entry that returns -errno and never touches errno.
 #pragma once
 #include <cerrno>
+#include <fcntl.h>
 #include <cstdint>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,6 +42,12 @@ inline long raw_syscall(long nr, const uint64_t (&a)[6]) noexcept {
 /// pointer that may be bad) to `dst`, through the kernel: a bad pointer
 /// gives -EFAULT instead of a crash. 0 or -errno (-ENOSYS / -EPERM where a
 /// seccomp filter refuses process_vm_readv: callers then take a path that
+/// The descriptor's status flags now (fcntl(F_GETFL): O_NONBLOCK, O_DIRECT,
+/// O_APPEND, ...), or -errno (a closed fd: -EBADF). One system call.
+inline long fd_status_flags(uint64_t fd) noexcept {
+    return raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(fd)), F_GETFL, 0, 0, 0, 0);
+}
+
 /// does not read the memory themselves).
 inline long copy_from_caller(void *dst, const void *src, size_t len) noexcept {
     struct {

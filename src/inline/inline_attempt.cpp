@@ -88,7 +88,7 @@ constexpr unsigned kHintFds = 1u << 16;
 std::atomic<uint8_t> g_direct_refused[kHintFds];
 
 bool fd_is_direct(int fd) noexcept {
-    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(fd), F_GETFL, 0, 0, 0, 0);
+    const long fl = fd_status_flags(static_cast<uint64_t>(fd));
     return fl >= 0 && (fl & O_DIRECT);
 }
 

@@ -293,7 +293,7 @@ fd_kind seekability_of(uint64_t fd_arg) noexcept {
 // (or EINPROGRESS, for a connect) at once, the ring arms a poll and waits.
 // Such transfers run on the pool, whose call answers at once. (One fcntl.)
 bool fd_nonblocking(uint64_t fd_arg) noexcept {
-    const long fl = raw_syscall6(SYS_fcntl, static_cast<uint64_t>(static_cast<int>(fd_arg)), F_GETFL, 0, 0, 0, 0);
+    const long fl = fd_status_flags(fd_arg);
     return fl >= 0 && (fl & O_NONBLOCK);
 }
 
